@@ -1,0 +1,358 @@
+// Package appliance composes one edgegate appliance. Messages flow
+//
+//	device ──TCP EGP/1──▶ socket ──NATS assignment──▶ parser ──▶ handler ──▶ edgegate.parsed.<id>
+//	   ▲                    │  ▲                         │
+//	   └──────── ACK ───────┘  └──────── outcome ────────┘
+//	                    lease store (acquire │ heartbeat, release)
+//
+// The socket queues each controller's messages, acquires the controller's
+// lease and hands a batch to a parser pool (its own appliance's first); the
+// parser runs the handler in order under the lease and reports back; the
+// socket acknowledges the device. The embedded NATS server carries
+// assignments, outcomes and output, and clusters appliances over routes.
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/edgegate/edgegate/embed"
+	"github.com/edgegate/edgegate/lease"
+	"github.com/edgegate/edgegate/parser"
+	"github.com/edgegate/edgegate/socket"
+)
+
+// Appliance is one running edgegate.
+type Appliance struct {
+	cfg     Config
+	log     *slog.Logger
+	nats    *embed.Server
+	store   lease.Store
+	pool    *parser.Pool
+	sock    *socket.Server
+	http    *http.Server
+	httpLn  net.Listener
+	closers []func()
+
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// Run runs an appliance with cfg until ctx is done.
+func Run(ctx context.Context, cfg Config) error {
+	a, err := New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// New validates cfg, starts the embedded NATS server, the lease store and
+// the parser pool's dependencies, and binds every listener, so that their
+// addresses are known before Run. On error everything started is stopped.
+func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	log := cfg.Logger
+	if log == nil {
+		log = NewLogger(os.Stderr, cfg.Log.Level, true)
+	}
+	log = log.With("appliance", cfg.Name)
+	a = &Appliance{cfg: cfg, log: log, ready: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+
+	dir, err := dataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	a.nats, err = embed.New(embed.Config{
+		Name:      cfg.Name,
+		Listen:    cfg.NATS.Listen,
+		JetStream: cfg.NATS.JetStream,
+		StoreDir:  filepath.Join(dir, "jetstream"),
+		MaxStore:  cfg.NATS.MaxStore,
+		MaxMemory: cfg.NATS.MaxMemory,
+		Cluster: embed.ClusterConfig{
+			Listen: cfg.NATS.Cluster.Listen,
+			Name:   cfg.NATS.Cluster.Name,
+			Peers:  cfg.NATS.Cluster.Peers,
+		},
+		Logger: log.With("component", "nats"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("appliance: nats: %w", err)
+	}
+	a.closers = append(a.closers, a.nats.Shutdown)
+
+	switch {
+	case cfg.LeaseStore != nil:
+		a.store = cfg.LeaseStore
+	case cfg.Lease.Redis != "":
+		return nil, errors.New("appliance: lease.redis: the Redis lease store is not built yet; leave lease.redis empty to use the in-process store")
+	default:
+		a.store = lease.NewMemory()
+	}
+
+	if cfg.Parser.Workers > 0 {
+		if err := a.newParser(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Devices.Listen != "" || cfg.Devices.LinesListen != "" {
+		nc, err := a.connect("socket")
+		if err != nil {
+			return nil, err
+		}
+		a.sock, err = socket.New(socket.Config{
+			Name:           cfg.Name,
+			Listen:         cfg.Devices.Listen,
+			LinesListen:    cfg.Devices.LinesListen,
+			NoAck:          cfg.Devices.Ack == "none",
+			MaxFrame:       cfg.Devices.MaxFrame,
+			HelloTimeout:   cfg.Devices.HelloTimeout,
+			MaxConnections: cfg.Devices.MaxConnections,
+			Queue:          cfg.Devices.Queue,
+			Memory:         cfg.Devices.Memory,
+			Batch:          cfg.Parser.Batch,
+			TTL:            cfg.Lease.TTL,
+			CheckInterval:  cfg.Lease.CheckInterval,
+			Logger:         log.With("component", "socket"),
+		}, nc, a.store)
+		if err != nil {
+			return nil, fmt.Errorf("appliance: %w", err)
+		}
+	}
+	if cfg.HTTP.Listen != "" {
+		if a.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			return nil, fmt.Errorf("appliance: listen http.listen %s: %w", cfg.HTTP.Listen, err)
+		}
+		a.http = &http.Server{Handler: a.mux(), ReadHeaderTimeout: 5 * time.Second}
+	}
+	return a, nil
+}
+
+func (a *Appliance) connect(name string) (*nats.Conn, error) {
+	nc, err := a.nats.Connect(a.cfg.Name + "-" + name)
+	if err != nil {
+		return nil, fmt.Errorf("appliance: nats connect: %w", err)
+	}
+	a.closers = append(a.closers, nc.Close)
+	return nc, nil
+}
+
+func (a *Appliance) newParser(ctx context.Context) error {
+	cfg := a.cfg
+	nc, err := a.connect("parser")
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	pub, err := parser.NewPublisher(pctx, nc, parser.PublisherConfig{
+		JetStream:    cfg.NATS.JetStream,
+		MaxBytes:     cfg.NATS.MaxStore / 4 * 3,
+		DeadMaxBytes: cfg.NATS.MaxStore / 8,
+	})
+	if err != nil {
+		return fmt.Errorf("appliance: %w", err)
+	}
+	h := cfg.Handler
+	if h == nil {
+		switch cfg.Parser.Handler {
+		case "discard":
+			h = parser.Discard()
+		case "exec":
+			return errors.New("appliance: parser.handler exec: not built yet")
+		default:
+			h = pub.Handler(cfg.Parser.ValidateJSON)
+		}
+	}
+	a.pool, err = parser.New(parser.Config{
+		Name:       cfg.Name,
+		Workers:    cfg.Parser.Workers,
+		Handler:    h,
+		DeadLetter: pub.Dead,
+		Attempts:   cfg.Parser.Attempts,
+		TTL:        cfg.Lease.TTL,
+		Heartbeat:  cfg.Lease.Heartbeat,
+		Logger:     a.log.With("component", "parser"),
+	}, nc, a.store)
+	if err != nil {
+		return fmt.Errorf("appliance: %w", err)
+	}
+	return nil
+}
+
+// Run runs the appliance until ctx is done, then stops it in reverse start
+// order: stop accepting devices and finish the batches in flight, stop the
+// parser pool, then NATS.
+func (a *Appliance) Run(ctx context.Context) error {
+	defer a.close()
+	errc := make(chan error, 3)
+	sockCtx, sockCancel := context.WithCancel(ctx)
+	defer sockCancel()
+	poolCtx, poolCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer poolCancel()
+
+	var poolDone, sockDone, httpDone chan struct{}
+	if a.pool != nil {
+		poolDone = make(chan struct{})
+		go func() { defer close(poolDone); errc <- a.pool.Run(poolCtx) }()
+	}
+	if a.sock != nil {
+		sockDone = make(chan struct{})
+		go func() { defer close(sockDone); errc <- a.sock.Run(sockCtx) }()
+	}
+	if a.http != nil {
+		httpDone = make(chan struct{})
+		go func() {
+			defer close(httpDone)
+			if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("appliance: http: %w", err)
+			}
+		}()
+	}
+	a.readyOnce.Do(func() { close(a.ready) })
+	a.log.Info("appliance running", "devices", a.DeviceAddr(), "lines", a.LinesAddr(),
+		"nats", a.nats.ClientURL(), "parser_workers", a.cfg.Parser.Workers, "lease_store", a.storeName())
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	a.log.Info("appliance stopping")
+	sockCancel()
+	if sockDone != nil {
+		<-sockDone
+	}
+	poolCancel()
+	if poolDone != nil {
+		<-poolDone
+	}
+	if a.http != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		a.http.Shutdown(sctx)
+		cancel()
+		<-httpDone
+	}
+	a.log.Info("appliance stopped")
+	return err
+}
+
+func (a *Appliance) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
+	if a.httpLn != nil && a.http == nil {
+		a.httpLn.Close()
+	}
+}
+
+func (a *Appliance) storeName() string {
+	switch {
+	case a.cfg.LeaseStore != nil:
+		return "custom"
+	case a.cfg.Lease.Redis != "":
+		return "redis"
+	}
+	return "in-process"
+}
+
+// Ready is closed once Run serves.
+func (a *Appliance) Ready() <-chan struct{} { return a.ready }
+
+// DeviceAddr returns the EGP/1 listener's address, "" when disabled.
+func (a *Appliance) DeviceAddr() string {
+	if a.sock == nil || a.sock.Addr() == nil {
+		return ""
+	}
+	return a.sock.Addr().String()
+}
+
+// LinesAddr returns the lines listener's address, "" when disabled.
+func (a *Appliance) LinesAddr() string {
+	if a.sock == nil || a.sock.LinesAddr() == nil {
+		return ""
+	}
+	return a.sock.LinesAddr().String()
+}
+
+// HTTPAddr returns the HTTP listener's address, "" when disabled.
+func (a *Appliance) HTTPAddr() string {
+	if a.httpLn == nil {
+		return ""
+	}
+	return a.httpLn.Addr().String()
+}
+
+// NATSURL returns the embedded NATS server's client URL, "" when it has no
+// client listener.
+func (a *Appliance) NATSURL() string { return a.nats.ClientURL() }
+
+// Connect returns a new in-process connection to the embedded NATS server.
+func (a *Appliance) Connect(name string) (*nats.Conn, error) { return a.nats.Connect(name) }
+
+// SocketStats returns the socket counters (zero without a device listener).
+func (a *Appliance) SocketStats() socket.Stats {
+	if a.sock == nil {
+		return socket.Stats{}
+	}
+	return a.sock.Stats()
+}
+
+// ParserStats returns the parser pool counters (zero without a pool).
+func (a *Appliance) ParserStats() parser.StatsSnapshot {
+	if a.pool == nil {
+		return parser.StatsSnapshot{}
+	}
+	return a.pool.Stats()
+}
+
+// dataDir resolves and creates the data directory.
+func dataDir(dir string) (string, error) {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return "", fmt.Errorf("appliance: data_dir: %w", err)
+		}
+		return dir, nil
+	}
+	if sd := os.Getenv("STATE_DIRECTORY"); sd != "" {
+		return dataDir(filepath.SplitList(sd)[0])
+	}
+	if err := os.MkdirAll("/var/lib/edgegate", 0o750); err == nil && writable("/var/lib/edgegate") {
+		return "/var/lib/edgegate", nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", errors.New("appliance: data_dir: /var/lib/edgegate is not writable and there is no home directory; set data_dir")
+	}
+	return dataDir(filepath.Join(home, ".local", "state", "edgegate"))
+}
+
+func writable(dir string) bool {
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return false
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return true
+}

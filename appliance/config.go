@@ -1,0 +1,328 @@
+package appliance
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/edgegate/edgegate/lease"
+	"github.com/edgegate/edgegate/parser"
+)
+
+// Config is the whole configuration of an appliance: the configuration file,
+// flags and environment of `edgegate run` fill it (see cmd/edgegate), and Go
+// users fill it directly. Field comments say what the zero value means;
+// DefaultConfig lists every default.
+type Config struct {
+	// Name is the appliance name, shown in status and logs. Empty means the
+	// host name.
+	Name string
+	// DataDir holds the JetStream store and other state. Empty means
+	// $STATE_DIRECTORY (set by systemd's StateDirectory=), else
+	// /var/lib/edgegate when it is writable, else ~/.local/state/edgegate.
+	DataDir string
+
+	Devices DevicesConfig
+	NATS    NATSConfig
+	Lease   LeaseConfig
+	Parser  ParserConfig
+	HTTP    HTTPConfig
+	Log     LogConfig
+
+	// Logger receives the logs. Nil means a text logger on stderr at
+	// Log.Level.
+	Logger *slog.Logger `yaml:"-"`
+	// Handler, when set, is the parse logic and Parser.Handler is ignored:
+	// for users who build their own binary.
+	Handler parser.Handler `yaml:"-"`
+	// LeaseStore, when set, replaces the store chosen by Lease.Redis (for
+	// tests and custom stores). Appliances given the same store share leases.
+	LeaseStore lease.Store `yaml:"-"`
+}
+
+// DevicesConfig configures the device listeners.
+type DevicesConfig struct {
+	// Listen is the EGP/1 listener address. Empty disables it.
+	Listen string
+	// LinesListen is the address of the line-based listener. Empty disables it.
+	LinesListen string
+	// Ack is "processed" (ACK after the handler finished a message) or "none"
+	// (no ACKs). Empty means "processed".
+	Ack string
+	// MaxFrame is the largest frame body in bytes. Zero means 1 MiB.
+	MaxFrame int
+	// HelloTimeout is how long a new connection has to send HELLO. Zero means 5s.
+	HelloTimeout time.Duration
+	// MaxConnections is the most device connections at once; a connection
+	// beyond it gets ERROR busy. Zero means no limit.
+	MaxConnections int
+	// Queue is the most messages queued per controller before its device is
+	// backpressured. Zero means 1024.
+	Queue int
+	// Memory is the most payload bytes queued over all controllers before
+	// devices are backpressured. Zero means 256 MiB.
+	Memory int64
+}
+
+// NATSConfig configures the embedded NATS server.
+type NATSConfig struct {
+	// Listen is the client port address. Empty means in-process clients only.
+	Listen string
+	// JetStream enables JetStream: parsed records and dead letters are stored
+	// in streams. When false they are only published.
+	JetStream bool
+	// MaxStore is the JetStream file store limit in bytes. Zero means 1 GiB.
+	MaxStore int64
+	// MaxMemory is the JetStream memory store limit in bytes. Zero means 64 MiB.
+	MaxMemory int64
+	Cluster   ClusterConfig
+}
+
+// ClusterConfig configures NATS routes to the other appliances.
+type ClusterConfig struct {
+	// Listen is the route listener address. Empty means no clustering.
+	Listen string
+	// Name is the cluster name; all appliances of a cluster use the same one.
+	// Empty means "edgegate".
+	Name string
+	// Peers are the host:port route addresses of every peer.
+	Peers []string
+}
+
+// LeaseConfig configures the per-controller leases.
+type LeaseConfig struct {
+	// Redis is the Redis URL (redis://host:6379/0). Empty means the in-process
+	// store, which serves one appliance only.
+	Redis string
+	// TTL is the lease time: a parser that did not heartbeat for TTL is taken
+	// as dead. Zero means 5s.
+	TTL time.Duration
+	// Heartbeat is how often a parser extends its lease. Zero means 1s.
+	Heartbeat time.Duration
+	// CheckInterval is how often a socket checks the leases it waits on.
+	// Zero means 1s.
+	CheckInterval time.Duration
+}
+
+// ParserConfig configures the parser pool of this appliance.
+type ParserConfig struct {
+	// Workers is the number of parser workers; 0 means no parser pool on this
+	// appliance (sockets only).
+	Workers int
+	// Batch is the most messages of one controller handed over under one
+	// lease. Zero means 64.
+	Batch int
+	// Handler is "publish", "exec" or "discard". Empty means "publish".
+	Handler string
+	// Exec is the command and arguments of the exec handler.
+	Exec []string
+	// Attempts is how often a message the handler calls bad is tried before
+	// it is dead-lettered. Zero means 3.
+	Attempts int
+	// ValidateJSON makes the publish handler refuse (dead-letter) payloads
+	// that are not valid JSON.
+	ValidateJSON bool
+}
+
+// HTTPConfig configures the HTTP endpoint (/metrics, /healthz, /readyz).
+type HTTPConfig struct {
+	// Listen is the HTTP address. Empty disables it.
+	Listen string
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Empty means info.
+	Level string
+}
+
+// DefaultConfig returns the defaults of DESIGN §7.
+func DefaultConfig() Config {
+	return Config{
+		Name:    "",
+		DataDir: "",
+		Devices: DevicesConfig{
+			Listen:         "0.0.0.0:7400",
+			LinesListen:    "",
+			Ack:            "processed",
+			MaxFrame:       1 << 20,
+			HelloTimeout:   5 * time.Second,
+			MaxConnections: 0,
+			Queue:          1024,
+			Memory:         256 << 20,
+		},
+		NATS: NATSConfig{
+			Listen:    "0.0.0.0:4222",
+			JetStream: true,
+			MaxStore:  1 << 30,
+			MaxMemory: 64 << 20,
+			Cluster:   ClusterConfig{Name: "edgegate"},
+		},
+		Lease: LeaseConfig{
+			TTL:           5 * time.Second,
+			Heartbeat:     time.Second,
+			CheckInterval: time.Second,
+		},
+		Parser: ParserConfig{
+			Workers:  16,
+			Batch:    64,
+			Handler:  "publish",
+			Attempts: 3,
+		},
+		HTTP: HTTPConfig{Listen: "127.0.0.1:7480"},
+		Log:  LogConfig{Level: "info"},
+	}
+}
+
+// withDefaults fills zero values that have a documented meaning.
+func (c Config) withDefaults() Config {
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+		if c.Name == "" {
+			c.Name = "edgegate"
+		}
+	}
+	d := DefaultConfig()
+	if c.Devices.Ack == "" {
+		c.Devices.Ack = d.Devices.Ack
+	}
+	if c.Devices.MaxFrame == 0 {
+		c.Devices.MaxFrame = d.Devices.MaxFrame
+	}
+	if c.Devices.HelloTimeout == 0 {
+		c.Devices.HelloTimeout = d.Devices.HelloTimeout
+	}
+	if c.Devices.Queue == 0 {
+		c.Devices.Queue = d.Devices.Queue
+	}
+	if c.Devices.Memory == 0 {
+		c.Devices.Memory = d.Devices.Memory
+	}
+	if c.NATS.MaxStore == 0 {
+		c.NATS.MaxStore = d.NATS.MaxStore
+	}
+	if c.NATS.MaxMemory == 0 {
+		c.NATS.MaxMemory = d.NATS.MaxMemory
+	}
+	if c.NATS.Cluster.Name == "" {
+		c.NATS.Cluster.Name = d.NATS.Cluster.Name
+	}
+	if c.Lease.TTL == 0 {
+		c.Lease.TTL = d.Lease.TTL
+	}
+	if c.Lease.Heartbeat == 0 {
+		c.Lease.Heartbeat = d.Lease.Heartbeat
+	}
+	if c.Lease.CheckInterval == 0 {
+		c.Lease.CheckInterval = d.Lease.CheckInterval
+	}
+	if c.Parser.Batch == 0 {
+		c.Parser.Batch = d.Parser.Batch
+	}
+	if c.Parser.Handler == "" {
+		c.Parser.Handler = d.Parser.Handler
+	}
+	if c.Parser.Attempts == 0 {
+		c.Parser.Attempts = d.Parser.Attempts
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = d.Log.Level
+	}
+	return c
+}
+
+// Validate checks c (after defaults are applied to zero values) and returns
+// one error naming the first bad setting by its configuration key.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	bad := func(key string, v any, why string) error {
+		return fmt.Errorf("config: %s: %v: %s", key, v, why)
+	}
+	for _, a := range []struct{ key, addr string }{
+		{"devices.listen", c.Devices.Listen},
+		{"devices.lines_listen", c.Devices.LinesListen},
+		{"nats.listen", c.NATS.Listen},
+		{"nats.cluster.listen", c.NATS.Cluster.Listen},
+		{"http.listen", c.HTTP.Listen},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return bad(a.key, fmt.Sprintf("%q", a.addr), "want host:port, e.g. 0.0.0.0:7400")
+		}
+	}
+	for i, p := range c.NATS.Cluster.Peers {
+		if _, _, err := net.SplitHostPort(p); err != nil {
+			return bad(fmt.Sprintf("nats.cluster.peers[%d]", i), fmt.Sprintf("%q", p), "want host:port of a peer's cluster listener")
+		}
+	}
+	switch c.Devices.Ack {
+	case "processed", "none":
+	default:
+		return bad("devices.ack", fmt.Sprintf("%q", c.Devices.Ack), "want processed or none")
+	}
+	if c.Devices.MaxFrame < 16 || c.Devices.MaxFrame > 64<<20 {
+		return bad("devices.max_frame", c.Devices.MaxFrame, "want 16 bytes to 64 MiB")
+	}
+	if c.Devices.HelloTimeout < 0 {
+		return bad("devices.hello_timeout", c.Devices.HelloTimeout, "must not be negative")
+	}
+	if c.Devices.MaxConnections < 0 {
+		return bad("devices.max_connections", c.Devices.MaxConnections, "must not be negative")
+	}
+	if c.Devices.Queue < 1 {
+		return bad("devices.queue", c.Devices.Queue, "want at least 1")
+	}
+	if c.Devices.Memory < int64(c.Devices.MaxFrame) {
+		return bad("devices.memory", c.Devices.Memory, fmt.Sprintf("want at least devices.max_frame (%d)", c.Devices.MaxFrame))
+	}
+	if c.NATS.MaxStore < 0 || c.NATS.MaxMemory < 0 {
+		return bad("nats.max_store", c.NATS.MaxStore, "must not be negative")
+	}
+	if c.Lease.TTL < 100*time.Millisecond {
+		return bad("lease.ttl", c.Lease.TTL, "want at least 100ms")
+	}
+	if c.Lease.Heartbeat <= 0 || c.Lease.Heartbeat*2 > c.Lease.TTL {
+		return bad("lease.heartbeat", c.Lease.Heartbeat, fmt.Sprintf("want more than 0 and at most half of lease.ttl (%s)", c.Lease.TTL))
+	}
+	if c.Lease.CheckInterval <= 0 {
+		return bad("lease.check_interval", c.Lease.CheckInterval, "want more than 0")
+	}
+	if c.Parser.Workers < 0 || c.Parser.Workers > 4096 {
+		return bad("parser.workers", c.Parser.Workers, "want 0 to 4096")
+	}
+	if c.Parser.Batch < 1 || c.Parser.Batch > 4096 {
+		return bad("parser.batch", c.Parser.Batch, "want 1 to 4096")
+	}
+	if c.Parser.Attempts < 1 {
+		return bad("parser.attempts", c.Parser.Attempts, "want at least 1")
+	}
+	if c.Handler == nil {
+		switch c.Parser.Handler {
+		case "publish", "discard":
+		case "exec":
+			if len(c.Parser.Exec) == 0 {
+				return bad("parser.exec", "[]", "the exec handler needs a command")
+			}
+		default:
+			return bad("parser.handler", fmt.Sprintf("%q", c.Parser.Handler), "want publish, exec or discard")
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", fmt.Sprintf("%q", c.Log.Level), "want debug, info, warn or error")
+	}
+	if c.Devices.Listen == "" && c.Devices.LinesListen == "" && c.Parser.Workers == 0 {
+		return errors.New("config: devices.listen, devices.lines_listen and parser.workers are all off: this appliance would do nothing")
+	}
+	clustered := c.NATS.Cluster.Listen != "" || len(c.NATS.Cluster.Peers) > 0
+	if clustered && c.Lease.Redis == "" && c.LeaseStore == nil {
+		return errors.New("config: lease.redis: a cluster (nats.cluster.listen or nats.cluster.peers set) needs Redis for its leases: set lease.redis to redis://host:6379/0 on every appliance, or remove the cluster settings to run one appliance on the in-process store")
+	}
+	return nil
+}

@@ -1,0 +1,298 @@
+package appliance_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/edgegate/edgegate/appliance"
+	"github.com/edgegate/edgegate/parser"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testLogger logs to the test output when -v is given, else discards.
+func testLogger(t *testing.T) *slog.Logger {
+	t.Helper()
+	if !testing.Verbose() {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// testConfig is a single appliance on loopback with fast leases.
+func testConfig(t *testing.T, name string) appliance.Config {
+	t.Helper()
+	cfg := appliance.DefaultConfig()
+	cfg.Name = name
+	cfg.DataDir = t.TempDir()
+	cfg.Devices.Listen = "127.0.0.1:0"
+	cfg.NATS.Listen = ""
+	cfg.NATS.JetStream = false
+	cfg.HTTP.Listen = ""
+	cfg.Lease.TTL = time.Second
+	cfg.Lease.Heartbeat = 200 * time.Millisecond
+	cfg.Lease.CheckInterval = 200 * time.Millisecond
+	cfg.Parser.Workers = 8
+	cfg.Logger = testLogger(t)
+	return cfg
+}
+
+// start runs an appliance until the test ends.
+func start(t *testing.T, cfg appliance.Config) *appliance.Appliance {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := appliance.New(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatalf("appliance.New: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("appliance.Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("appliance did not stop within 30s")
+		}
+	})
+	select {
+	case <-a.Ready():
+	case err := <-done:
+		t.Fatalf("appliance stopped at start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("appliance not ready within 10s")
+	}
+	return a
+}
+
+// call is one handler invocation.
+type call struct {
+	seq        uint64
+	fence      uint64
+	payload    string
+	start, end time.Time // end is zero when the call never returned
+	err        error
+}
+
+// journal is a Handler wrapper that records every call per controller and
+// notices overlapping calls of one controller and concurrency across them.
+type journal struct {
+	inner parser.Handler
+
+	mu         sync.Mutex
+	calls      map[string][]*call
+	active     map[string]int
+	overlaps   []string
+	running    int
+	maxRunning int
+}
+
+func newJournal(inner parser.Handler) *journal {
+	if inner == nil {
+		inner = parser.Discard()
+	}
+	return &journal{inner: inner, calls: map[string][]*call{}, active: map[string]int{}}
+}
+
+func (j *journal) Handle(ctx context.Context, m *parser.Message) error {
+	c := &call{seq: m.Seq, fence: m.Fence, payload: string(m.Payload), start: time.Now()}
+	j.mu.Lock()
+	if j.active[m.Controller] > 0 {
+		j.overlaps = append(j.overlaps, fmt.Sprintf("%s seq %d fence %d started while another call of it ran", m.Controller, m.Seq, m.Fence))
+	}
+	j.active[m.Controller]++
+	j.running++
+	j.maxRunning = max(j.maxRunning, j.running)
+	j.calls[m.Controller] = append(j.calls[m.Controller], c)
+	j.mu.Unlock()
+	defer func() {
+		j.mu.Lock()
+		c.end = time.Now()
+		j.active[m.Controller]--
+		j.running--
+		j.mu.Unlock()
+	}()
+	c.err = j.inner.Handle(ctx, m)
+	return c.err
+}
+
+// succeeded returns the seqs of a controller's calls that returned nil, in
+// call order.
+func (j *journal) succeeded(id string) []uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []uint64
+	for _, c := range j.calls[id] {
+		if !c.end.IsZero() && c.err == nil {
+			out = append(out, c.seq)
+		}
+	}
+	return out
+}
+
+func (j *journal) snapshot() (overlaps []string, maxRunning int) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return append([]string(nil), j.overlaps...), j.maxRunning
+}
+
+// eventually polls cond every 10ms until it is true or d passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true within %v", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// proxy is a TCP relay for fault injection: Cut closes every relayed
+// connection at once; Freeze stops relaying without closing (half-open).
+type proxy struct {
+	ln     net.Listener
+	target string
+
+	mu     sync.Mutex
+	conns  []net.Conn
+	frozen bool
+	wg     sync.WaitGroup
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go p.acceptLoop()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) acceptLoop() {
+	defer p.wg.Done()
+	for {
+		down, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			down.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, down, up)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(down, up)
+		go p.pipe(up, down)
+	}
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			frozen := p.frozen
+			p.mu.Unlock()
+			if !frozen {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			p.mu.Lock()
+			frozen := p.frozen
+			p.mu.Unlock()
+			if err == io.EOF && !frozen { // frozen: the other side never learns
+				if tc, ok := dst.(*net.TCPConn); ok {
+					tc.CloseWrite()
+				}
+			}
+			return
+		}
+	}
+}
+
+// cut closes every relayed connection (a reset from the device's view).
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// freeze stops relaying bytes but keeps the connections open.
+func (p *proxy) freeze() {
+	p.mu.Lock()
+	p.frozen = true
+	p.mu.Unlock()
+}
+
+func (p *proxy) close() {
+	p.ln.Close()
+	p.cut()
+	p.wg.Wait()
+}
+
+// readStream waits until stream holds n messages and returns them in order.
+func readStream(t *testing.T, a *appliance.Appliance, stream string, n int) []*jetstream.RawStreamMsg {
+	t.Helper()
+	nc, err := a.Connect("test-reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	eventually(t, 10*time.Second, fmt.Sprintf("stream %s holds %d messages", stream, n), func() bool {
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs >= uint64(n)
+	})
+	out := make([]*jetstream.RawStreamMsg, 0, n)
+	for seq := uint64(1); len(out) < n; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("stream %s: get %d: %v", stream, seq, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}

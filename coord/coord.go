@@ -1,0 +1,277 @@
+// Package coord defines the coordination protocol between sockets and parser
+// pools over NATS (DESIGN §4): subjects, ready announcements, assignments of
+// a batch under a lease, the accept/busy answer and the batch outcome.
+//
+// Assignments, answers and outcomes are on the hot path and use a compact
+// binary encoding (big-endian, a kind byte first); ready announcements are
+// JSON.
+package coord
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/edgegate/edgegate/lease"
+)
+
+// Subjects.
+const (
+	// SubjectReady carries Ready announcements of parser pools.
+	SubjectReady = "edgegate.ready"
+	// SubjectReadyQuery asks every parser pool to announce itself now (a
+	// socket that starts does not wait for the periodic announcement).
+	SubjectReadyQuery = "edgegate.ready.query"
+	// SubjectStatus is requested by `edgegate status`; pools and sockets answer.
+	SubjectStatus = "edgegate.status"
+	prefixPool    = "edgegate.pool."
+	prefixSocket  = "edgegate.socket."
+	prefixParsed  = "edgegate.parsed."
+	prefixDead    = "edgegate.dead."
+	prefixSession = "edgegate.session."
+)
+
+// PoolSubject is the subject a parser pool receives assignments on.
+func PoolSubject(pool string) string { return prefixPool + pool }
+
+// SocketSubject is the subject a socket receives answers and outcomes on.
+func SocketSubject(socket string) string { return prefixSocket + socket }
+
+// ParsedSubject is the subject of a controller's parsed records.
+func ParsedSubject(controller string) string { return prefixParsed + controller }
+
+// DeadSubject is the subject of a controller's dead letters.
+func DeadSubject(controller string) string { return prefixDead + controller }
+
+// SessionSubject is where a socket announces a new device session of a
+// controller, so that an older session elsewhere is taken over.
+func SessionSubject(controller string) string { return prefixSession + controller }
+
+// Ready is a parser pool's announcement of free workers.
+type Ready struct {
+	Pool      string `json:"pool"`      // pool instance ID
+	Appliance string `json:"appliance"` // name of the appliance running it
+	Subject   string `json:"subject"`   // where to send assignments
+	Free      int    `json:"free"`      // idle workers
+	Workers   int    `json:"workers"`   // all workers
+	Busy      int    `json:"busy"`      // workers running a batch
+}
+
+// Kinds of binary messages.
+const (
+	KindAssign  byte = 1
+	KindAnswer  byte = 2
+	KindOutcome byte = 3
+)
+
+// Msg is one device message inside an assignment.
+type Msg struct {
+	Seq      uint64
+	Received time.Time // when the socket read it from the device
+	Payload  []byte
+}
+
+// Assign hands a batch of one controller's messages to a parser pool. The
+// messages are in seq order and the socket holds Token's lease for them.
+type Assign struct {
+	Controller string
+	Token      lease.Token
+	// Valid is how long the lease was still valid when the assignment was
+	// sent; the parser stops the batch if it cannot confirm a heartbeat by
+	// then.
+	Valid time.Duration
+	Msgs  []Msg
+}
+
+// Answer is a parser pool's immediate reply to an assignment.
+type Answer struct {
+	Controller string
+	Fence      uint64
+	Accepted   bool // false: busy, the socket releases the lease and tries elsewhere
+	Pool       string
+}
+
+// Outcome reports a finished batch to the socket that assigned it.
+type Outcome struct {
+	Controller string
+	Fence      uint64
+	// Released is true when the parser released the lease and recorded Done:
+	// the statuses are final. False means the lease was lost (or its release
+	// could not be confirmed): the work is fenced and nothing may be
+	// acknowledged.
+	Released bool
+	Done     uint64
+	Statuses []byte // one egp.Status per message of the batch, in order
+}
+
+// ErrMalformed is returned for a message that cannot be decoded.
+var ErrMalformed = errors.New("coord: malformed message")
+
+func appendStr8(b []byte, s string) []byte {
+	return append(append(b, byte(len(s))), s...)
+}
+
+// AppendAssign appends the encoding of a to b.
+func AppendAssign(b []byte, a *Assign) []byte {
+	b = append(b, KindAssign)
+	b = appendStr8(b, a.Controller)
+	b = binary.BigEndian.AppendUint64(b, a.Token.Fence)
+	b = appendStr8(b, a.Token.Owner)
+	b = binary.BigEndian.AppendUint64(b, uint64(a.Valid))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(a.Msgs)))
+	for i := range a.Msgs {
+		m := &a.Msgs[i]
+		b = binary.BigEndian.AppendUint64(b, m.Seq)
+		b = binary.BigEndian.AppendUint64(b, uint64(m.Received.UnixNano()))
+		b = binary.BigEndian.AppendUint32(b, uint32(len(m.Payload)))
+		b = append(b, m.Payload...)
+	}
+	return b
+}
+
+// AppendAnswer appends the encoding of a to b.
+func AppendAnswer(b []byte, a *Answer) []byte {
+	b = append(b, KindAnswer)
+	b = appendStr8(b, a.Controller)
+	b = binary.BigEndian.AppendUint64(b, a.Fence)
+	acc := byte(0)
+	if a.Accepted {
+		acc = 1
+	}
+	b = append(b, acc)
+	return appendStr8(b, a.Pool)
+}
+
+// AppendOutcome appends the encoding of o to b.
+func AppendOutcome(b []byte, o *Outcome) []byte {
+	b = append(b, KindOutcome)
+	b = appendStr8(b, o.Controller)
+	b = binary.BigEndian.AppendUint64(b, o.Fence)
+	rel := byte(0)
+	if o.Released {
+		rel = 1
+	}
+	b = append(b, rel)
+	b = binary.BigEndian.AppendUint64(b, o.Done)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(o.Statuses)))
+	return append(b, o.Statuses...)
+}
+
+// decoder reads fields and remembers the first error.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) need(n int) bool {
+	if d.err != nil {
+		return false
+	}
+	if len(d.b) < n {
+		d.err = ErrMalformed
+		return false
+	}
+	return true
+}
+
+func (d *decoder) u8() byte {
+	if !d.need(1) {
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) u32() uint32 {
+	if !d.need(4) {
+		return 0
+	}
+	v := binary.BigEndian.Uint32(d.b)
+	d.b = d.b[4:]
+	return v
+}
+
+func (d *decoder) u64() uint64 {
+	if !d.need(8) {
+		return 0
+	}
+	v := binary.BigEndian.Uint64(d.b)
+	d.b = d.b[8:]
+	return v
+}
+
+func (d *decoder) bytes(n int) []byte {
+	if !d.need(n) {
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) str8() string { return string(d.bytes(int(d.u8()))) }
+
+func (d *decoder) kind(want byte) {
+	if k := d.u8(); d.err == nil && k != want {
+		d.err = fmt.Errorf("%w: kind %d, want %d", ErrMalformed, k, want)
+	}
+}
+
+func (d *decoder) finish() error {
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(d.b))
+	}
+	return d.err
+}
+
+// Kind returns the kind byte of an encoded message, 0 if empty.
+func Kind(b []byte) byte {
+	if len(b) == 0 {
+		return 0
+	}
+	return b[0]
+}
+
+// DecodeAssign decodes an assignment. Payloads alias b.
+func DecodeAssign(b []byte) (*Assign, error) {
+	d := decoder{b: b}
+	d.kind(KindAssign)
+	a := &Assign{Controller: d.str8()}
+	a.Token.Fence = d.u64()
+	a.Token.Owner = d.str8()
+	a.Valid = time.Duration(d.u64())
+	n := d.u32()
+	if d.err == nil && uint64(n)*20 > uint64(len(d.b)) {
+		return nil, fmt.Errorf("%w: %d messages in %d bytes", ErrMalformed, n, len(d.b))
+	}
+	a.Msgs = make([]Msg, n)
+	for i := range a.Msgs {
+		m := &a.Msgs[i]
+		m.Seq = d.u64()
+		m.Received = time.Unix(0, int64(d.u64()))
+		m.Payload = d.bytes(int(d.u32()))
+	}
+	if err := d.finish(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// DecodeAnswer decodes an accept/busy answer.
+func DecodeAnswer(b []byte) (Answer, error) {
+	d := decoder{b: b}
+	d.kind(KindAnswer)
+	a := Answer{Controller: d.str8(), Fence: d.u64(), Accepted: d.u8() == 1, Pool: d.str8()}
+	return a, d.finish()
+}
+
+// DecodeOutcome decodes a batch outcome. Statuses alias b.
+func DecodeOutcome(b []byte) (Outcome, error) {
+	d := decoder{b: b}
+	d.kind(KindOutcome)
+	o := Outcome{Controller: d.str8(), Fence: d.u64(), Released: d.u8() == 1, Done: d.u64()}
+	o.Statuses = d.bytes(int(d.u32()))
+	return o, d.finish()
+}

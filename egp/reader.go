@@ -1,0 +1,104 @@
+package egp
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io"
+)
+
+// Header is a decoded frame header.
+type Header struct {
+	Type Type
+	Len  uint32 // body length
+}
+
+// Reader reads frames from a stream. It never allocates more than the
+// configured maximum for a body: the length is checked first.
+type Reader struct {
+	r   *bufio.Reader
+	max uint32
+	hdr [HeaderSize]byte
+	buf []byte
+}
+
+// NewReader returns a Reader on r that refuses bodies over maxFrame bytes
+// (DefaultMaxFrame when 0). bufSize is the read buffer size (4096 when 0).
+func NewReader(r io.Reader, maxFrame uint32, bufSize int) *Reader {
+	if maxFrame == 0 {
+		maxFrame = DefaultMaxFrame
+	}
+	if bufSize <= 0 {
+		bufSize = 4096
+	}
+	return &Reader{r: bufio.NewReaderSize(r, bufSize), max: maxFrame}
+}
+
+// Buffered returns the number of bytes read from the stream but not yet
+// consumed.
+func (r *Reader) Buffered() int { return r.r.Buffered() }
+
+// Next reads and checks the next frame header. A bad magic byte, an unknown
+// type or a length over the maximum is an *Error with the matching code.
+func (r *Reader) Next() (Header, error) {
+	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
+		return Header{}, err
+	}
+	return r.check()
+}
+
+func (r *Reader) check() (Header, error) {
+	if r.hdr[0] != Magic {
+		return Header{}, protoErr(CodeProtocol, "bad magic byte 0x%02x, want 0x%02x", r.hdr[0], Magic)
+	}
+	h := Header{Type: Type(r.hdr[1]), Len: binary.BigEndian.Uint32(r.hdr[2:])}
+	if !h.Type.valid() {
+		return Header{}, protoErr(CodeProtocol, "unknown frame type 0x%02x", r.hdr[1])
+	}
+	if h.Len > r.max {
+		return Header{}, protoErr(CodeTooLarge, "%s frame of %d bytes, max_frame is %d", h.Type, h.Len, r.max)
+	}
+	return h, nil
+}
+
+// Body reads the body of the frame whose header Next returned into a new
+// slice owned by the caller.
+func (r *Reader) Body(h Header) ([]byte, error) {
+	b := make([]byte, h.Len)
+	if _, err := io.ReadFull(r.r, b); err != nil {
+		return nil, unexpected(err)
+	}
+	return b, nil
+}
+
+// Scratch reads the body of the frame whose header Next returned into a
+// buffer the Reader reuses: it is valid until the next call.
+func (r *Reader) Scratch(h Header) ([]byte, error) {
+	if cap(r.buf) < int(h.Len) {
+		r.buf = make([]byte, h.Len)
+	}
+	b := r.buf[:h.Len]
+	if _, err := io.ReadFull(r.r, b); err != nil {
+		return nil, unexpected(err)
+	}
+	if cap(r.buf) > 64<<10 {
+		r.buf = nil // do not pin a large buffer to an idle connection
+	}
+	return b, nil
+}
+
+// ReadFrame reads the next frame whole, its body in reused scratch space.
+func (r *Reader) ReadFrame() (Header, []byte, error) {
+	h, err := r.Next()
+	if err != nil {
+		return h, nil, err
+	}
+	b, err := r.Scratch(h)
+	return h, b, err
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}

@@ -1,0 +1,251 @@
+// Package embed runs the NATS server embedded in an appliance: it carries
+// assignments and outcomes between sockets and parsers, stores parsed
+// records in JetStream, and clusters appliances over routes.
+package embed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+)
+
+// Config configures the embedded server.
+type Config struct {
+	// Name is the server name; in a cluster every appliance needs its own.
+	// Empty means a random name.
+	Name string
+	// Listen is the client port address (host:port, port 0 for a random
+	// one). Empty means no client listener: in-process clients only.
+	Listen string
+	// JetStream enables JetStream with its store in StoreDir.
+	JetStream bool
+	// StoreDir is the JetStream store directory, required with JetStream.
+	StoreDir string
+	// MaxStore is the JetStream file store limit in bytes. Zero means 1 GiB.
+	MaxStore int64
+	// MaxMemory is the JetStream memory store limit in bytes. Zero means 64 MiB.
+	MaxMemory int64
+	// Cluster configures routes to other appliances.
+	Cluster ClusterConfig
+	// Logger receives the server's logs. Nil means discard.
+	Logger *slog.Logger
+	// ReadyTimeout bounds the wait for the server to accept connections.
+	// Zero means 10s.
+	ReadyTimeout time.Duration
+}
+
+// ClusterConfig configures NATS routes.
+type ClusterConfig struct {
+	// Listen is the route listener address (port 0 for a random one). Empty
+	// means not clustered.
+	Listen string
+	// Name is the cluster name. Empty means "edgegate".
+	Name string
+	// Peers are the host:port route addresses of the other appliances.
+	// Explicit routes are redialed forever; listing the server's own address
+	// is harmless (nats-server detects a route to itself).
+	Peers []string
+}
+
+// DefaultConfig returns the defaults: in-process clients only, no
+// JetStream, not clustered.
+func DefaultConfig() Config {
+	return Config{
+		MaxStore:     1 << 30,
+		MaxMemory:    64 << 20,
+		Cluster:      ClusterConfig{Name: "edgegate"},
+		ReadyTimeout: 10 * time.Second,
+	}
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	cfg  Config
+	ns   *server.Server
+	once sync.Once
+}
+
+// hostPort splits addr for nats-server, whose port 0 means the default
+// port: a requested port 0 becomes -1 (random).
+func hostPort(key, addr string) (string, int, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("embed: %s %q: %w", key, addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("embed: %s %q: bad port", key, addr)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	if h == "" {
+		h = "0.0.0.0"
+	}
+	return h, port, nil
+}
+
+// New starts the server and waits until it accepts connections.
+func New(cfg Config) (*Server, error) {
+	d := DefaultConfig()
+	if cfg.MaxStore <= 0 {
+		cfg.MaxStore = d.MaxStore
+	}
+	if cfg.MaxMemory <= 0 {
+		cfg.MaxMemory = d.MaxMemory
+	}
+	if cfg.Cluster.Name == "" {
+		cfg.Cluster.Name = d.Cluster.Name
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = d.ReadyTimeout
+	}
+	if cfg.Name == "" {
+		cfg.Name = "edgegate-" + nuid.Next()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	opts := &server.Options{
+		ServerName: cfg.Name,
+		NoSigs:     true, // nats-server's own handler would os.Exit
+		NoLog:      false,
+		MaxPayload: 8 << 20,
+		// No monitoring, leaf node, websocket or MQTT listeners.
+		HTTPPort: 0,
+	}
+	if cfg.Listen == "" {
+		opts.DontListen = true
+	} else {
+		h, p, err := hostPort("nats.listen", cfg.Listen)
+		if err != nil {
+			return nil, err
+		}
+		opts.Host, opts.Port = h, p
+	}
+	if cfg.JetStream {
+		if cfg.StoreDir == "" {
+			return nil, errors.New("embed: JetStream needs a store directory")
+		}
+		if err := os.MkdirAll(cfg.StoreDir, 0o750); err != nil {
+			return nil, fmt.Errorf("embed: jetstream store: %w", err)
+		}
+		opts.JetStream = true
+		opts.StoreDir = cfg.StoreDir
+		opts.JetStreamMaxStore = cfg.MaxStore
+		opts.JetStreamMaxMemory = cfg.MaxMemory
+	}
+	if cfg.Cluster.Listen != "" {
+		h, p, err := hostPort("nats.cluster.listen", cfg.Cluster.Listen)
+		if err != nil {
+			return nil, err
+		}
+		opts.Cluster.Name = cfg.Cluster.Name
+		opts.Cluster.Host, opts.Cluster.Port = h, p
+		for _, peer := range cfg.Cluster.Peers {
+			if _, _, err := net.SplitHostPort(peer); err != nil {
+				return nil, fmt.Errorf("embed: nats.cluster.peers %q: %w", peer, err)
+			}
+			opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats", Host: peer})
+		}
+	} else if len(cfg.Cluster.Peers) > 0 {
+		return nil, errors.New("embed: nats.cluster.peers needs nats.cluster.listen")
+	}
+
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embed: %w", err)
+	}
+	ns.SetLoggerV2(&slogAdapter{l: cfg.Logger}, cfg.Logger.Enabled(context.Background(), slog.LevelDebug), false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(cfg.ReadyTimeout) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("embed: NATS server not ready within %v (is %s or %s in use?)", cfg.ReadyTimeout, cfg.Listen, cfg.Cluster.Listen)
+	}
+	return &Server{cfg: cfg, ns: ns}, nil
+}
+
+// NATS returns the underlying server.
+func (s *Server) NATS() *server.Server { return s.ns }
+
+// ClientURL returns nats://host:port of the client listener, "" when it
+// has none.
+func (s *Server) ClientURL() string {
+	if s.cfg.Listen == "" {
+		return ""
+	}
+	a, ok := s.ns.Addr().(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	host := a.IP.String()
+	if a.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "nats://" + net.JoinHostPort(host, strconv.Itoa(a.Port))
+}
+
+// ClusterAddr returns the route listener's host:port, "" when not
+// clustered.
+func (s *Server) ClusterAddr() string {
+	a := s.ns.ClusterAddr()
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// Connect returns an in-process client connection.
+func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{
+		nats.Name(name),
+		nats.InProcessServer(s.ns),
+		nats.MaxReconnects(-1),
+	}, opts...)
+	nc, err := nats.Connect("", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("embed: connect %s: %w", name, err)
+	}
+	return nc, nil
+}
+
+// Run blocks until ctx is done, then shuts the server down.
+func (s *Server) Run(ctx context.Context) error {
+	<-ctx.Done()
+	s.Shutdown()
+	return nil
+}
+
+// Shutdown stops the server and waits for it. Safe to call more than once.
+func (s *Server) Shutdown() {
+	s.once.Do(func() {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+	})
+}
+
+// slogAdapter logs nats-server's messages with slog. Fatalf never exits.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a *slogAdapter) Noticef(format string, v ...any) { a.l.Info(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Fatalf(format string, v ...any) {
+	a.l.Error(fmt.Sprintf(format, v...), "fatal", true)
+}
+func (a *slogAdapter) Errorf(format string, v ...any) { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Debugf(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Tracef(format string, v ...any) {
+	a.l.Debug(fmt.Sprintf(format, v...), "trace", true)
+}

@@ -1,0 +1,95 @@
+// Package lease holds per-controller leases: a lock with a fencing token,
+// kept alive by heartbeats, and the controller's done record. Store has two
+// implementations with the same semantics: Memory (one appliance) and Redis.
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrHeld is returned by Acquire when another holder has the lock.
+var ErrHeld = errors.New("lease: held by another holder")
+
+// ErrLost is returned by Heartbeat and Release when the lock is gone or
+// belongs to another token: the caller's work is fenced.
+var ErrLost = errors.New("lease: lost")
+
+// Token identifies one grant of a controller's lock. Fence increases with
+// every grant of the same controller, so a consumer can reject output of an
+// older grant.
+type Token struct {
+	Fence uint64
+	Owner string // the parser pool the lease was granted for
+}
+
+// String returns the lock value, "<fence>:<owner>".
+func (t Token) String() string { return strconv.FormatUint(t.Fence, 10) + ":" + t.Owner }
+
+// ParseToken parses a lock value written by Token.String.
+func ParseToken(s string) (Token, error) {
+	f, owner, ok := strings.Cut(s, ":")
+	if !ok {
+		return Token{}, fmt.Errorf("lease: bad lock value %q", s)
+	}
+	n, err := strconv.ParseUint(f, 10, 64)
+	if err != nil {
+		return Token{}, fmt.Errorf("lease: bad fence in lock value %q", s)
+	}
+	return Token{Fence: n, Owner: owner}, nil
+}
+
+// Grant is the result of a successful Acquire.
+type Grant struct {
+	Token Token
+	// Done is the controller's done record at the time of the grant: the last
+	// seq handled, 0 if none. Nobody else can change it while the lease is held.
+	Done uint64
+}
+
+// State is what Inspect reads of a controller, for failure detection and
+// status.
+type State struct {
+	Locked    bool
+	Token     Token     // valid when Locked
+	Heartbeat time.Time // the last heartbeat (or the grant); zero if none
+	Now       time.Time // the store's clock when it was read
+	Done      uint64
+	// Released is the fence of the last grant released with Release (not
+	// Abandon), 0 if none: with the lock gone it tells a batch that finished
+	// (its outcome is on its way) from a holder that died.
+	Released uint64
+}
+
+// Stale reports whether the holder must be taken as dead: the lock is gone
+// or its last heartbeat is older than ttl by the store's clock.
+func (s State) Stale(ttl time.Duration) bool {
+	return !s.Locked || s.Heartbeat.IsZero() || s.Now.Sub(s.Heartbeat) > ttl
+}
+
+// Store keeps the leases. Every method is atomic. An error other than ErrHeld
+// and ErrLost means the outcome is unknown: callers never take it as "the
+// holder died".
+type Store interface {
+	// Acquire grants the lock of controller id to owner for ttl, if nobody
+	// holds it: the fence counter is incremented and the heartbeat recorded.
+	Acquire(ctx context.Context, id, owner string, ttl time.Duration) (Grant, error)
+	// Heartbeat extends the lock held by tok for ttl and records a heartbeat.
+	Heartbeat(ctx context.Context, id string, tok Token, ttl time.Duration) error
+	// Release deletes the lock held by tok and records done as the last seq
+	// handled.
+	Release(ctx context.Context, id string, tok Token, done uint64) error
+	// Abandon deletes the lock held by tok and leaves the done record as it
+	// is (a batch handed back before any message was handled).
+	Abandon(ctx context.Context, id string, tok Token) error
+	// Inspect reads the lock, the last heartbeat and the done record.
+	Inspect(ctx context.Context, id string) (State, error)
+	// Done reads the done record, 0 if none.
+	Done(ctx context.Context, id string) (uint64, error)
+	// ResetDone clears the done record (a device that reset its seq).
+	ResetDone(ctx context.Context, id string) error
+}

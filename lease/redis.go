@@ -1,0 +1,254 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is the Store shared by the appliances of a cluster. Every change is
+// one Lua script (DESIGN §4), loaded once and run by SHA; a controller's
+// keys carry the hash tag {<id>} so that they live in one Cluster slot:
+//
+//	<prefix>:{<id>}:fence  counter, INCR on every grant
+//	<prefix>:{<id>}:lock   "<fence>:<owner>", PX ttl
+//	<prefix>:{<id>}:hb     unix ms of the last heartbeat (Redis clock), PX ttl
+//	<prefix>:{<id>}:done   last seq handled
+//	<prefix>:{<id>}:rel    fence of the last grant released with its done seq
+//
+// Times are Redis' own (TIME), so appliances need no synchronized clocks.
+type Redis struct {
+	c      redis.UniversalClient
+	prefix string
+}
+
+// NewRedis returns a store on c with key prefix ("edgegate" when empty).
+func NewRedis(c redis.UniversalClient, prefix string) *Redis {
+	if prefix == "" {
+		prefix = "edgegate"
+	}
+	return &Redis{c: c, prefix: prefix}
+}
+
+// Client returns the Redis client.
+func (s *Redis) Client() redis.UniversalClient { return s.c }
+
+// Keys returns the keys of controller id, in the order fence, lock, hb,
+// done, rel.
+func (s *Redis) Keys(id string) []string {
+	p := s.prefix + ":{" + id + "}:"
+	return []string{p + "fence", p + "lock", p + "hb", p + "done", p + "rel"}
+}
+
+// LockKeyPrefix is the prefix of every lock key, "<prefix>:{", for keyspace
+// notification patterns.
+func (s *Redis) LockKeyPrefix() string { return s.prefix + ":{" }
+
+// nowMs is the Redis clock in unix milliseconds. Scripts that write after
+// TIME need effects replication, the default since Redis 5 (always on in 7).
+const nowMs = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+// KEYS: fence lock hb done. ARGV: owner ttl_ms. Returns {fence, done} or false.
+var acquireScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+` + nowMs + `
+local f = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], f .. ':' .. ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], now, 'PX', ARGV[2])
+return {f, redis.call('GET', KEYS[4]) or '0'}
+`)
+
+// KEYS: lock hb. ARGV: token ttl_ms. Returns 1, or 0 when the lock is not ours.
+var heartbeatScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+` + nowMs + `
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], now, 'PX', ARGV[2])
+return 1
+`)
+
+// KEYS: lock hb done rel. ARGV: token done fence. Returns 1 or 0.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SET', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[4], ARGV[3])
+return 1
+`)
+
+// KEYS: lock hb. ARGV: token. Returns 1 or 0.
+var abandonScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+`)
+
+// KEYS: lock hb done rel. Returns {lock|false, hb|false, done|false, rel|false, now}.
+var inspectScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4]), tostring(now)}
+`)
+
+func ms(d time.Duration) int64 { return max(1, d.Milliseconds()) }
+
+func redisErr(op string, err error) error { return fmt.Errorf("lease: redis %s: %w", op, err) }
+
+// Acquire implements Store.
+func (s *Redis) Acquire(ctx context.Context, id, owner string, ttl time.Duration) (Grant, error) {
+	k := s.Keys(id)
+	v, err := acquireScript.Run(ctx, s.c, k[:4], owner, ms(ttl)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Grant{}, ErrHeld
+	}
+	if err != nil {
+		return Grant{}, redisErr("acquire", err)
+	}
+	arr, ok := v.([]any)
+	if !ok || len(arr) != 2 {
+		return Grant{}, redisErr("acquire", fmt.Errorf("unexpected reply %v", v))
+	}
+	fence, ok := arr[0].(int64)
+	if !ok {
+		return Grant{}, redisErr("acquire", fmt.Errorf("unexpected fence %v", arr[0]))
+	}
+	done, err := parseUint(arr[1])
+	if err != nil {
+		return Grant{}, redisErr("acquire", err)
+	}
+	return Grant{Token: Token{Fence: uint64(fence), Owner: owner}, Done: done}, nil
+}
+
+// Heartbeat implements Store.
+func (s *Redis) Heartbeat(ctx context.Context, id string, tok Token, ttl time.Duration) error {
+	k := s.Keys(id)
+	n, err := heartbeatScript.Run(ctx, s.c, k[1:3], tok.String(), ms(ttl)).Int()
+	if err != nil {
+		return redisErr("heartbeat", err)
+	}
+	if n != 1 {
+		return ErrLost
+	}
+	return nil
+}
+
+// Release implements Store.
+func (s *Redis) Release(ctx context.Context, id string, tok Token, done uint64) error {
+	k := s.Keys(id)
+	n, err := releaseScript.Run(ctx, s.c, k[1:5], tok.String(), done, tok.Fence).Int()
+	if err != nil {
+		return redisErr("release", err)
+	}
+	if n != 1 {
+		return ErrLost
+	}
+	return nil
+}
+
+// Abandon implements Store.
+func (s *Redis) Abandon(ctx context.Context, id string, tok Token) error {
+	k := s.Keys(id)
+	n, err := abandonScript.Run(ctx, s.c, k[1:3], tok.String()).Int()
+	if err != nil {
+		return redisErr("abandon", err)
+	}
+	if n != 1 {
+		return ErrLost
+	}
+	return nil
+}
+
+// Inspect implements Store.
+func (s *Redis) Inspect(ctx context.Context, id string) (State, error) {
+	k := s.Keys(id)
+	v, err := inspectScript.Run(ctx, s.c, k[1:5]).Result()
+	if err != nil {
+		return State{}, redisErr("inspect", err)
+	}
+	arr, ok := v.([]any)
+	if !ok || len(arr) != 5 {
+		return State{}, redisErr("inspect", fmt.Errorf("unexpected reply %v", v))
+	}
+	var st State
+	now, err := parseUint(arr[4])
+	if err != nil {
+		return State{}, redisErr("inspect", err)
+	}
+	st.Now = time.UnixMilli(int64(now))
+	if lock, ok := arr[0].(string); ok {
+		if st.Token, err = ParseToken(lock); err != nil {
+			return State{}, err
+		}
+		st.Locked = true
+	}
+	if arr[1] != nil {
+		hb, err := parseUint(arr[1])
+		if err != nil {
+			return State{}, redisErr("inspect", err)
+		}
+		st.Heartbeat = time.UnixMilli(int64(hb))
+	}
+	if st.Done, err = parseUint(arr[2]); err != nil {
+		return State{}, redisErr("inspect", err)
+	}
+	if st.Released, err = parseUint(arr[3]); err != nil {
+		return State{}, redisErr("inspect", err)
+	}
+	return st, nil
+}
+
+// Done implements Store.
+func (s *Redis) Done(ctx context.Context, id string) (uint64, error) {
+	v, err := s.c.Get(ctx, s.Keys(id)[3]).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, redisErr("done", err)
+	}
+	return strconv.ParseUint(v, 10, 64)
+}
+
+// ResetDone implements Store.
+func (s *Redis) ResetDone(ctx context.Context, id string) error {
+	if err := s.c.Del(ctx, s.Keys(id)[3]).Err(); err != nil {
+		return redisErr("reset done", err)
+	}
+	return nil
+}
+
+// RunID returns the Redis server's run_id: a change means a restart or a
+// failover, after which leases may be lost.
+func (s *Redis) RunID(ctx context.Context) (string, error) {
+	info, err := s.c.Info(ctx, "server").Result()
+	if err != nil {
+		return "", redisErr("info", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			return v, nil
+		}
+	}
+	return "", redisErr("info", errors.New("no run_id in INFO server"))
+}
+
+// parseUint reads a Redis reply value: nil is 0.
+func parseUint(v any) (uint64, error) {
+	switch x := v.(type) {
+	case nil:
+		return 0, nil
+	case int64:
+		return uint64(x), nil
+	case string:
+		return strconv.ParseUint(x, 10, 64)
+	}
+	return 0, fmt.Errorf("unexpected value %v (%T)", v, v)
+}

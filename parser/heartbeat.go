@@ -1,0 +1,101 @@
+package parser
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/edgegate/edgegate/coord"
+	"github.com/edgegate/edgegate/lease"
+)
+
+// errLeaseLost is the cancellation cause of a batch whose lease is lost.
+var errLeaseLost = errors.New("parser: lease lost")
+
+// heartbeat keeps a batch's lease alive. When it cannot confirm the lease
+// until the validity deadline, or the store says the lease is gone, it
+// cancels the batch: whatever the handler produces after that is fenced.
+type heartbeat struct {
+	p      *Pool
+	a      *coord.Assign
+	cancel context.CancelCauseFunc
+	quit   chan struct{}
+	exited chan struct{}
+
+	mu    sync.Mutex
+	valid time.Time // the lease is ours until then
+	lost  bool
+}
+
+func newHeartbeat(p *Pool, a *coord.Assign, valid time.Time, cancel context.CancelCauseFunc) *heartbeat {
+	return &heartbeat{p: p, a: a, valid: valid, cancel: cancel, quit: make(chan struct{}), exited: make(chan struct{})}
+}
+
+func (h *heartbeat) loop(ctx context.Context) {
+	defer close(h.exited)
+	tick := time.NewTicker(h.p.cfg.Heartbeat)
+	defer tick.Stop()
+	h.mu.Lock()
+	deadline := time.NewTimer(time.Until(h.valid))
+	h.mu.Unlock()
+	defer deadline.Stop()
+	margin := h.p.cfg.TTL / 10
+	failures := 0
+	for {
+		select {
+		case <-h.quit:
+			return
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			h.lose("no heartbeat confirmed within the lease")
+			return
+		case <-tick.C:
+		}
+		start := time.Now()
+		cctx, ccancel := context.WithTimeout(ctx, h.p.cfg.Heartbeat)
+		err := h.p.store.Heartbeat(cctx, h.a.Controller, h.a.Token, h.p.cfg.TTL)
+		ccancel()
+		switch {
+		case err == nil:
+			failures = 0
+			h.mu.Lock()
+			h.valid = start.Add(h.p.cfg.TTL - margin)
+			deadline.Reset(time.Until(h.valid))
+			h.mu.Unlock()
+		case errors.Is(err, lease.ErrLost):
+			h.lose("the store says the lease is gone")
+			return
+		default:
+			// Unknown: keep working until the deadline, trying again.
+			failures++
+			if failures == 1 {
+				h.p.log.Warn("parser: heartbeat failed, retrying until the lease runs out",
+					"controller", h.a.Controller, "err", err)
+			}
+		}
+	}
+}
+
+func (h *heartbeat) lose(why string) {
+	h.mu.Lock()
+	h.lost = true
+	h.mu.Unlock()
+	h.p.log.Warn("parser: lease lost, stopping the batch", "controller", h.a.Controller,
+		"fence", h.a.Token.Fence, "why", why)
+	h.cancel(errLeaseLost)
+}
+
+// stop ends the heartbeats and reports whether the lease was lost. When it
+// returns false the lease was still confirmed valid: it is safe to release.
+func (h *heartbeat) stop() (lost bool) {
+	close(h.quit)
+	<-h.exited
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.lost && time.Now().After(h.valid) {
+		h.lost = true
+	}
+	return h.lost
+}

@@ -1,0 +1,420 @@
+// Package parser runs the parse logic: a pool of workers that take batches
+// of one controller's messages under a lease, run the Handler on each in
+// order, heartbeat the lease while they work, release it with the last seq
+// handled and report the outcome to the socket that assigned the batch.
+package parser
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/edgegate/edgegate/coord"
+	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/lease"
+)
+
+// Config configures a parser pool.
+type Config struct {
+	// Name is the appliance name, carried in ready announcements. Empty means
+	// "edgegate".
+	Name string
+	// Workers is the number of workers, each running one batch at a time.
+	// Zero is refused by New.
+	Workers int
+	// Handler is the parse logic. Nil is refused by New.
+	Handler Handler
+	// DeadLetter stores a message the handler refused Attempts times. Nil
+	// means the message is dropped with a log line (and still acknowledged
+	// with status dead-lettered).
+	DeadLetter func(ctx context.Context, m *Message, cause error) error
+	// Attempts is how often a message with a permanent error is tried before
+	// it is dead-lettered. Zero means 3.
+	Attempts int
+	// TTL is the lease time. Zero means 5s.
+	TTL time.Duration
+	// Heartbeat is how often a worker extends its lease. Zero means 1s.
+	Heartbeat time.Duration
+	// Announce is how often the pool announces free workers while it has
+	// some. Zero means 1s.
+	Announce time.Duration
+	// Drain is how long Run waits for running batches after its context is
+	// done before it cancels them. Zero means TTL.
+	Drain time.Duration
+	// RetryMin and RetryMax bound the backoff between retries of a failed
+	// message. Zero means 20ms and 2s.
+	RetryMin, RetryMax time.Duration
+	// Logger receives the logs. Nil means discard.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults (without a Handler).
+func DefaultConfig() Config {
+	return Config{
+		Name:      "edgegate",
+		Workers:   16,
+		Attempts:  3,
+		TTL:       5 * time.Second,
+		Heartbeat: time.Second,
+		Announce:  time.Second,
+		RetryMin:  20 * time.Millisecond,
+		RetryMax:  2 * time.Second,
+	}
+}
+
+// Pool is a parser pool.
+type Pool struct {
+	cfg   Config
+	nc    *nats.Conn
+	store lease.Store
+	log   *slog.Logger
+	id    string
+
+	work     chan job
+	announce chan struct{}
+
+	mu      sync.Mutex
+	free    int
+	stopped bool
+
+	stats Stats
+}
+
+type job struct {
+	a     *coord.Assign
+	reply string
+	recv  time.Time
+}
+
+// New validates cfg and returns a pool that uses nc for NATS and store for
+// leases. Run starts it.
+func New(cfg Config, nc *nats.Conn, store lease.Store) (*Pool, error) {
+	d := DefaultConfig()
+	if cfg.Name == "" {
+		cfg.Name = d.Name
+	}
+	if cfg.Workers <= 0 {
+		return nil, errors.New("parser: workers must be at least 1")
+	}
+	if cfg.Handler == nil {
+		return nil, errors.New("parser: no handler")
+	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = d.Attempts
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = d.TTL
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = d.Heartbeat
+	}
+	if cfg.Announce <= 0 {
+		cfg.Announce = d.Announce
+	}
+	if cfg.Drain <= 0 {
+		cfg.Drain = cfg.TTL
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = d.RetryMin
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = d.RetryMax
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pool{
+		cfg:      cfg,
+		nc:       nc,
+		store:    store,
+		id:       nuid.Next(),
+		work:     make(chan job, cfg.Workers),
+		announce: make(chan struct{}, 1),
+		free:     cfg.Workers,
+	}
+	p.log = cfg.Logger.With("pool", p.id)
+	return p, nil
+}
+
+// ID returns the pool's instance ID, the owner in the lease tokens it holds.
+func (p *Pool) ID() string { return p.id }
+
+// Run serves assignments until ctx is done, then stops taking new ones,
+// lets running batches finish for up to Drain and cancels what is left.
+func (p *Pool) Run(ctx context.Context) error {
+	sub, err := p.nc.Subscribe(coord.PoolSubject(p.id), p.onAssign)
+	if err != nil {
+		return fmt.Errorf("parser: subscribe: %w", err)
+	}
+	sub.SetPendingLimits(-1, -1) // assignments are bounded by the workers; never drop one
+	qsub, err := p.nc.Subscribe(coord.SubjectReadyQuery, func(*nats.Msg) {
+		select {
+		case p.announce <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		sub.Unsubscribe()
+		return fmt.Errorf("parser: subscribe: %w", err)
+	}
+	p.log.Info("parser pool started", "workers", p.cfg.Workers)
+
+	// Handlers run under hctx: cancelled only after the drain period, so
+	// that batches running at shutdown can finish and release their leases.
+	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer hcancel()
+	var wg sync.WaitGroup
+	for i := 0; i < p.cfg.Workers; i++ {
+		wg.Go(func() { p.workerLoop(hctx) })
+	}
+	actx, acancel := context.WithCancel(ctx)
+	wg.Go(func() { p.announceLoop(actx) })
+
+	<-ctx.Done()
+	p.mu.Lock()
+	p.stopped = true
+	close(p.work)
+	p.mu.Unlock()
+	_ = sub.Unsubscribe()
+	_ = qsub.Unsubscribe()
+	acancel()
+	p.publishReady() // free 0: sockets stop sending here
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(p.cfg.Drain):
+		p.log.Warn("parser pool: batches still running after the drain period, cancelling them", "drain", p.cfg.Drain)
+		hcancel()
+		<-done
+	}
+	p.log.Info("parser pool stopped")
+	return nil
+}
+
+// onAssign answers an assignment at once: accepted when a worker is free,
+// busy otherwise. It runs on the subscription's goroutine.
+func (p *Pool) onAssign(msg *nats.Msg) {
+	recv := time.Now()
+	a, err := coord.DecodeAssign(msg.Data)
+	if err != nil {
+		p.stats.malformed.Add(1)
+		p.log.Warn("parser: malformed assignment dropped", "err", err, "reply", msg.Reply)
+		return
+	}
+	// The send never blocks: every job in the channel or running holds one
+	// of the free slots, and the channel has room for all of them. It is
+	// done under mu so that Run cannot close the channel meanwhile.
+	p.mu.Lock()
+	ok := !p.stopped && p.free > 0
+	if ok {
+		p.free--
+		p.work <- job{a: a, reply: msg.Reply, recv: recv}
+	}
+	p.mu.Unlock()
+	ans := coord.Answer{Controller: a.Controller, Fence: a.Token.Fence, Accepted: ok, Pool: p.id}
+	if msg.Reply != "" {
+		if err := p.nc.Publish(msg.Reply, coord.AppendAnswer(nil, &ans)); err != nil {
+			p.log.Warn("parser: answer", "controller", a.Controller, "err", err)
+		}
+	}
+	if !ok {
+		p.stats.busy.Add(1)
+	}
+}
+
+func (p *Pool) workerLoop(ctx context.Context) {
+	for j := range p.work {
+		p.runBatch(ctx, j)
+		p.mu.Lock()
+		p.free++
+		p.mu.Unlock()
+		select {
+		case p.announce <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// announceLoop publishes ready announcements when a worker frees up and
+// every Announce period while workers are free.
+func (p *Pool) announceLoop(ctx context.Context) {
+	t := time.NewTicker(p.cfg.Announce)
+	defer t.Stop()
+	p.publishReady()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.announce:
+		}
+		p.publishReady()
+	}
+}
+
+func (p *Pool) publishReady() {
+	p.mu.Lock()
+	free := p.free
+	if p.stopped {
+		free = 0
+	}
+	p.mu.Unlock()
+	r := coord.Ready{
+		Pool: p.id, Appliance: p.cfg.Name, Subject: coord.PoolSubject(p.id),
+		Free: free, Workers: p.cfg.Workers, Busy: p.cfg.Workers - free,
+	}
+	b, _ := marshalReady(&r)
+	if err := p.nc.Publish(coord.SubjectReady, b); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		p.log.Warn("parser: ready announcement", "err", err)
+	}
+}
+
+// runBatch runs one assignment: handle every message in order under the
+// lease, heartbeating, then release and report.
+func (p *Pool) runBatch(ctx context.Context, j job) {
+	a := j.a
+	log := p.log.With("controller", a.Controller, "fence", a.Token.Fence)
+	// The lease is valid until the socket's view of it minus a margin for
+	// the transit of the assignment and clock rate differences.
+	margin := p.cfg.TTL / 10
+	valid := j.recv.Add(a.Valid - margin)
+
+	bctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	hb := newHeartbeat(p, a, valid, cancel)
+	go hb.loop(bctx)
+
+	statuses := make([]byte, 0, len(a.Msgs))
+	var done uint64
+	for i := range a.Msgs {
+		st, ok := p.handle(bctx, log, a, &a.Msgs[i])
+		if !ok {
+			break
+		}
+		statuses = append(statuses, byte(st))
+		done = a.Msgs[i].Seq
+	}
+	lost := hb.stop()
+
+	o := coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence}
+	switch {
+	case lost:
+		p.stats.leaseLost.Add(1)
+		log.Warn("parser: lease lost, batch fenced", "handled", len(statuses), "of", len(a.Msgs))
+	case len(statuses) == 0:
+		// Stopped before the first message finished: hand the batch back.
+		o.Released = p.release(log, a, 0, false) == nil
+	default:
+		if err := p.release(log, a, done, true); err == nil {
+			o.Released, o.Done, o.Statuses = true, done, statuses
+			p.stats.batches.Add(1)
+			p.stats.messages.Add(uint64(len(statuses)))
+		}
+	}
+	if j.reply == "" {
+		return
+	}
+	if err := p.nc.Publish(j.reply, coord.AppendOutcome(nil, &o)); err != nil {
+		log.Warn("parser: outcome", "err", err)
+	}
+}
+
+// release releases the lease, recording done when setDone; without setDone
+// the record is left as the grant found it. Errors are logged here.
+func (p *Pool) release(log *slog.Logger, a *coord.Assign, done uint64, setDone bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Heartbeat)
+	defer cancel()
+	var err error
+	if setDone {
+		err = p.store.Release(ctx, a.Controller, a.Token, done)
+	} else {
+		err = p.store.Abandon(ctx, a.Controller, a.Token)
+	}
+	if err != nil {
+		p.stats.leaseLost.Add(1)
+		log.Warn("parser: release failed, batch fenced", "err", err)
+	}
+	return err
+}
+
+// handle runs the handler on m with retries. It returns false when ctx was
+// cancelled before the message was finished.
+func (p *Pool) handle(ctx context.Context, log *slog.Logger, a *coord.Assign, cm *coord.Msg) (egp.Status, bool) {
+	m := &Message{
+		Controller: a.Controller, Seq: cm.Seq, Fence: a.Token.Fence,
+		Received: cm.Received, Payload: cm.Payload,
+	}
+	backoff := p.cfg.RetryMin
+	permanent := 0
+	for attempt := 1; ; attempt++ {
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		m.Attempt = attempt
+		err := p.cfg.Handler.Handle(ctx, m)
+		if err == nil {
+			return egp.StatusProcessed, true
+		}
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		if IsPermanent(err) {
+			permanent++
+			if permanent >= p.cfg.Attempts {
+				return p.deadLetter(ctx, log, m, err)
+			}
+		} else {
+			p.stats.transient.Add(1)
+			if attempt == 1 || attempt%50 == 0 {
+				log.Warn("parser: handler failed, retrying", "seq", m.Seq, "attempt", attempt, "err", err)
+			}
+		}
+		if !sleep(ctx, backoff) {
+			return 0, false
+		}
+		backoff = min(backoff*2, p.cfg.RetryMax)
+	}
+}
+
+// deadLetter stores m as a dead letter, retrying store errors like a
+// transient handler error.
+func (p *Pool) deadLetter(ctx context.Context, log *slog.Logger, m *Message, cause error) (egp.Status, bool) {
+	log.Warn("parser: message dead-lettered", "seq", m.Seq, "attempts", m.Attempt, "err", cause)
+	p.stats.dead.Add(1)
+	if p.cfg.DeadLetter == nil {
+		return egp.StatusDeadLettered, true
+	}
+	backoff := p.cfg.RetryMin
+	for {
+		err := p.cfg.DeadLetter(ctx, m, cause)
+		if err == nil {
+			return egp.StatusDeadLettered, true
+		}
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		log.Warn("parser: dead letter failed, retrying", "seq", m.Seq, "err", err)
+		if !sleep(ctx, backoff) {
+			return 0, false
+		}
+		backoff = min(backoff*2, p.cfg.RetryMax)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

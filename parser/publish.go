@@ -1,0 +1,168 @@
+package parser
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegate/edgegate/coord"
+)
+
+// Stream names and record headers of the publish handler.
+const (
+	StreamParsed = "EDGEGATE_PARSED"
+	StreamDead   = "EDGEGATE_DEAD"
+
+	HeaderController = "Edgegate-Controller"
+	HeaderSeq        = "Edgegate-Seq"
+	HeaderFence      = "Edgegate-Fence"
+	HeaderReceived   = "Edgegate-Received"
+	HeaderError      = "Edgegate-Error"
+)
+
+// PublisherConfig configures a Publisher.
+type PublisherConfig struct {
+	// JetStream stores records in the streams EDGEGATE_PARSED and
+	// EDGEGATE_DEAD. False means records are only published on core NATS.
+	JetStream bool
+	// Replicas is the stream replica count. Zero means 1.
+	Replicas int
+	// MaxBytes bounds the parsed stream; the oldest records are discarded
+	// beyond it. Zero means no limit but the server's.
+	MaxBytes int64
+	// DeadMaxBytes bounds the dead-letter stream likewise.
+	DeadMaxBytes int64
+	// Timeout bounds one publish. Zero means 5s.
+	Timeout time.Duration
+}
+
+// Publisher writes parsed records and dead letters.
+type Publisher struct {
+	cfg PublisherConfig
+	nc  *nats.Conn
+	js  jetstream.JetStream
+}
+
+// NewPublisher returns a Publisher on nc; with JetStream it creates or
+// updates the two streams.
+func NewPublisher(ctx context.Context, nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	p := &Publisher{cfg: cfg, nc: nc}
+	if !cfg.JetStream {
+		return p, nil
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("parser: jetstream: %w", err)
+	}
+	p.js = js
+	for _, sc := range []jetstream.StreamConfig{
+		{
+			Name: StreamParsed, Subjects: []string{coord.ParsedSubject(">")},
+			Description: "edgegate parsed records, one subject per controller",
+			MaxBytes:    orUnlimited(cfg.MaxBytes), Discard: jetstream.DiscardOld,
+			Replicas: cfg.Replicas, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
+		},
+		{
+			Name: StreamDead, Subjects: []string{coord.DeadSubject(">")},
+			Description: "edgegate dead letters: messages the handler refused",
+			MaxBytes:    orUnlimited(cfg.DeadMaxBytes), Discard: jetstream.DiscardOld,
+			Replicas: cfg.Replicas, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
+		},
+	} {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("parser: stream %s: %w", sc.Name, err)
+		}
+	}
+	return p, nil
+}
+
+func orUnlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+func (p *Publisher) msg(subject string, m *Message, body []byte) *nats.Msg {
+	h := nats.Header{}
+	h[HeaderController] = []string{m.Controller}
+	h[HeaderSeq] = []string{strconv.FormatUint(m.Seq, 10)}
+	h[HeaderFence] = []string{strconv.FormatUint(m.Fence, 10)}
+	h[HeaderReceived] = []string{strconv.FormatInt(m.Received.UnixMilli(), 10)}
+	h[jetstream.MsgIDHeader] = []string{m.ID()}
+	return &nats.Msg{Subject: subject, Header: h, Data: body}
+}
+
+func (p *Publisher) publish(ctx context.Context, msg *nats.Msg) error {
+	if p.js == nil {
+		return p.nc.PublishMsg(msg)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	_, err := p.js.PublishMsg(ctx, msg)
+	return err
+}
+
+// Parsed publishes body as m's record on edgegate.parsed.<controller>. It
+// has the signature of Emit.
+func (p *Publisher) Parsed(ctx context.Context, m *Message, body []byte) error {
+	if err := p.publish(ctx, p.msg(coord.ParsedSubject(m.Controller), m, body)); err != nil {
+		return fmt.Errorf("parser: publish %s: %w", m.ID(), err)
+	}
+	return nil
+}
+
+// Dead stores m as a dead letter on edgegate.dead.<controller>, with the
+// cause in the Edgegate-Error header.
+func (p *Publisher) Dead(ctx context.Context, m *Message, cause error) error {
+	msg := p.msg(coord.DeadSubject(m.Controller), m, m.Payload)
+	msg.Header[HeaderError] = []string{headerSafe(cause.Error())}
+	if err := p.publish(ctx, msg); err != nil {
+		return fmt.Errorf("parser: dead letter %s: %w", m.ID(), err)
+	}
+	return nil
+}
+
+// Handler returns the publish handler: every message becomes a record whose
+// body is the payload. With validateJSON a payload that is not valid JSON
+// is a permanent error (dead-lettered).
+func (p *Publisher) Handler(validateJSON bool) Handler {
+	return HandlerFunc(func(ctx context.Context, m *Message) error {
+		if validateJSON && !json.Valid(m.Payload) {
+			return Permanent(errors.New("payload is not valid JSON"))
+		}
+		return p.Parsed(ctx, m, m.Payload)
+	})
+}
+
+// Discard is the handler that does nothing, for benchmarks of the
+// coordination itself.
+func Discard() Handler {
+	return HandlerFunc(func(context.Context, *Message) error { return nil })
+}
+
+// headerSafe keeps a header value on one line and bounded.
+func headerSafe(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c == '\r' || c == '\n' {
+			b[i] = ' '
+		}
+	}
+	if len(b) > 1024 {
+		b = b[:1024]
+	}
+	return string(b)
+}

@@ -1,0 +1,93 @@
+package socket
+
+import (
+	"context"
+	"time"
+
+	"github.com/edgegate/edgegate/lease"
+)
+
+// checkLoop is the failure detection of DESIGN §4: every CheckInterval it
+// reads the lease of every controller in flight. A lease that is gone
+// (expired or abandoned) or whose heartbeat is older than TTL means the
+// parser died: the batch goes back to the head of the queue. A store error
+// means nothing: it is never taken as a dead parser.
+func (s *Server) checkLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.check(ctx)
+	}
+}
+
+type checkItem struct {
+	c   *controller
+	tok lease.Token
+}
+
+func (s *Server) check(ctx context.Context) {
+	now := time.Now()
+	var items []checkItem
+	s.mu.Lock()
+	for id, p := range s.pools {
+		if now.Sub(p.seen) > s.cfg.PoolExpiry {
+			delete(s.pools, id)
+			s.log.Info("socket: parser pool silent, forgotten", "pool", p.id, "pool_appliance", p.appliance)
+		}
+	}
+	for _, c := range s.ctrls {
+		switch {
+		case c.inFlight():
+			items = append(items, checkItem{c: c, tok: c.tok})
+		case c.state == stWaiting:
+			c.state = stIdle
+			s.makeRunnableLocked(c)
+		}
+	}
+	s.mu.Unlock()
+
+	for _, it := range items {
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.CheckInterval)
+		st, err := s.store.Inspect(cctx, it.c.id)
+		cancel()
+		if err != nil {
+			s.stats.storeErrors.Add(1)
+			s.logStoreError("inspect", it.c.id, err)
+			continue
+		}
+		s.judge(it, st)
+	}
+}
+
+// judge decides on one in-flight controller from its lease state.
+func (s *Server) judge(it checkItem, st lease.State) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := it.c
+	if !c.inFlight() || c.tok != it.tok {
+		return // the outcome came meanwhile
+	}
+	switch {
+	case st.Locked && st.Token == it.tok && !st.Stale(s.cfg.TTL):
+		c.released = time.Time{}
+	case !st.Locked && st.Released == it.tok.Fence:
+		// The parser finished and released; its outcome should be on its
+		// way. Give it a check interval, then take it as lost.
+		if c.released.IsZero() {
+			c.released = time.Now()
+		} else if time.Since(c.released) >= s.cfg.CheckInterval {
+			s.requeueLocked(c, "released, but its outcome never arrived")
+		}
+	case !st.Locked:
+		s.requeueLocked(c, "lease expired without release")
+	case st.Token != it.tok:
+		s.requeueLocked(c, "lease now held by another grant")
+	default:
+		s.requeueLocked(c, "heartbeat older than the lease")
+	}
+}

@@ -1,0 +1,194 @@
+package socket
+
+import (
+	"sync"
+	"time"
+
+	"github.com/edgegate/edgegate/lease"
+)
+
+// msgOverhead is the memory accounted per queued message beyond its payload.
+const msgOverhead = 64
+
+// msg is a message received from a device and not yet acknowledged.
+type msg struct {
+	seq     uint64
+	payload []byte
+	recv    time.Time
+	sess    *session // the session it arrived on; its ACK goes there
+}
+
+func (m *msg) size() int64 { return int64(len(m.payload)) + msgOverhead }
+
+// state is where a controller is in the dispatch cycle.
+type state uint8
+
+const (
+	stIdle        state = iota // nothing handed out; not in the run queue
+	stRunnable                 // in the run queue
+	stDispatching              // a dispatcher is acquiring the lease
+	stAssigned                 // assignment sent, no answer yet
+	stRunning                  // accepted by a parser
+	stReleasing                // handed back (busy); the lease is being released
+	stWaiting                  // the lease is held elsewhere; retried by the check loop
+)
+
+var stateNames = [...]string{"idle", "runnable", "dispatching", "assigned", "running", "releasing", "waiting"}
+
+func (s state) String() string { return stateNames[s] }
+
+// controller is the socket's view of one controller: its current session,
+// its queue (q[:n] is handed out to a parser) and its dispatch state. All
+// fields are guarded by Server.mu.
+type controller struct {
+	id    string
+	sess  *session
+	q     []*msg
+	n     int // q[:n] is dispatching, assigned or running
+	slots int // messages queued or reserved by a reader
+	state state
+	space *sync.Cond // the session's reader waits here for a queue slot
+
+	// The batch handed out.
+	tok       lease.Token
+	grantDone uint64
+	pool      *pool
+	sentAt    time.Time
+	released  time.Time // the check loop saw the lease released without the outcome
+}
+
+// inFlight reports whether a parser may be running the controller's batch.
+func (c *controller) inFlight() bool { return c.state == stAssigned || c.state == stRunning }
+
+// fifo is the run queue of controllers waiting for a dispatcher.
+type fifo struct {
+	buf        []*controller
+	head, size int
+}
+
+func (f *fifo) push(c *controller) {
+	if f.size == len(f.buf) {
+		nb := make([]*controller, max(16, 2*len(f.buf)))
+		for i := 0; i < f.size; i++ {
+			nb[i] = f.buf[(f.head+i)%len(f.buf)]
+		}
+		f.buf, f.head = nb, 0
+	}
+	f.buf[(f.head+f.size)%len(f.buf)] = c
+	f.size++
+}
+
+func (f *fifo) pop() *controller {
+	c := f.buf[f.head]
+	f.buf[f.head] = nil
+	f.head = (f.head + 1) % len(f.buf)
+	f.size--
+	return c
+}
+
+func (f *fifo) len() int { return f.size }
+
+// controllerLocked returns id's controller, creating it.
+func (s *Server) controllerLocked(id string) *controller {
+	c := s.ctrls[id]
+	if c == nil {
+		c = &controller{id: id, space: sync.NewCond(&s.mu)}
+		s.ctrls[id] = c
+	}
+	return c
+}
+
+// makeRunnableLocked puts c in the run queue if it has messages to hand out
+// and nothing handed out.
+func (s *Server) makeRunnableLocked(c *controller) {
+	if c.state != stIdle || len(c.q) == 0 || s.stopping {
+		s.forgetIfIdleLocked(c)
+		return
+	}
+	c.state = stRunnable
+	s.runq.push(c)
+	s.runCond.Signal()
+}
+
+// forgetIfIdleLocked drops c from the table when nothing refers to it.
+func (s *Server) forgetIfIdleLocked(c *controller) {
+	if c.state == stIdle && c.sess == nil && len(c.q) == 0 && c.slots == 0 {
+		delete(s.ctrls, c.id)
+	}
+}
+
+// freeLocked gives back the queue slot and memory of m.
+func (s *Server) freeLocked(c *controller, m *msg) {
+	c.slots--
+	s.mem -= m.size()
+	c.space.Signal()
+	if s.memWait > 0 {
+		s.memCond.Broadcast()
+	}
+}
+
+// popLocked removes the first k messages of c's queue.
+func (s *Server) popLocked(c *controller, k int) {
+	for i := 0; i < k; i++ {
+		s.freeLocked(c, c.q[i])
+		c.q[i] = nil
+	}
+	c.q = c.q[k:]
+	if len(c.q) == 0 {
+		c.q = c.q[:0:0] // let the backing array go
+	}
+}
+
+// pruneLocked drops messages that will never be acknowledged: those of a
+// closed session beyond the handed-out prefix (the device resends them to
+// its new session). With NoAck nothing is dropped: nobody would resend.
+func (s *Server) pruneLocked(c *controller) {
+	if s.cfg.NoAck {
+		return
+	}
+	keep := c.q[:c.n]
+	for _, m := range c.q[c.n:] {
+		if m.sess.closed {
+			s.freeLocked(c, m)
+			s.stats.dropped.Add(1)
+			continue
+		}
+		keep = append(keep, m)
+	}
+	for i := len(keep); i < len(c.q); i++ {
+		c.q[i] = nil
+	}
+	c.q = keep
+}
+
+// reserveLocked waits until c has a free queue slot and size bytes of
+// memory are free, then reserves them. It returns false when the session
+// closed meanwhile.
+func (s *Server) reserveLocked(sess *session, size int64) bool {
+	c := sess.ctrl
+	for !sess.closed {
+		switch {
+		case c.slots >= s.cfg.Queue:
+			c.space.Wait()
+		case s.mem > 0 && s.mem+size > s.cfg.Memory:
+			s.memWait++
+			s.memCond.Wait()
+			s.memWait--
+		default:
+			c.slots++
+			s.mem += size
+			return true
+		}
+	}
+	return false
+}
+
+// unreserveLocked gives back a reservation that was not used.
+func (s *Server) unreserveLocked(c *controller, size int64) {
+	c.slots--
+	s.mem -= size
+	c.space.Signal()
+	if s.memWait > 0 {
+		s.memCond.Broadcast()
+	}
+}

@@ -1,0 +1,345 @@
+package socket
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/edgegate/edgegate/coord"
+	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/lease"
+)
+
+// pool is a parser pool as announced on edgegate.ready. free is an
+// estimate: the announced count, minus what this socket sent it since.
+type pool struct {
+	id, appliance, subject string
+	workers                int
+	free                   int
+	seen                   time.Time
+	local                  bool
+}
+
+// onReady records a parser pool's announcement.
+func (s *Server) onReady(m *nats.Msg) {
+	var r coord.Ready
+	if err := json.Unmarshal(m.Data, &r); err != nil || r.Pool == "" || r.Subject == "" {
+		s.log.Warn("socket: malformed ready announcement", "err", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.pools[r.Pool]
+	if p == nil {
+		p = &pool{id: r.Pool, appliance: r.Appliance, subject: r.Subject, local: r.Appliance == s.cfg.Name}
+		s.pools[r.Pool] = p
+		s.log.Info("socket: parser pool seen", "pool", r.Pool, "pool_appliance", r.Appliance, "workers", r.Workers)
+	}
+	p.workers, p.free, p.seen = r.Workers, r.Free, time.Now()
+	if r.Free > 0 {
+		s.runCond.Broadcast()
+	}
+}
+
+// pickPoolLocked returns a pool with a free worker, local ones first, then
+// the one with the most free workers; nil if none.
+func (s *Server) pickPoolLocked() *pool {
+	var best *pool
+	for _, p := range s.pools {
+		if p.free <= 0 {
+			continue
+		}
+		if best == nil || p.local && !best.local || p.local == best.local && p.free > best.free {
+			best = p
+		}
+	}
+	return best
+}
+
+// dispatchLoop hands runnable controllers to parser pools: pick a pool,
+// acquire the lease, send up to Batch queued messages.
+func (s *Server) dispatchLoop(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		var p *pool
+		for {
+			if s.stopping || ctx.Err() != nil {
+				return
+			}
+			if s.runq.len() > 0 {
+				if p = s.pickPoolLocked(); p != nil {
+					break
+				}
+			}
+			s.runCond.Wait()
+		}
+		c := s.runq.pop()
+		s.pruneLocked(c)
+		if len(c.q) == 0 {
+			c.state = stIdle
+			s.forgetIfIdleLocked(c)
+			continue
+		}
+		p.free--
+		c.state, c.pool, c.n = stDispatching, p, min(len(c.q), s.cfg.Batch)
+		batch := make([]*msg, c.n)
+		copy(batch, c.q)
+		s.mu.Unlock()
+		s.dispatch(ctx, c, p, batch)
+		s.mu.Lock()
+	}
+}
+
+// dispatch acquires c's lease for p and sends it the batch. Called without
+// the lock; c is in stDispatching, so nobody else touches its batch.
+func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*msg) {
+	start := time.Now()
+	actx, cancel := context.WithTimeout(ctx, s.cfg.TTL)
+	g, err := s.store.Acquire(actx, c.id, p.id, s.cfg.TTL)
+	cancel()
+	if err != nil {
+		s.mu.Lock()
+		c.state, c.n = stWaiting, 0
+		p.free++
+		s.mu.Unlock()
+		if errors.Is(err, lease.ErrHeld) {
+			s.stats.leaseHeld.Add(1)
+		} else {
+			s.stats.storeErrors.Add(1)
+			s.logStoreError("acquire", c.id, err)
+		}
+		return
+	}
+	s.stats.acquired.Add(1)
+
+	// A device that keeps its seq across sessions gets its duplicates (seqs
+	// the done record covers) acknowledged without the handler.
+	dups := 0
+	for _, m := range batch {
+		if !m.sess.persistent || m.seq > g.Done {
+			break
+		}
+		dups++
+	}
+	if dups > 0 {
+		s.mu.Lock()
+		s.ackLocked(c, dups, nil)
+		s.stats.suppressed.Add(uint64(dups))
+		batch = batch[dups:]
+		c.n -= dups
+		s.mu.Unlock()
+		if len(batch) == 0 {
+			s.handBack(c, p, g.Token, true)
+			return
+		}
+	}
+
+	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: s.cfg.TTL - time.Since(start), Msgs: make([]coord.Msg, len(batch))}
+	for i, m := range batch {
+		a.Msgs[i] = coord.Msg{Seq: m.seq, Received: m.recv, Payload: m.payload}
+	}
+	s.mu.Lock()
+	c.state, c.tok, c.grantDone, c.sentAt, c.released = stAssigned, g.Token, g.Done, time.Now(), time.Time{}
+	s.inflight++
+	s.mu.Unlock()
+	err = s.nc.PublishMsg(&nats.Msg{Subject: p.subject, Reply: s.inbox + "." + c.id, Data: coord.AppendAssign(nil, &a)})
+	if err != nil {
+		s.log.Warn("socket: send assignment", "controller", c.id, "err", err)
+		s.mu.Lock()
+		ok := c.state == stAssigned && c.tok == g.Token
+		if ok {
+			s.inflight--
+			s.idle.Broadcast()
+			c.state = stReleasing
+		}
+		s.mu.Unlock()
+		if ok {
+			s.handBack(c, p, g.Token, true)
+		}
+		return
+	}
+	s.stats.batches.Add(1)
+	s.stats.batchMsgs.Add(uint64(len(batch)))
+}
+
+// handBack releases a lease nobody works under (no parser got the batch)
+// and makes the controller runnable again.
+func (s *Server) handBack(c *controller, p *pool, tok lease.Token, poolFree bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TTL)
+	err := s.store.Abandon(ctx, c.id, tok)
+	cancel()
+	if err != nil && !errors.Is(err, lease.ErrLost) {
+		s.logStoreError("release", c.id, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if poolFree {
+		p.free++
+	}
+	c.n = 0
+	if err != nil && !errors.Is(err, lease.ErrLost) {
+		c.state = stWaiting // the lease expires by itself; the check loop retries
+		return
+	}
+	c.state = stIdle
+	s.makeRunnableLocked(c)
+}
+
+// ackLocked acknowledges and drops the first k queued messages of c, with
+// statuses (nil: all processed).
+func (s *Server) ackLocked(c *controller, k int, statuses []byte) {
+	var last *session
+	for i := 0; i < k; i++ {
+		m := c.q[i]
+		st := egp.StatusProcessed
+		if statuses != nil {
+			st = egp.Status(statuses[i])
+		}
+		if st == egp.StatusDeadLettered {
+			s.stats.deadLettered.Add(1)
+		}
+		s.stats.acked.Add(1)
+		if s.cfg.NoAck || m.sess.closed {
+			continue
+		}
+		sess := m.sess
+		if sess != last {
+			if last != nil {
+				last.wmu.Unlock()
+				last.signal()
+			}
+			sess.wmu.Lock()
+			last = sess
+		}
+		if sess.wclose {
+			continue
+		}
+		if sess.lines {
+			sess.wbuf = egp.AppendLinesAck(sess.wbuf, m.seq, st)
+		} else {
+			sess.wbuf = egp.AppendAck(sess.wbuf, m.seq, st)
+		}
+	}
+	if last != nil {
+		last.wmu.Unlock()
+		last.signal()
+	}
+	s.popLocked(c, k)
+}
+
+// onReply handles answers and outcomes of assignments; the subject's last
+// token is the controller.
+func (s *Server) onReply(m *nats.Msg) {
+	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	switch coord.Kind(m.Data) {
+	case coord.KindAnswer:
+		a, err := coord.DecodeAnswer(m.Data)
+		if err != nil {
+			s.log.Warn("socket: malformed answer", "err", err)
+			return
+		}
+		s.onAnswer(a)
+	case coord.KindOutcome:
+		o, err := coord.DecodeOutcome(m.Data)
+		if err != nil {
+			s.log.Warn("socket: malformed outcome", "err", err)
+			return
+		}
+		s.onOutcome(o)
+	default:
+		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+			s.onNoResponders(id)
+			return
+		}
+		s.log.Warn("socket: unexpected reply", "subject", m.Subject, "bytes", len(m.Data))
+	}
+}
+
+func (s *Server) onAnswer(a coord.Answer) {
+	s.mu.Lock()
+	c := s.ctrls[a.Controller]
+	if c == nil || c.tok.Fence != a.Fence || c.state != stAssigned {
+		s.mu.Unlock()
+		return
+	}
+	if a.Accepted {
+		c.state = stRunning
+		s.mu.Unlock()
+		return
+	}
+	// Busy: nobody works under the lease; give it back, try elsewhere.
+	s.stats.busy.Add(1)
+	p, tok := c.pool, c.tok
+	p.free = 0
+	c.state = stReleasing
+	s.inflight--
+	s.idle.Broadcast()
+	s.mu.Unlock()
+	go s.handBack(c, p, tok, false)
+}
+
+// onNoResponders handles an assignment sent to a pool that is gone.
+func (s *Server) onNoResponders(id string) {
+	s.mu.Lock()
+	c := s.ctrls[id]
+	if c == nil || c.state != stAssigned {
+		s.mu.Unlock()
+		return
+	}
+	p, tok := c.pool, c.tok
+	if s.pools[p.id] == p {
+		delete(s.pools, p.id)
+		s.log.Info("socket: parser pool gone", "pool", p.id, "pool_appliance", p.appliance)
+	}
+	c.state = stReleasing
+	s.inflight--
+	s.idle.Broadcast()
+	s.mu.Unlock()
+	go s.handBack(c, p, tok, false)
+}
+
+func (s *Server) onOutcome(o coord.Outcome) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.ctrls[o.Controller]
+	if c == nil || c.tok.Fence != o.Fence || !c.inFlight() {
+		s.stats.staleOutcomes.Add(1)
+		return
+	}
+	s.inflight--
+	s.idle.Broadcast()
+	if p := c.pool; s.pools[p.id] == p && p.free < p.workers {
+		p.free++
+		s.runCond.Signal()
+	}
+	if o.Released && len(o.Statuses) <= c.n {
+		s.ackLocked(c, len(o.Statuses), o.Statuses)
+	} else {
+		s.stats.redispatched.Add(1)
+	}
+	c.n, c.state = 0, stIdle
+	s.makeRunnableLocked(c)
+}
+
+// requeueLocked puts c's batch back at the head of its queue after its
+// parser was found dead (or its outcome lost).
+func (s *Server) requeueLocked(c *controller, why string) {
+	s.log.Warn("socket: parser presumed dead, batch dispatched again", "controller", c.id,
+		"fence", c.tok.Fence, "pool", c.pool.id, "why", why, "in_flight_for", time.Since(c.sentAt).Round(time.Millisecond))
+	s.stats.redispatched.Add(1)
+	s.inflight--
+	s.idle.Broadcast()
+	c.n, c.state = 0, stIdle
+	s.makeRunnableLocked(c)
+}
+
+func (s *Server) logStoreError(op, id string, err error) {
+	if s.stats.storeErrors.Load()%1000 == 1 {
+		s.log.Warn("socket: lease store "+op+" failed; nothing is unlocked on an error, retrying", "controller", id, "err", err)
+	}
+}

@@ -1,0 +1,308 @@
+// Package socket owns the device side of an appliance: the EGP/1 and lines
+// listeners, one session per device connection, the per-controller queues
+// of received messages, and the dispatcher that hands a controller's queued
+// messages to a parser pool in batches under a lease, acknowledges them to
+// the device when the outcome comes back, and detects dead parsers.
+package socket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/edgegate/edgegate/coord"
+	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/lease"
+)
+
+// Config configures a socket server.
+type Config struct {
+	// Name is the appliance name: parser pools announced under the same name
+	// are local and preferred. Empty means "edgegate".
+	Name string
+	// Listen is the EGP/1 listener address. Empty disables it.
+	Listen string
+	// LinesListen is the lines listener address. Empty disables it.
+	LinesListen string
+	// NoAck turns acknowledgements off (ack mode none). False means an ACK
+	// after the handler finished each message.
+	NoAck bool
+	// MaxFrame is the largest frame body (and line) in bytes. Zero means 1 MiB.
+	MaxFrame int
+	// HelloTimeout is how long a connection has to send HELLO. Zero means 5s.
+	HelloTimeout time.Duration
+	// MaxConnections is the most device connections at once. Zero means no
+	// limit.
+	MaxConnections int
+	// Queue is the most messages queued per controller. Zero means 1024.
+	Queue int
+	// Memory is the most payload bytes queued over all controllers. Zero
+	// means 256 MiB.
+	Memory int64
+	// Batch is the most messages of one controller per assignment. Zero
+	// means 64.
+	Batch int
+	// TTL is the lease time. Zero means 5s.
+	TTL time.Duration
+	// CheckInterval is the period of the failure detection. Zero means 1s.
+	CheckInterval time.Duration
+	// Dispatchers is the number of goroutines acquiring leases and sending
+	// assignments. Zero means 16.
+	Dispatchers int
+	// PoolExpiry forgets a parser pool that did not announce itself for this
+	// long. Zero means 3s.
+	PoolExpiry time.Duration
+	// Drain is how long Run waits at shutdown for batches in flight. Zero
+	// means TTL + CheckInterval.
+	Drain time.Duration
+	// Logger receives the logs. Nil means discard.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Name:          "edgegate",
+		Listen:        "0.0.0.0:7400",
+		MaxFrame:      egp.DefaultMaxFrame,
+		HelloTimeout:  5 * time.Second,
+		Queue:         1024,
+		Memory:        256 << 20,
+		Batch:         64,
+		TTL:           5 * time.Second,
+		CheckInterval: time.Second,
+		Dispatchers:   16,
+		PoolExpiry:    3 * time.Second,
+	}
+}
+
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	if c.Name == "" {
+		c.Name = d.Name
+	}
+	if c.MaxFrame <= 0 {
+		c.MaxFrame = d.MaxFrame
+	}
+	if c.HelloTimeout <= 0 {
+		c.HelloTimeout = d.HelloTimeout
+	}
+	if c.Queue <= 0 {
+		c.Queue = d.Queue
+	}
+	if c.Memory <= 0 {
+		c.Memory = d.Memory
+	}
+	if c.Batch <= 0 {
+		c.Batch = d.Batch
+	}
+	if c.TTL <= 0 {
+		c.TTL = d.TTL
+	}
+	if c.CheckInterval <= 0 {
+		c.CheckInterval = d.CheckInterval
+	}
+	if c.Dispatchers <= 0 {
+		c.Dispatchers = d.Dispatchers
+	}
+	if c.PoolExpiry <= 0 {
+		c.PoolExpiry = d.PoolExpiry
+	}
+	if c.Drain <= 0 {
+		c.Drain = c.TTL + c.CheckInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Server is the socket side of an appliance.
+//
+// Lock order: Server.mu, then session.wmu. Server.mu guards the controllers,
+// their queues and states, the pool table and the run queue.
+type Server struct {
+	cfg   Config
+	nc    *nats.Conn
+	store lease.Store
+	log   *slog.Logger
+	id    string
+	inbox string // prefix of the reply subjects of assignments
+
+	ln, lln net.Listener
+
+	mu        sync.Mutex
+	ctrls     map[string]*controller
+	runq      fifo
+	runCond   *sync.Cond // dispatchers wait for a runnable controller and a free pool
+	memCond   *sync.Cond // readers wait for global memory
+	memWait   int
+	mem       int64
+	pools     map[string]*pool
+	sessions  map[*session]struct{}
+	conns     int
+	stopping  bool // no new batches
+	inflight  int  // controllers assigned or running
+	idle      *sync.Cond
+	ready     bool
+	sessWG    sync.WaitGroup
+	closeOnce sync.Once
+
+	stats stats
+}
+
+// New validates cfg and binds the listeners; Run serves them.
+func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
+	cfg.setDefaults()
+	if nc == nil || store == nil {
+		return nil, errors.New("socket: a NATS connection and a lease store are required")
+	}
+	s := &Server{
+		cfg:      cfg,
+		nc:       nc,
+		store:    store,
+		id:       nuid.Next(),
+		ctrls:    make(map[string]*controller),
+		pools:    make(map[string]*pool),
+		sessions: make(map[*session]struct{}),
+	}
+	s.inbox = coord.SocketSubject(s.id)
+	s.log = cfg.Logger.With("socket", s.id)
+	s.runCond = sync.NewCond(&s.mu)
+	s.memCond = sync.NewCond(&s.mu)
+	s.idle = sync.NewCond(&s.mu)
+	var err error
+	if cfg.Listen != "" {
+		if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("socket: listen devices.listen %s: %w", cfg.Listen, err)
+		}
+	}
+	if cfg.LinesListen != "" {
+		if s.lln, err = net.Listen("tcp", cfg.LinesListen); err != nil {
+			if s.ln != nil {
+				s.ln.Close()
+			}
+			return nil, fmt.Errorf("socket: listen devices.lines_listen %s: %w", cfg.LinesListen, err)
+		}
+	}
+	return s, nil
+}
+
+// Addr returns the EGP/1 listener's address, nil when disabled.
+func (s *Server) Addr() net.Addr {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// LinesAddr returns the lines listener's address, nil when disabled.
+func (s *Server) LinesAddr() net.Addr {
+	if s.lln == nil {
+		return nil
+	}
+	return s.lln.Addr()
+}
+
+// Ready reports whether Run is serving.
+func (s *Server) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready && !s.stopping
+}
+
+// Run serves devices until ctx is done. Then it stops accepting, lets the
+// batches in flight finish (up to Drain) so their messages are acknowledged,
+// and closes every session with ERROR shutting down.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.closeListeners()
+	sub, err := s.nc.Subscribe(s.inbox+".>", s.onReply)
+	if err != nil {
+		return fmt.Errorf("socket: subscribe replies: %w", err)
+	}
+	defer sub.Unsubscribe()
+	sub.SetPendingLimits(-1, -1) // outcomes must never be dropped
+	rsub, err := s.nc.Subscribe(coord.SubjectReady, s.onReady)
+	if err != nil {
+		return fmt.Errorf("socket: subscribe ready: %w", err)
+	}
+	defer rsub.Unsubscribe()
+	if err := s.nc.Publish(coord.SubjectReadyQuery, nil); err != nil {
+		return fmt.Errorf("socket: query parser pools: %w", err)
+	}
+	if err := s.nc.Flush(); err != nil {
+		return fmt.Errorf("socket: subscribe: %w", err)
+	}
+
+	lctx, lcancel := context.WithCancel(ctx)
+	defer lcancel()
+	var wg sync.WaitGroup
+	for i := 0; i < s.cfg.Dispatchers; i++ {
+		wg.Go(func() { s.dispatchLoop(lctx) })
+	}
+	wg.Go(func() { s.checkLoop(lctx) })
+	if s.ln != nil {
+		wg.Go(func() { s.acceptLoop(lctx, s.ln, false) })
+	}
+	if s.lln != nil {
+		wg.Go(func() { s.acceptLoop(lctx, s.lln, true) })
+	}
+	s.mu.Lock()
+	s.ready = true
+	s.mu.Unlock()
+	s.log.Info("socket started", "listen", s.Addr(), "lines_listen", s.LinesAddr())
+
+	<-ctx.Done()
+	s.closeListeners()
+	s.drain()
+	lcancel()
+	s.mu.Lock()
+	s.runCond.Broadcast()
+	s.mu.Unlock()
+	wg.Wait()
+	s.sessWG.Wait()
+	s.log.Info("socket stopped")
+	return nil
+}
+
+// drain stops new batches, waits for the ones in flight and closes every
+// session with ERROR shutting down (after their pending ACKs).
+func (s *Server) drain() {
+	deadline := time.Now().Add(s.cfg.Drain)
+	s.mu.Lock()
+	s.stopping = true
+	s.runCond.Broadcast()
+	t := time.AfterFunc(s.cfg.Drain, func() {
+		s.mu.Lock()
+		s.idle.Broadcast()
+		s.mu.Unlock()
+	})
+	for s.inflight > 0 && time.Now().Before(deadline) {
+		s.idle.Wait()
+	}
+	t.Stop()
+	if s.inflight > 0 {
+		s.log.Warn("socket: batches still in flight after the drain period; their devices resend them", "batches", s.inflight)
+	}
+	for sess := range s.sessions {
+		s.closeSessionLocked(sess, egp.CodeShuttingDown, "the appliance is stopping")
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) closeListeners() {
+	s.closeOnce.Do(func() {
+		if s.ln != nil {
+			s.ln.Close()
+		}
+		if s.lln != nil {
+			s.lln.Close()
+		}
+	})
+}

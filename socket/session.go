@@ -1,0 +1,428 @@
+package socket
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/edgegate/edgegate/egp"
+)
+
+// session is one device connection after its HELLO.
+type session struct {
+	s          *Server
+	conn       net.Conn
+	lines      bool
+	id         string
+	persistent bool // HELLO flag bit1: duplicates of done seqs are suppressed
+
+	// Guarded by Server.mu.
+	ctrl   *controller
+	closed bool
+
+	lastSeq  uint64 // reader goroutine only
+	warnedSq bool   // reader goroutine only: an out-of-order seq was logged
+
+	wmu     sync.Mutex
+	wbuf    []byte
+	wclose  bool // close after writing wbuf
+	wsig    chan struct{}
+	written chan struct{} // closed when the writer exits
+}
+
+// acceptLoop accepts device connections until the listener is closed.
+func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Too many open files and the like: back off and go on.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("socket: accept", "err", err, "retry_in", backoff)
+			if !sleepCtx(ctx, backoff) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		s.mu.Lock()
+		full := s.cfg.MaxConnections > 0 && s.conns >= s.cfg.MaxConnections
+		stopping := s.stopping
+		if !full && !stopping {
+			s.conns++
+		}
+		s.mu.Unlock()
+		if full || stopping {
+			code, why := egp.CodeBusy, "connection limit reached"
+			if stopping {
+				code, why = egp.CodeShuttingDown, "the appliance is stopping"
+			}
+			s.stats.refused.Add(1)
+			rejectConn(conn, lines, code, why)
+			continue
+		}
+		s.stats.connections.Add(1)
+		s.sessWG.Go(func() {
+			defer func() {
+				s.mu.Lock()
+				s.conns--
+				s.mu.Unlock()
+				s.stats.connections.Add(-1)
+			}()
+			s.serveConn(ctx, conn, lines)
+		})
+	}
+}
+
+// rejectConn answers ERROR and closes, without waiting for the device.
+func rejectConn(conn net.Conn, lines bool, code egp.Code, why string) {
+	conn.SetWriteDeadline(time.Now().Add(time.Second))
+	if lines {
+		conn.Write(egp.AppendLinesError(nil, code, why))
+	} else {
+		conn.Write(egp.AppendError(nil, code, why))
+	}
+	conn.Close()
+}
+
+// serveConn runs one device connection: HELLO, WELCOME, then messages.
+func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
+	log := s.log.With("remote", conn.RemoteAddr().String())
+	conn.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
+	var (
+		er    *egp.Reader
+		lr    *egp.LineReader
+		hello egp.Hello
+		err   error
+	)
+	if lines {
+		lr = egp.NewLineReader(conn, s.cfg.MaxFrame)
+		var line []byte
+		if line, err = lr.ReadLine(); err == nil {
+			hello.Version = egp.Version
+			hello.ID, hello.Token, err = egp.ParseLinesHello(line)
+		}
+	} else {
+		er = egp.NewReader(conn, uint32(s.cfg.MaxFrame), 4096)
+		hello, err = readHello(er)
+	}
+	if err != nil {
+		code := egp.ErrorCode(err)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			code, err = egp.CodeHelloTimeout, errors.New("no HELLO within devices.hello_timeout")
+		} else if isEOF(err) {
+			conn.Close()
+			return
+		}
+		s.stats.protoError(code)
+		log.Info("socket: device refused before HELLO", "code", code, "err", err)
+		rejectConn(conn, lines, code, err.Error())
+		return
+	}
+	conn.SetReadDeadline(time.Time{})
+	sess := &session{
+		s: s, conn: conn, lines: lines, id: hello.ID,
+		persistent: !lines && hello.Flags&egp.FlagPersistentSeq != 0,
+		wsig:       make(chan struct{}, 1),
+		written:    make(chan struct{}),
+	}
+	log = log.With("controller", sess.id)
+	lastSeq, err := s.open(ctx, sess, hello.Flags&egp.FlagSeqReset != 0)
+	if err != nil {
+		s.stats.protoError(egp.CodeShuttingDown)
+		log.Warn("socket: session refused", "err", err)
+		rejectConn(conn, lines, egp.CodeShuttingDown, err.Error())
+		return
+	}
+	if lines {
+		sess.wbuf = egp.AppendLinesWelcome(sess.wbuf, lastSeq)
+	} else {
+		ack := egp.AckProcessed
+		if s.cfg.NoAck {
+			ack = egp.AckNone
+		}
+		sess.wbuf = egp.AppendWelcome(sess.wbuf, egp.Welcome{
+			Version: egp.Version, AckMode: ack, MaxFrame: uint32(s.cfg.MaxFrame), LastSeq: lastSeq,
+		})
+	}
+	go sess.writeLoop()
+	sess.signal()
+	log.Debug("socket: session opened", "persistent", sess.persistent, "last_seq", lastSeq)
+
+	if lines {
+		err = sess.readLines(lr)
+	} else {
+		err = sess.readFrames(er)
+	}
+	var pe *egp.Error
+	if errors.As(err, &pe) {
+		s.stats.protoError(pe.Code)
+		log.Info("socket: protocol error, closing", "code", pe.Code, "err", pe.Reason)
+	} else if err != nil && !isEOF(err) && !errors.Is(err, net.ErrClosed) {
+		log.Debug("socket: connection error", "err", err)
+	}
+	s.mu.Lock()
+	if pe != nil {
+		s.closeSessionLocked(sess, pe.Code, pe.Reason)
+	} else {
+		s.closeSessionLocked(sess, 0, "")
+	}
+	s.mu.Unlock()
+	<-sess.written
+}
+
+func readHello(r *egp.Reader) (egp.Hello, error) {
+	h, body, err := r.ReadFrame()
+	if err != nil {
+		return egp.Hello{}, err
+	}
+	if h.Type != egp.TypeHello {
+		return egp.Hello{}, &egp.Error{Code: egp.CodeProtocol, Reason: h.Type.String() + " before HELLO"}
+	}
+	hello, err := egp.ParseHello(body)
+	if err != nil {
+		return hello, err
+	}
+	hello.Token = append([]byte(nil), hello.Token...)
+	return hello, egp.ValidID(hello.ID)
+}
+
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// open registers sess as its controller's current session, taking over an
+// older one, and returns the controller's done seq for the WELCOME.
+func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, error) {
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return 0, errors.New("the appliance is stopping")
+	}
+	c := s.controllerLocked(sess.id)
+	if old := c.sess; old != nil {
+		s.stats.takeovers.Add(1)
+		s.log.Info("socket: session taken over by a newer one", "controller", sess.id,
+			"old", old.conn.RemoteAddr().String(), "new", sess.conn.RemoteAddr().String())
+		s.closeSessionLocked(old, egp.CodeTakenOver, "a newer session for this controller exists")
+	}
+	c.sess, sess.ctrl = sess, c
+	s.sessions[sess] = struct{}{}
+	s.mu.Unlock()
+
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.TTL)
+	defer cancel()
+	if reset {
+		if err := s.store.ResetDone(cctx, sess.id); err != nil {
+			s.closeSession(sess)
+			return 0, err
+		}
+		return 0, nil
+	}
+	done, err := s.store.Done(cctx, sess.id)
+	if err != nil {
+		s.closeSession(sess)
+		return 0, err
+	}
+	return done, nil
+}
+
+func (s *Server) closeSession(sess *session) {
+	s.mu.Lock()
+	s.closeSessionLocked(sess, 0, "")
+	s.mu.Unlock()
+}
+
+// closeSessionLocked ends sess: with a code the device gets ERROR first. Its
+// messages not handed out are dropped (the device resends them) and its
+// reader is woken if it waits for queue space.
+func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string) {
+	if sess.closed {
+		return
+	}
+	sess.closed = true
+	delete(s.sessions, sess)
+	c := sess.ctrl
+	if c != nil {
+		if c.sess == sess {
+			c.sess = nil
+		}
+		s.pruneLocked(c)
+		c.space.Broadcast()
+		s.memCond.Broadcast()
+		s.forgetIfIdleLocked(c)
+	}
+	sess.wmu.Lock()
+	if code != 0 {
+		if sess.lines {
+			sess.wbuf = egp.AppendLinesError(sess.wbuf, code, reason)
+		} else {
+			sess.wbuf = egp.AppendError(sess.wbuf, code, reason)
+		}
+	}
+	sess.wclose = true
+	sess.wmu.Unlock()
+	sess.signal()
+}
+
+// readFrames reads DATA, PING and PONG frames until an error.
+func (sess *session) readFrames(r *egp.Reader) error {
+	s := sess.s
+	for {
+		h, err := r.Next()
+		if err != nil {
+			return err
+		}
+		switch h.Type {
+		case egp.TypeData:
+			if h.Len < 8 {
+				return &egp.Error{Code: egp.CodeProtocol, Reason: "DATA body shorter than its seq"}
+			}
+			size := int64(h.Len-8) + msgOverhead
+			s.mu.Lock()
+			ok := s.reserveLocked(sess, size)
+			s.mu.Unlock()
+			if !ok {
+				return net.ErrClosed
+			}
+			body, err := r.Body(h)
+			if err != nil {
+				s.mu.Lock()
+				s.unreserveLocked(sess.ctrl, size)
+				s.mu.Unlock()
+				return err
+			}
+			seq, payload, _ := egp.ParseData(body)
+			sess.receive(seq, payload, size)
+		case egp.TypePing:
+			b, err := r.Scratch(h)
+			if err != nil {
+				return err
+			}
+			sess.write(func(w []byte) []byte { return egp.AppendPong(w, b) })
+		case egp.TypePong:
+			if _, err := r.Scratch(h); err != nil {
+				return err
+			}
+		default:
+			return &egp.Error{Code: egp.CodeProtocol, Reason: h.Type.String() + " is not expected from a device after HELLO"}
+		}
+	}
+}
+
+// readLines reads one message per line; its seq is the line number.
+func (sess *session) readLines(r *egp.LineReader) error {
+	s := sess.s
+	for seq := uint64(1); ; seq++ {
+		line, err := r.ReadLine()
+		if err != nil {
+			return err
+		}
+		size := int64(len(line)) + msgOverhead
+		s.mu.Lock()
+		ok := s.reserveLocked(sess, size)
+		s.mu.Unlock()
+		if !ok {
+			return net.ErrClosed
+		}
+		sess.receive(seq, line, size)
+	}
+}
+
+// receive queues a message whose slot is reserved.
+func (sess *session) receive(seq uint64, payload []byte, size int64) {
+	s := sess.s
+	s.stats.received.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := sess.ctrl
+	if seq <= sess.lastSeq {
+		s.unreserveLocked(c, size)
+		s.stats.outOfOrder.Add(1)
+		if !sess.warnedSq {
+			sess.warnedSq = true
+			s.log.Warn("socket: DATA seq not above the previous one on the connection, dropped",
+				"controller", sess.id, "seq", seq, "previous", sess.lastSeq)
+		}
+		return
+	}
+	sess.lastSeq = seq
+	if sess.closed {
+		s.unreserveLocked(c, size)
+		return
+	}
+	c.q = append(c.q, &msg{seq: seq, payload: payload, recv: time.Now(), sess: sess})
+	s.makeRunnableLocked(c)
+}
+
+// write appends to the session's output and wakes its writer.
+func (sess *session) write(f func([]byte) []byte) {
+	sess.wmu.Lock()
+	if sess.wclose {
+		sess.wmu.Unlock()
+		return
+	}
+	sess.wbuf = f(sess.wbuf)
+	sess.wmu.Unlock()
+	sess.signal()
+}
+
+func (sess *session) signal() {
+	select {
+	case sess.wsig <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop writes what accumulated in wbuf, one write per wake-up, and
+// closes the connection once wclose is set and everything is written.
+func (sess *session) writeLoop() {
+	defer close(sess.written)
+	defer sess.conn.Close()
+	var buf []byte
+	for range sess.wsig {
+		sess.wmu.Lock()
+		buf, sess.wbuf = sess.wbuf, buf[:0]
+		closing := sess.wclose
+		sess.wmu.Unlock()
+		if len(buf) > 0 {
+			if closing {
+				sess.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			}
+			if _, err := sess.conn.Write(buf); err != nil {
+				sess.s.closeSession(sess)
+				return
+			}
+		}
+		if cap(buf) > 64<<10 {
+			buf = nil
+		}
+		if closing {
+			sess.wmu.Lock()
+			rest := len(sess.wbuf)
+			sess.wmu.Unlock()
+			if rest == 0 {
+				return
+			}
+			sess.signal()
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,76 @@
+package socket
+
+import (
+	"sync/atomic"
+
+	"github.com/edgegate/edgegate/egp"
+)
+
+type stats struct {
+	connections                               atomic.Int64
+	refused                                   atomic.Uint64
+	received, acked, deadLettered, suppressed atomic.Uint64
+	outOfOrder, dropped, takeovers            atomic.Uint64
+	batches, batchMsgs, acquired, leaseHeld   atomic.Uint64
+	busy, redispatched, staleOutcomes         atomic.Uint64
+	storeErrors                               atomic.Uint64
+	protoErrors                               [16]atomic.Uint64
+}
+
+func (s *stats) protoError(c egp.Code) {
+	if int(c) < len(s.protoErrors) {
+		s.protoErrors[c].Add(1)
+	}
+}
+
+// Stats is a snapshot of a socket server's counters.
+type Stats struct {
+	Connections  int64  // device connections open
+	Refused      uint64 // connections refused (limits, shutdown)
+	Received     uint64 // DATA frames and lines received
+	Acked        uint64 // messages finished (acknowledged unless ack mode none)
+	DeadLettered uint64 // of which dead-lettered
+	Suppressed   uint64 // duplicates of persistent-seq devices acknowledged without the handler
+	OutOfOrder   uint64 // DATA dropped because its seq was not above the previous one
+	Dropped      uint64 // queued messages dropped because their session closed
+	Takeovers    uint64 // sessions taken over by a newer one
+	Batches      uint64 // assignments sent
+	BatchMsgs    uint64 // messages in those assignments
+	Acquired     uint64 // leases granted
+	LeaseHeld    uint64 // acquisitions refused because the lease was held
+	Busy         uint64 // assignments answered busy
+	Redispatched uint64 // batches dispatched again after a lost lease or dead parser
+	StoreErrors  uint64 // lease store errors
+	Queued       int    // messages queued now
+	InFlight     int    // controllers with a batch in flight now
+	Controllers  int    // controllers known now
+	// ProtocolErrors counts device errors by EGP/1 ERROR code.
+	ProtocolErrors map[egp.Code]uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	st := &s.stats
+	out := Stats{
+		Connections: st.connections.Load(), Refused: st.refused.Load(),
+		Received: st.received.Load(), Acked: st.acked.Load(), DeadLettered: st.deadLettered.Load(),
+		Suppressed: st.suppressed.Load(), OutOfOrder: st.outOfOrder.Load(), Dropped: st.dropped.Load(),
+		Takeovers: st.takeovers.Load(), Batches: st.batches.Load(), BatchMsgs: st.batchMsgs.Load(),
+		Acquired: st.acquired.Load(), LeaseHeld: st.leaseHeld.Load(), Busy: st.busy.Load(),
+		Redispatched: st.redispatched.Load(), StoreErrors: st.storeErrors.Load(),
+		ProtocolErrors: map[egp.Code]uint64{},
+	}
+	for i := range st.protoErrors {
+		if v := st.protoErrors[i].Load(); v > 0 {
+			out.ProtocolErrors[egp.Code(i)] = v
+		}
+	}
+	s.mu.Lock()
+	for _, c := range s.ctrls {
+		out.Queued += len(c.q)
+	}
+	out.InFlight = s.inflight
+	out.Controllers = len(s.ctrls)
+	s.mu.Unlock()
+	return out
+}
