@@ -2,13 +2,18 @@ package appliance_test
 
 import (
 	"bufio"
+	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/parser"
 )
 
 // rawConn is a device that writes raw bytes, for protocol violations.
@@ -51,6 +56,75 @@ func hello(id string, flags byte) []byte {
 	return egp.AppendHello(nil, egp.Hello{Version: egp.Version, Flags: flags, ID: id})
 }
 
+// TestBadInput sends each kind of protocol violation on its own connection
+// while a good device streams: each gets its ERROR code and is closed, is
+// counted, and the good device is not disturbed.
+func TestBadInput(t *testing.T) {
+	j := newJournal(nil)
+	cfg := testConfig(t, "bad")
+	cfg.Handler = j
+	cfg.Devices.HelloTimeout = 300 * time.Millisecond
+	cfg.Devices.MaxFrame = 4096
+	a := start(t, cfg)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	good := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "good", Window: 8})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := sendAll(ctx, good, "good", 500); err != nil {
+			t.Error(err)
+		}
+	})
+
+	header := func(typ byte, n uint32) []byte {
+		b := []byte{egp.Magic, typ, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(b[2:], n)
+		return b
+	}
+	afterHello := func(b []byte) []byte { return append(hello("bad-dev", 0), b...) }
+	tests := []struct {
+		name  string
+		bytes []byte // nil: send nothing
+		want  egp.Code
+	}{
+		{"bad magic", []byte{0x00, 0x01, 0, 0, 0, 0}, egp.CodeProtocol},
+		{"unknown type", header(0x55, 0), egp.CodeProtocol},
+		{"DATA before HELLO", egp.AppendData(nil, 1, []byte("x")), egp.CodeProtocol},
+		{"oversized length before HELLO", header(byte(egp.TypeHello), 0xFFFFFFFF), egp.CodeTooLarge},
+		{"oversized DATA after HELLO", afterHello(header(byte(egp.TypeData), 4097)), egp.CodeTooLarge},
+		{"hello timeout", nil, egp.CodeHelloTimeout},
+		{"bad controller id", hello("bad.id", 0), egp.CodeBadID},
+		{"empty controller id", hello("", 0), egp.CodeBadID},
+		{"wrong version", egp.AppendHello(nil, egp.Hello{Version: 9, ID: "v9"}), egp.CodeVersion},
+		{"garbage", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), egp.CodeProtocol},
+		{"second HELLO", afterHello(hello("bad-dev", 0)), egp.CodeProtocol},
+		{"short DATA", afterHello(header(byte(egp.TypeData), 3)), egp.CodeProtocol},
+		{"ACK from a device", afterHello(egp.AppendAck(nil, 1, 0)), egp.CodeProtocol},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := rawConn(t, a.DeviceAddr())
+			if tt.bytes != nil {
+				if _, err := c.Write(tt.bytes); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := readError(t, c); got != tt.want {
+				t.Errorf("ERROR code %d (%s), want %d (%s)", got, got, tt.want, tt.want)
+			}
+		})
+	}
+	wg.Wait()
+	checkIncreasing(t, "good", j.succeeded("good"), 500)
+	st := a.SocketStats()
+	for code, n := range map[egp.Code]uint64{egp.CodeProtocol: 7, egp.CodeTooLarge: 2, egp.CodeHelloTimeout: 1, egp.CodeBadID: 2, egp.CodeVersion: 1} {
+		if st.ProtocolErrors[code] != n {
+			t.Errorf("protocol errors with code %s counted %d, want %d", code, st.ProtocolErrors[code], n)
+		}
+	}
+}
+
 // TestSeqNotIncreasingDropped: a DATA whose seq is not above the previous
 // one on the connection is dropped and counted; the rest go on.
 func TestSeqNotIncreasingDropped(t *testing.T) {
@@ -86,6 +160,101 @@ func TestSeqNotIncreasingDropped(t *testing.T) {
 	if got := a.SocketStats().OutOfOrder; got != 2 {
 		t.Fatalf("out-of-order count %d, want 2", got)
 	}
+}
+
+// TestReconnectAndTakeover: a device whose connection is reset mid-stream
+// reconnects and resends what was not acknowledged; then its connection
+// goes half-open and a new session takes the controller over. Every message
+// is handled, in order; with a persistent seq the duplicates of the batch
+// in flight are suppressed by the done record.
+func TestReconnectAndTakeover(t *testing.T) {
+	for _, persistent := range []bool{true, false} {
+		t.Run(fmt.Sprintf("persistent=%v", persistent), func(t *testing.T) {
+			testReconnect(t, persistent)
+		})
+	}
+}
+
+func testReconnect(t *testing.T, persistent bool) {
+	const total = 600
+	const id = "roamer"
+	slow := make(chan struct{}) // closed: handler runs fast
+	j := newJournal(parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
+		select {
+		case <-slow:
+		case <-time.After(200 * time.Microsecond):
+		}
+		return nil
+	}))
+	cfg := testConfig(t, "reconnect")
+	cfg.Handler = j
+	cfg.Parser.Batch = 16
+	a := start(t, cfg)
+	px := newProxy(t, a.DeviceAddr())
+
+	var acks ackLog
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Phase 1: through the proxy, reset mid-stream; the client reconnects
+	// (to the proxy again) and resends what was not acknowledged.
+	c1 := dialDevice(t, device.Config{Addrs: []string{px.addr()}, ID: id, PersistentSeq: persistent, Window: 64, Reconnect: true, OnAck: acks.onAck})
+	for i := 1; i <= total/2; i++ {
+		if _, err := c1.Send(ctx, []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+		if i == total/4 {
+			px.cut()
+		}
+	}
+	if err := c1.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c1.Stats().Reconnects == 0 {
+		t.Fatalf("the device never reconnected")
+	}
+	// Phase 2: the connection goes half-open (nothing passes, nothing
+	// closes) with messages in flight; the device reboots and opens a new
+	// session directly, resending from its first unacknowledged seq.
+	for i := total/2 + 1; i <= total/2+50; i++ {
+		if _, err := c1.Send(ctx, []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	px.freeze()
+	seqs, _ := acks.get()
+	next := uint64(1)
+	for _, s := range seqs {
+		next = max(next, s+1)
+	}
+	c1.Close()
+	var acks2 ackLog
+	c2 := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: id, PersistentSeq: persistent, StartSeq: next - 1, Window: 64, OnAck: acks2.onAck})
+	for i := next; i <= total; i++ {
+		if _, err := c2.Send(ctx, []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c2.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(slow)
+	if st := a.SocketStats(); st.Takeovers != 1 {
+		t.Errorf("takeovers %d, want 1 (the half-open session)", st.Takeovers)
+	}
+
+	// Every seq 1..total was handled; the first handling of each is in
+	// order; a duplicate is only ever a resend of a batch that was in
+	// flight, so it repeats a seq within the last batch size.
+	dups := checkFirstHandlings(t, id, j.succeeded(id), total, 2*cfg.Parser.Batch+64)
+	if persistent && dups > 0 {
+		t.Errorf("persistent seq: %d duplicates handled, want 0 (suppressed by the done record)", dups)
+	}
+	overlaps, _ := j.snapshot()
+	if len(overlaps) > 0 {
+		t.Errorf("overlaps: %v", overlaps)
+	}
+	st := a.SocketStats()
+	t.Logf("duplicates handled %d, suppressed %d, dropped at takeover %d", dups, st.Suppressed, st.Dropped)
 }
 
 // TestLinesListener: the line-based listener for simple devices and nc.
@@ -127,3 +296,29 @@ func TestLinesListener(t *testing.T) {
 	}
 }
 
+// TestPublishRecords: the publish handler stores each message in the
+// EDGEGATE_PARSED stream with the headers of DESIGN §5.
+func TestPublishRecords(t *testing.T) {
+	cfg := testConfig(t, "publish")
+	cfg.NATS.JetStream = true
+	a := start(t, cfg)
+	var acks ackLog
+	c := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "pub-1", OnAck: acks.onAck})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sendAll(ctx, c, "pub-1", 20); err != nil {
+		t.Fatal(err)
+	}
+	recs := readStream(t, a, parser.StreamParsed, 20)
+	for i, m := range recs {
+		seq := fmt.Sprint(i + 1)
+		if m.Subject != "edgegate.parsed.pub-1" || m.Header.Get(parser.HeaderController) != "pub-1" ||
+			m.Header.Get(parser.HeaderSeq) != seq || m.Header.Get("Nats-Msg-Id") != "pub-1:"+seq ||
+			m.Header.Get(parser.HeaderFence) == "" || m.Header.Get(parser.HeaderReceived) == "" {
+			t.Fatalf("record %d: subject %s headers %v", i, m.Subject, m.Header)
+		}
+		if want := fmt.Sprintf(`{"c":"pub-1","i":%d}`, i); string(m.Data) != want {
+			t.Fatalf("record %d: body %q, want %q", i, m.Data, want)
+		}
+	}
+}

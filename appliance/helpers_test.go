@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgegate/edgegate/appliance"
+	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/parser"
 )
 
@@ -150,6 +151,19 @@ func (j *journal) snapshot() (overlaps []string, maxRunning int) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return append([]string(nil), j.overlaps...), j.maxRunning
+}
+
+// dialDevice connects a device client that reconnects, closed at cleanup.
+func dialDevice(t *testing.T, cfg device.Config) *device.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := device.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatalf("device %s: dial: %v", cfg.ID, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // eventually polls cond every 10ms until it is true or d passes.

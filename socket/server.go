@@ -289,6 +289,12 @@ func (s *Server) drain() {
 	t.Stop()
 	if s.inflight > 0 {
 		s.log.Warn("socket: batches still in flight after the drain period; their devices resend them", "batches", s.inflight)
+		for _, c := range s.ctrls {
+			if c.inFlight() {
+				s.log.Warn("socket: in flight at shutdown", "controller", c.id, "state", c.state, "fence", c.tok.Fence,
+					"batch", c.n, "queued", len(c.q), "since", time.Since(c.sentAt).Round(time.Millisecond))
+			}
+		}
 	}
 	for sess := range s.sessions {
 		s.closeSessionLocked(sess, egp.CodeShuttingDown, "the appliance is stopping")

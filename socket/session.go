@@ -212,6 +212,8 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 		s.log.Info("socket: session taken over by a newer one", "controller", sess.id,
 			"old", old.conn.RemoteAddr().String(), "new", sess.conn.RemoteAddr().String())
 		s.closeSessionLocked(old, egp.CodeTakenOver, "a newer session for this controller exists")
+		// Closing the old session may have forgotten an idle controller.
+		c = s.controllerLocked(sess.id)
 	}
 	c.sess, sess.ctrl = sess, c
 	s.sessions[sess] = struct{}{}

@@ -1,0 +1,539 @@
+// Package device is a Go implementation of the device side of EGP/1: it
+// connects to an edgegate appliance, sends pipelined messages within a
+// window, matches the in-order ACKs and, on connection loss, reconnects
+// (to the next address) and resends every unacknowledged message.
+package device
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/edgegate/edgegate/egp"
+)
+
+// Config configures a Client.
+type Config struct {
+	// Addrs are the gateway addresses (host:port); after a connection loss
+	// the client goes on with the next one. At least one is required.
+	Addrs []string
+	// ID is the controller ID.
+	ID string
+	// Token is sent in HELLO. Nil means none.
+	Token []byte
+	// PersistentSeq sets HELLO flag bit1: the device keeps its seq across
+	// sessions, so the gateway acknowledges duplicates of done seqs without
+	// handling them again.
+	PersistentSeq bool
+	// ResetSeq sets HELLO flag bit0 in the first session: the gateway clears
+	// the controller's done record.
+	ResetSeq bool
+	// Window is the most unacknowledged messages; Send blocks beyond it.
+	// Zero means 256.
+	Window int
+	// StartSeq is the seq before the first message. Zero with PersistentSeq
+	// means: go on after the WELCOME's last_seq.
+	StartSeq uint64
+	// DialTimeout bounds a connection attempt including HELLO/WELCOME. Zero
+	// means 5s.
+	DialTimeout time.Duration
+	// Reconnect makes the client reconnect after a connection loss (and
+	// after ERROR busy or shutting down) and resend what was not
+	// acknowledged; Send and Flush do not fail then. False means the first
+	// loss fails them.
+	Reconnect bool
+	// ReconnectWait is the first backoff between attempts, doubling to 2s
+	// with jitter. Zero means 100ms.
+	ReconnectWait time.Duration
+	// TLS, when set, dials with TLS.
+	TLS *tls.Config
+	// OnAck is called for every acknowledged message, in seq order, from the
+	// client's reader goroutine. Nil means no callback.
+	OnAck func(seq uint64, status egp.Status, sent time.Time)
+	// Logger receives the logs. Nil means discard.
+	Logger *slog.Logger
+}
+
+// Stats counts what a client did.
+type Stats struct {
+	Sent, Acked, DeadLettered, Resent, Reconnects, OrderErrors uint64
+	// Errors counts ERROR frames received, by code.
+	Errors map[egp.Code]uint64
+}
+
+// ErrClosed is returned by calls on a closed client.
+var ErrClosed = errors.New("device: client closed")
+
+type pending struct {
+	seq     uint64
+	payload []byte
+	sent    time.Time
+}
+
+// Client is a device connection with its unacknowledged messages.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	changed  chan struct{} // closed and replaced on every state change
+	pend     []pending     // unacknowledged, in seq order
+	seq      uint64        // last seq assigned
+	welcome  egp.Welcome
+	sess     *conn // nil while reconnecting
+	err      error // final: every call fails with it
+	closed   bool
+	addrIdx  int
+	stats    Stats
+	unflush  int // bytes queued but not written (ack mode none)
+	loopDone chan struct{}
+	done     chan struct{} // closed by Close
+}
+
+// conn is one session's connection and its writer.
+type conn struct {
+	nc      net.Conn
+	wmu     sync.Mutex
+	wbuf    []byte
+	wsig    chan struct{}
+	written chan struct{}
+}
+
+// Dial connects, says HELLO and waits for WELCOME. An ERROR answer is
+// returned as an *egp.Error.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("device: no gateway address")
+	}
+	if err := egp.ValidID(cfg.ID); err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 256
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.ReconnectWait <= 0 {
+		cfg.ReconnectWait = 100 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{
+		cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), changed: make(chan struct{}),
+		seq: cfg.StartSeq, loopDone: make(chan struct{}), done: make(chan struct{}), stats: Stats{Errors: map[egp.Code]uint64{}},
+	}
+	s, r, err := c.connect(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	go c.loop(s, r)
+	return c, nil
+}
+
+// connect dials the current address and runs HELLO/WELCOME.
+func (c *Client) connect(ctx context.Context, first bool) (*conn, *egp.Reader, error) {
+	c.mu.Lock()
+	addr := c.cfg.Addrs[c.addrIdx%len(c.cfg.Addrs)]
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	var nc net.Conn
+	var err error
+	d := &net.Dialer{}
+	if c.cfg.TLS != nil {
+		nc, err = (&tls.Dialer{NetDialer: d, Config: c.cfg.TLS}).DialContext(ctx, "tcp", addr)
+	} else {
+		nc, err = d.DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("device: dial %s: %w", addr, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	var flags byte
+	if c.cfg.PersistentSeq {
+		flags |= egp.FlagPersistentSeq
+	}
+	if c.cfg.ResetSeq && first {
+		flags |= egp.FlagSeqReset
+	}
+	if _, err := nc.Write(egp.AppendHello(nil, egp.Hello{Version: egp.Version, Flags: flags, ID: c.cfg.ID, Token: c.cfg.Token})); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("device: hello: %w", err)
+	}
+	r := egp.NewReader(nc, egp.DefaultMaxFrame, 4096)
+	h, body, err := r.ReadFrame()
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("device: waiting for WELCOME from %s: %w", addr, err)
+	}
+	switch h.Type {
+	case egp.TypeWelcome:
+	case egp.TypeError:
+		nc.Close()
+		code, reason, _ := egp.ParseError(body)
+		c.countError(code)
+		return nil, nil, &egp.Error{Code: code, Reason: reason}
+	default:
+		nc.Close()
+		return nil, nil, fmt.Errorf("device: %s answered HELLO with %s", addr, h.Type)
+	}
+	w, err := egp.ParseWelcome(body)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	nc.SetDeadline(time.Time{})
+	s := &conn{nc: nc, wsig: make(chan struct{}, 1), written: make(chan struct{})}
+
+	c.mu.Lock()
+	c.welcome = w
+	if first && c.cfg.PersistentSeq && c.cfg.StartSeq == 0 && c.seq < w.LastSeq {
+		c.seq = w.LastSeq
+	}
+	// Resend what is not acknowledged, in order, with the original seqs.
+	if !first {
+		for _, p := range c.pend {
+			s.wbuf = egp.AppendData(s.wbuf, p.seq, p.payload)
+		}
+		c.stats.Resent += uint64(len(c.pend))
+	}
+	c.sess = s
+	c.notifyLocked()
+	c.mu.Unlock()
+	go s.writeLoop(c)
+	s.signal()
+	return s, r, nil
+}
+
+func (s *conn) signal() {
+	select {
+	case s.wsig <- struct{}{}:
+	default:
+	}
+}
+
+func (s *conn) writeLoop(c *Client) {
+	defer close(s.written)
+	var buf []byte
+	for range s.wsig {
+		s.wmu.Lock()
+		buf, s.wbuf = s.wbuf, buf[:0]
+		s.wmu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		if _, err := s.nc.Write(buf); err != nil {
+			s.nc.Close() // the reader sees it and ends the session
+			return
+		}
+		c.mu.Lock()
+		c.unflush = max(0, c.unflush-len(buf))
+		c.notifyLocked()
+		c.mu.Unlock()
+	}
+}
+
+func (s *conn) write(b func([]byte) []byte) {
+	s.wmu.Lock()
+	s.wbuf = b(s.wbuf)
+	s.wmu.Unlock()
+	s.signal()
+}
+
+// loop runs sessions: it reads until the connection fails, then reconnects
+// when configured to.
+func (c *Client) loop(s *conn, r *egp.Reader) {
+	defer close(c.loopDone)
+	backoff := c.cfg.ReconnectWait
+	for {
+		err := c.read(s, r)
+		s.nc.Close()
+		// Send writes to a session only under mu while it is c.sess: once
+		// it is not, nobody signals wsig any more and it can be closed.
+		c.mu.Lock()
+		c.sess = nil
+		closed := c.closed
+		c.notifyLocked()
+		c.mu.Unlock()
+		close(s.wsig)
+		<-s.written
+		if closed {
+			return
+		}
+		var pe *egp.Error
+		retry := c.cfg.Reconnect && (!errors.As(err, &pe) || pe.Code == egp.CodeBusy || pe.Code == egp.CodeShuttingDown)
+		if !retry {
+			c.fail(fmt.Errorf("device: session ended: %w", err))
+			return
+		}
+		c.log.Debug("device: connection lost, reconnecting", "err", err)
+		for {
+			c.mu.Lock()
+			c.addrIdx++
+			closed := c.closed
+			c.mu.Unlock()
+			if closed {
+				return
+			}
+			ctx, cancel := c.closeContext()
+			var err error
+			s, r, err = c.connect(ctx, false)
+			cancel()
+			if err == nil {
+				c.mu.Lock()
+				c.stats.Reconnects++
+				c.mu.Unlock()
+				backoff = c.cfg.ReconnectWait
+				break
+			}
+			if errors.As(err, &pe) && pe.Code != egp.CodeBusy && pe.Code != egp.CodeShuttingDown {
+				c.fail(err)
+				return
+			}
+			c.log.Debug("device: reconnect failed", "err", err, "retry_in", backoff)
+			if !c.sleep(backoff + rand.N(backoff/2+1)) {
+				return
+			}
+			backoff = min(2*backoff, 2*time.Second)
+		}
+	}
+}
+
+// closeContext returns a context cancelled when the client is closed.
+func (c *Client) closeContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-c.done:
+			cancel()
+		}
+	}()
+	return ctx, cancel
+}
+
+func (c *Client) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
+// read handles frames from the gateway until the connection fails.
+func (c *Client) read(s *conn, r *egp.Reader) error {
+	type acked struct {
+		seq  uint64
+		st   egp.Status
+		sent time.Time
+	}
+	var batch []acked
+	for {
+		h, body, err := r.ReadFrame()
+		if err != nil {
+			return err
+		}
+		switch h.Type {
+		case egp.TypeAck:
+			a, err := egp.ParseAck(body)
+			if err != nil {
+				return err
+			}
+			batch = batch[:0]
+			c.mu.Lock()
+			switch {
+			case len(c.pend) > 0 && c.pend[0].seq == a.Seq:
+				batch = append(batch, acked{a.Seq, a.Status, c.pend[0].sent})
+				c.pend[0] = pending{}
+				c.pend = c.pend[1:]
+			default:
+				c.stats.OrderErrors++
+				want := uint64(0)
+				if len(c.pend) > 0 {
+					want = c.pend[0].seq
+				}
+				c.log.Warn("device: ACK out of order", "seq", a.Seq, "expected", want)
+				for i := range c.pend {
+					if c.pend[i].seq == a.Seq {
+						batch = append(batch, acked{a.Seq, a.Status, c.pend[i].sent})
+						c.pend = append(c.pend[:i], c.pend[i+1:]...)
+						break
+					}
+				}
+			}
+			for _, b := range batch {
+				c.stats.Acked++
+				if b.st == egp.StatusDeadLettered {
+					c.stats.DeadLettered++
+				}
+			}
+			c.notifyLocked()
+			c.mu.Unlock()
+			if c.cfg.OnAck != nil {
+				for _, b := range batch {
+					c.cfg.OnAck(b.seq, b.st, b.sent)
+				}
+			}
+		case egp.TypePing:
+			data := append([]byte(nil), body...)
+			s.write(func(b []byte) []byte { return egp.AppendPong(b, data) })
+		case egp.TypePong:
+		case egp.TypeError:
+			code, reason, _ := egp.ParseError(body)
+			c.countError(code)
+			return &egp.Error{Code: code, Reason: reason}
+		default:
+			return &egp.Error{Code: egp.CodeProtocol, Reason: "unexpected " + h.Type.String() + " from the gateway"}
+		}
+	}
+}
+
+func (c *Client) countError(code egp.Code) {
+	c.mu.Lock()
+	c.stats.Errors[code]++
+	c.mu.Unlock()
+}
+
+// notifyLocked wakes everybody waiting for a change.
+func (c *Client) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+func (c *Client) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.notifyLocked()
+	c.mu.Unlock()
+}
+
+// waitLocked waits for a state change or ctx; it returns with mu held.
+func (c *Client) waitLocked(ctx context.Context) error {
+	w := c.changed
+	c.mu.Unlock()
+	defer c.mu.Lock()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-w:
+		return nil
+	}
+}
+
+func (c *Client) usableLocked() error {
+	if c.closed {
+		return ErrClosed
+	}
+	return c.err
+}
+
+// Send assigns the next seq to payload and sends it; it blocks while the
+// window is full. The payload is copied.
+func (c *Client) Send(ctx context.Context, payload []byte) (uint64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if err := c.usableLocked(); err != nil {
+			return 0, err
+		}
+		if len(c.pend) < c.cfg.Window && (c.sess != nil || c.cfg.Reconnect) {
+			break
+		}
+		if err := c.waitLocked(ctx); err != nil {
+			return 0, err
+		}
+	}
+	c.seq++
+	seq := c.seq
+	c.stats.Sent++
+	noAck := c.welcome.AckMode == egp.AckNone
+	if !noAck {
+		c.pend = append(c.pend, pending{seq: seq, payload: append([]byte(nil), payload...), sent: time.Now()})
+	}
+	if s := c.sess; s != nil {
+		if noAck {
+			c.unflush += 14 + len(payload)
+		}
+		s.write(func(b []byte) []byte { return egp.AppendData(b, seq, payload) })
+	}
+	return seq, nil
+}
+
+// Flush waits until every message sent is acknowledged (with ack mode
+// none: written).
+func (c *Client) Flush(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.pend) > 0 || c.unflush > 0 {
+		if err := c.usableLocked(); err != nil {
+			return err
+		}
+		if err := c.waitLocked(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Unacked returns the number of messages sent and not acknowledged.
+func (c *Client) Unacked() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pend)
+}
+
+// Welcome returns the WELCOME of the current (or last) session.
+func (c *Client) Welcome() egp.Welcome {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.welcome
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.stats
+	st.Errors = make(map[egp.Code]uint64, len(c.stats.Errors))
+	for k, v := range c.stats.Errors {
+		st.Errors[k] = v
+	}
+	return st
+}
+
+// Close closes the connection; unacknowledged messages are forgotten and
+// pending calls return ErrClosed. Safe to call more than once.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		<-c.loopDone
+		return nil
+	}
+	c.closed = true
+	close(c.done)
+	s := c.sess
+	c.notifyLocked()
+	c.mu.Unlock()
+	if s != nil {
+		s.nc.Close()
+	}
+	<-c.loopDone
+	return nil
+}
+
