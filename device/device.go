@@ -536,4 +536,3 @@ func (c *Client) Close() error {
 	<-c.loopDone
 	return nil
 }
-
