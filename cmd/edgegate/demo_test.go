@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/appliance"
+)
+
+// TestSimulateAndTail is the README's demo: an appliance on its defaults
+// (loopback ports), `simulate` against it and `tail` of the output.
+func TestSimulateAndTail(t *testing.T) {
+	cfg := appliance.DefaultConfig()
+	cfg.Name = "demo"
+	cfg.DataDir = t.TempDir()
+	cfg.Devices.Listen = "127.0.0.1:0"
+	cfg.NATS.Listen = "127.0.0.1:0"
+	cfg.HTTP.Listen = ""
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := appliance.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-a.Ready()
+
+	var tailOut, tailErr lockedBuffer
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		app := newApp(nil, &tailOut, &tailErr)
+		tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
+		defer tcancel()
+		if err := app.RunContext(tctx, []string{"edgegate", "tail", "--nats", a.NATSURL(), "--controller", "demo-000001", "--count", "5"}); err != nil {
+			t.Errorf("tail: %v", err)
+		}
+	})
+	// tail prints its subject on stderr once subscribed.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(tailErr.String(), "tail:") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	var out, errOut bytes.Buffer
+	app := newApp(nil, &out, &errOut)
+	if err := app.RunContext(ctx, []string{"edgegate", "simulate", "--addr", a.DeviceAddr(), "--controllers", "3", "--messages", "200", "--prefix", "demo-", "--window", "32"}); err != nil {
+		t.Fatalf("simulate: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"acked        600", "ack order    ok", "throughput", "p99"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("simulate output lacks %q:\n%s", want, out.String())
+		}
+	}
+	wg.Wait()
+	lines := strings.Split(strings.TrimSpace(tailOut.String()), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("tail printed %d lines, want 5:\n%s", len(lines), tailOut.String())
+	}
+	for i, l := range lines {
+		if !strings.Contains(l, "demo-000001 seq="+string(rune('1'+i))+" ") {
+			t.Errorf("tail line %d: %q", i, l)
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and one reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

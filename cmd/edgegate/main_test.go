@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/edgegate/edgegate/appliance"
+)
+
+var errRecorded = errors.New("recorded")
+
+// parse runs `edgegate run args...` and returns the configuration run got.
+func parse(t *testing.T, args ...string) (appliance.Config, error) {
+	t.Helper()
+	var got appliance.Config
+	var out, errOut bytes.Buffer
+	app := newApp(func(_ context.Context, c appliance.Config) error { got = c; return errRecorded }, &out, &errOut)
+	err := app.Run(append([]string{"edgegate", "run"}, args...))
+	if errors.Is(err, errRecorded) {
+		return got, nil
+	}
+	if err == nil {
+		t.Fatalf("run did not reach the appliance and returned no error")
+	}
+	return got, err
+}
+
+func writeFile(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "edgegate.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPrecedence(t *testing.T) {
+	file := writeFile(t, `
+name: from-file
+devices:
+  listen: 127.0.0.1:1111
+  hello_timeout: 2s
+  memory: 64MiB
+nats:
+  jetstream: false
+  cluster:
+    peers: [a:6222, b:6222]
+lease:
+  redis: redis://file:6379/0
+  ttl: 7s
+parser:
+  workers: 3
+  exec: [python3, parse.py]
+`)
+	def := appliance.DefaultConfig()
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want func(c *appliance.Config)
+	}{
+		{"defaults only", nil, nil, func(c *appliance.Config) {}},
+		{"file over defaults", nil, []string{"--config", file}, func(c *appliance.Config) {
+			c.Name, c.Devices.Listen, c.Devices.HelloTimeout, c.Devices.Memory = "from-file", "127.0.0.1:1111", 2*time.Second, 64<<20
+			c.NATS.JetStream, c.NATS.Cluster.Peers = false, []string{"a:6222", "b:6222"}
+			c.Lease.Redis, c.Lease.TTL, c.Parser.Workers, c.Parser.Exec = "redis://file:6379/0", 7*time.Second, 3, []string{"python3", "parse.py"}
+		}},
+		{"env over file", map[string]string{
+			"EDGEGATE_CONFIG": file, "EDGEGATE_NAME": "from-env", "EDGEGATE_LEASE_TTL": "9s",
+			"EDGEGATE_NATS_CLUSTER_PEERS": "x:1,y:2,z:3", "EDGEGATE_NATS_JETSTREAM": "true", "EDGEGATE_PARSER_WORKERS": "5",
+		}, nil, func(c *appliance.Config) {
+			c.Name, c.Devices.Listen, c.Devices.HelloTimeout, c.Devices.Memory = "from-env", "127.0.0.1:1111", 2*time.Second, 64<<20
+			c.NATS.JetStream, c.NATS.Cluster.Peers = true, []string{"x:1", "y:2", "z:3"}
+			c.Lease.Redis, c.Lease.TTL, c.Parser.Workers, c.Parser.Exec = "redis://file:6379/0", 9*time.Second, 5, []string{"python3", "parse.py"}
+		}},
+		{"flag over env and file", map[string]string{"EDGEGATE_NAME": "from-env", "EDGEGATE_LEASE_TTL": "9s"},
+			[]string{"--config", file, "--name", "from-flag", "--nats.cluster.peers", "p:1", "--nats.cluster.peers", "q:2", "--parser.workers=0", "--lease.ttl", "11s", "--devices.max_frame", "2KiB"},
+			func(c *appliance.Config) {
+				c.Name, c.Devices.Listen, c.Devices.HelloTimeout, c.Devices.Memory, c.Devices.MaxFrame = "from-flag", "127.0.0.1:1111", 2*time.Second, 64<<20, 2048
+				c.NATS.JetStream, c.NATS.Cluster.Peers = false, []string{"p:1", "q:2"}
+				c.Lease.Redis, c.Lease.TTL, c.Parser.Workers, c.Parser.Exec = "redis://file:6379/0", 11*time.Second, 0, []string{"python3", "parse.py"}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			got, err := parse(t, tt.args...)
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			want := def
+			tt.want(&want)
+			got.Logger = nil
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("config:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		file string
+		args []string
+		want string
+	}{
+		{"unknown key", "devices:\n  lisen: 1.2.3.4:5\n", nil, "unknown setting devices.lisen (did you mean devices.listen?)"},
+		{"unknown section", "redis:\n  url: x\n", nil, "unknown setting redis.url"},
+		{"bad value in file", "devices:\n  ack: maybe\n", nil, "devices.ack"},
+		{"bad duration", "lease:\n  ttl: five\n", nil, "lease.ttl (line 2)"},
+		{"bad bool", "nats:\n  jetstream: yes please\n", nil, "nats.jetstream"},
+		{"bad number flag", "", []string{"--parser.workers", "many"}, "parser.workers"},
+		{"bad address", "", []string{"--devices.listen", "nohost"}, "devices.listen"},
+		{"heartbeat too slow", "", []string{"--lease.heartbeat", "4s"}, "lease.heartbeat"},
+		{"cluster without redis", "", []string{"--nats.cluster.listen", "127.0.0.1:6222"}, "lease.redis"},
+		{"not yaml", "::: [", nil, "yaml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.file != "" {
+				args = append([]string{"--config", writeFile(t, tt.file)}, args...)
+			}
+			_, err := parse(t, args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := parse(t, "--config", "/nonexistent/edgegate.yaml"); err == nil || !strings.Contains(err.Error(), "/nonexistent/edgegate.yaml") {
+		t.Fatalf("missing file: error %v, want one naming the file", err)
+	}
+}
+
+func TestEverySettingHasAFlagAndAVariable(t *testing.T) {
+	names := map[string]bool{}
+	for _, f := range configFlags() {
+		names[f.Names()[0]] = true
+	}
+	for _, s := range settings {
+		if !names[s.key] {
+			t.Errorf("setting %s has no flag", s.key)
+		}
+		if want := "EDGEGATE_" + strings.ToUpper(strings.ReplaceAll(s.key, ".", "_")); envName(s.key) != want {
+			t.Errorf("setting %s: variable %s, want %s", s.key, envName(s.key), want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	app := newApp(nil, &out, &out)
+	if err := app.Run([]string{"edgegate", "version"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "nats-server "+server.VERSION) || !strings.HasPrefix(out.String(), "edgegate ") {
+		t.Fatalf("version output %q", out.String())
+	}
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/urfave/cli/v2"
+
+	"github.com/edgegate/edgegate/coord"
+	"github.com/edgegate/edgegate/parser"
+)
+
+func tailCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "tail",
+		Usage: "print parsed records (or dead letters) as they are published",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "nats", Usage: "NATS URL of an appliance", Value: "nats://127.0.0.1:4222", EnvVars: []string{"EDGEGATE_NATS_URL"}},
+			&cli.StringFlag{Name: "controller", Usage: "only this controller"},
+			&cli.BoolFlag{Name: "dead", Usage: "dead letters instead of parsed records"},
+			&cli.IntFlag{Name: "count", Usage: "exit after this many records; 0 = run until interrupted"},
+			&cli.BoolFlag{Name: "json", Usage: "one JSON object per line"},
+		},
+		Action: func(c *cli.Context) error {
+			nc, err := nats.Connect(c.String("nats"), nats.Name("edgegate tail"), nats.MaxReconnects(-1))
+			if err != nil {
+				return fmt.Errorf("tail: connect %s: %w", c.String("nats"), err)
+			}
+			defer nc.Close()
+			id := c.String("controller")
+			if id == "" {
+				id = ">"
+			}
+			subject := coord.ParsedSubject(id)
+			if c.Bool("dead") {
+				subject = coord.DeadSubject(id)
+			}
+			msgs := make(chan *nats.Msg, 1024)
+			sub, err := nc.ChanSubscribe(subject, msgs)
+			if err != nil {
+				return fmt.Errorf("tail: subscribe %s: %w", subject, err)
+			}
+			defer sub.Unsubscribe()
+			if err := nc.Flush(); err != nil {
+				return fmt.Errorf("tail: %w", err)
+			}
+			fmt.Fprintf(c.App.ErrWriter, "tail: %s on %s\n", subject, c.String("nats"))
+			count := c.Int("count")
+			for n := 0; count == 0 || n < count; n++ {
+				select {
+				case <-c.Context.Done():
+					return nil
+				case m := <-msgs:
+					printRecord(c, m)
+				}
+			}
+			return nil
+		},
+	}
+}
+
+func printRecord(c *cli.Context, m *nats.Msg) {
+	h := m.Header
+	recv := ""
+	if ms, err := strconv.ParseInt(h.Get(parser.HeaderReceived), 10, 64); err == nil {
+		recv = time.UnixMilli(ms).UTC().Format("15:04:05.000")
+	}
+	if c.Bool("json") {
+		rec := map[string]any{
+			"controller": h.Get(parser.HeaderController), "seq": h.Get(parser.HeaderSeq),
+			"fence": h.Get(parser.HeaderFence), "received": h.Get(parser.HeaderReceived),
+			"subject": m.Subject,
+		}
+		if json.Valid(m.Data) && len(m.Data) > 0 {
+			rec["payload"] = json.RawMessage(m.Data)
+		} else {
+			rec["payload_text"] = string(m.Data)
+		}
+		if e := h.Get(parser.HeaderError); e != "" {
+			rec["error"] = e
+		}
+		b, _ := json.Marshal(rec)
+		fmt.Fprintln(c.App.Writer, string(b))
+		return
+	}
+	body := string(m.Data)
+	if !utf8.Valid(m.Data) || containsControl(body) {
+		body = strconv.Quote(body)
+	}
+	line := fmt.Sprintf("%s %s seq=%s fence=%s %s", recv, h.Get(parser.HeaderController), h.Get(parser.HeaderSeq), h.Get(parser.HeaderFence), body)
+	if e := h.Get(parser.HeaderError); e != "" {
+		line += "  error=" + strconv.Quote(e)
+	}
+	fmt.Fprintln(c.App.Writer, line)
+}
+
+func containsControl(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return true
+		}
+	}
+	return false
+}
