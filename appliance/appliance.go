@@ -178,7 +178,16 @@ func (a *Appliance) newParser(ctx context.Context) error {
 		case "discard":
 			h = parser.Discard()
 		case "exec":
-			return errors.New("appliance: parser.handler exec: not built yet")
+			ex, err := parser.NewExec(parser.ExecConfig{
+				Command:  cfg.Parser.Exec,
+				Children: cfg.Parser.Workers,
+				Logger:   a.log.With("component", "exec"),
+			}, pub.Parsed)
+			if err != nil {
+				return fmt.Errorf("appliance: %w", err)
+			}
+			a.closers = append(a.closers, func() { ex.Close() })
+			h = ex
 		default:
 			h = pub.Handler(cfg.Parser.ValidateJSON)
 		}

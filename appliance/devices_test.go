@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -320,5 +321,41 @@ func TestPublishRecords(t *testing.T) {
 		if want := fmt.Sprintf(`{"c":"pub-1","i":%d}`, i); string(m.Data) != want {
 			t.Fatalf("record %d: body %q, want %q", i, m.Data, want)
 		}
+	}
+}
+
+// TestExecHandler runs the exec handler end to end: a child process per
+// worker turns payloads into records; a refused payload is dead-lettered.
+func TestExecHandler(t *testing.T) {
+	cfg := testConfig(t, "exec")
+	cfg.NATS.JetStream = true
+	cfg.Parser.Handler = "exec"
+	cfg.Parser.Workers = 2
+	cfg.Parser.Exec = []string{os.Args[0]}
+	t.Setenv("EDGEGATE_APPLIANCE_TEST_CHILD", "1")
+	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	a := start(t, cfg)
+	var acks ackLog
+	c := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "exec-1", OnAck: acks.onAck})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, p := range []string{"one", "bad", "three"} {
+		if _, err := c.Send(ctx, []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, st := acks.get(); st[1] != egp.StatusProcessed || st[2] != egp.StatusDeadLettered || st[3] != egp.StatusProcessed {
+		t.Fatalf("ACK statuses %v, want processed, dead-lettered, processed", st)
+	}
+	recs := readStream(t, a, parser.StreamParsed, 2)
+	if string(recs[0].Data) != "ONE" || string(recs[1].Data) != "THREE" || recs[1].Header.Get(parser.HeaderSeq) != "3" {
+		t.Fatalf("records %q %q", recs[0].Data, recs[1].Data)
+	}
+	dead := readStream(t, a, parser.StreamDead, 1)
+	if string(dead[0].Data) != "bad" || !strings.Contains(dead[0].Header.Get(parser.HeaderError), "refused") {
+		t.Fatalf("dead letter %q %v", dead[0].Data, dead[0].Header)
 	}
 }

@@ -1,7 +1,10 @@
 package appliance_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,7 +23,36 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("EDGEGATE_APPLIANCE_TEST_CHILD") != "" {
+		os.Exit(upperChild())
+	}
 	goleak.VerifyTestMain(m)
+}
+
+// upperChild is an exec handler child (docs/exec.md) for the tests: the
+// record is the payload in upper case; a payload "bad" is refused.
+func upperChild() int {
+	in, out := bufio.NewReader(os.Stdin), bufio.NewWriter(os.Stdout)
+	for {
+		var hdr [4]byte
+		if _, err := io.ReadFull(in, hdr[:]); err != nil {
+			return 0
+		}
+		req := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+		if _, err := io.ReadFull(in, req); err != nil {
+			return 1
+		}
+		payload := req[1+int(req[0])+26:]
+		status, body := byte(0), bytes.ToUpper(payload)
+		if string(payload) == "bad" {
+			status, body = 3, []byte("refused")
+		}
+		binary.BigEndian.PutUint32(hdr[:], uint32(1+len(body)))
+		out.Write(hdr[:])
+		out.WriteByte(status)
+		out.Write(body)
+		out.Flush()
+	}
 }
 
 // testLogger logs to the test output when -v is given, else discards.
