@@ -26,7 +26,9 @@ type Config struct {
 	// Empty means a random name.
 	Name string
 	// Listen is the client port address (host:port, port 0 for a random
-	// one). Empty means no client listener: in-process clients only.
+	// one). Empty means no client listener: in-process clients only; a
+	// clustered server then listens on a random loopback port, because
+	// nats-server starts routing only after its client listener.
 	Listen string
 	// JetStream enables JetStream with its store in StoreDir.
 	JetStream bool
@@ -125,9 +127,15 @@ func New(cfg Config) (*Server, error) {
 		// No monitoring, leaf node, websocket or MQTT listeners.
 		HTTPPort: 0,
 	}
-	if cfg.Listen == "" {
+	switch {
+	case cfg.Listen == "" && cfg.Cluster.Listen != "":
+		// nats-server opens routes only after its client listener: a
+		// clustered server without one would never route (it waits for the
+		// client port forever). Listen on a random loopback port instead.
+		opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
+	case cfg.Listen == "":
 		opts.DontListen = true
-	} else {
+	default:
 		h, p, err := hostPort("nats.listen", cfg.Listen)
 		if err != nil {
 			return nil, err
@@ -183,9 +191,6 @@ func (s *Server) NATS() *server.Server { return s.ns }
 // ClientURL returns nats://host:port of the client listener, "" when it
 // has none.
 func (s *Server) ClientURL() string {
-	if s.cfg.Listen == "" {
-		return ""
-	}
 	a, ok := s.ns.Addr().(*net.TCPAddr)
 	if !ok {
 		return ""
