@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -204,7 +205,16 @@ func Simulate(ctx context.Context, cfg SimConfig, progress func(SimReport)) (Sim
 			id := fmt.Sprintf("%s%06d", cfg.Prefix, i)
 			var tick *time.Ticker
 			if cfg.Rate > 0 {
-				tick = time.NewTicker(time.Duration(float64(time.Second) / cfg.Rate))
+				// Devices start at random offsets within one period, so that
+				// they do not all send at the same instant.
+				period := time.Duration(float64(time.Second) / cfg.Rate)
+				select {
+				case <-ctx.Done():
+					errs <- ctx.Err()
+					return
+				case <-time.After(rand.N(period)):
+				}
+				tick = time.NewTicker(period)
 				defer tick.Stop()
 			}
 			for n := 0; n < cfg.Messages; n++ {
