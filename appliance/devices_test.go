@@ -359,3 +359,62 @@ func TestExecHandler(t *testing.T) {
 		t.Fatalf("dead letter %q %v", dead[0].Data, dead[0].Header)
 	}
 }
+
+// TestBackpressure: when a controller's queue is full the gateway stops
+// reading its connection instead of dropping; once the handler goes on,
+// everything is handled.
+func TestBackpressure(t *testing.T) {
+	gate := make(chan struct{})
+	j := newJournal(parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
+		select {
+		case <-gate:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}))
+	cfg := testConfig(t, "backpressure")
+	cfg.Handler = j
+	cfg.Devices.Queue = 8
+	cfg.Parser.Batch = 4
+	a := start(t, cfg)
+	c := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "flood", Window: 1000})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < 500; i++ {
+		if _, err := c.Send(ctx, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The queue fills up to its limit, then reading stops.
+	eventually(t, 10*time.Second, "queue full", func() bool { return a.SocketStats().Queued == cfg.Devices.Queue })
+	received := a.SocketStats().Received
+	if received > uint64(cfg.Devices.Queue)+1 {
+		t.Fatalf("received %d messages with a queue of %d and nothing handled: not backpressured", received, cfg.Devices.Queue)
+	}
+	close(gate)
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkIncreasing(t, "flood", j.succeeded("flood"), 500)
+}
+
+// TestConnectionLimit: beyond devices.max_connections a device gets ERROR
+// busy and the others are not disturbed.
+func TestConnectionLimit(t *testing.T) {
+	cfg := testConfig(t, "limit")
+	cfg.Devices.MaxConnections = 2
+	a := start(t, cfg)
+	c1 := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "one"})
+	dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "two"})
+	extra := rawConn(t, a.DeviceAddr())
+	extra.Write(hello("three", 0))
+	if code := readError(t, extra); code != egp.CodeBusy {
+		t.Fatalf("third connection: ERROR %d, want %d (busy)", code, egp.CodeBusy)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sendAll(ctx, c1, "one", 10); err != nil {
+		t.Fatal(err)
+	}
+}
