@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/edgegate/edgegate/embed"
 	"github.com/edgegate/edgegate/lease"
@@ -104,7 +105,21 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 	case cfg.LeaseStore != nil:
 		a.store = cfg.LeaseStore
 	case cfg.Lease.Redis != "":
-		return nil, errors.New("appliance: lease.redis: the Redis lease store is not built yet; leave lease.redis empty to use the in-process store")
+		opts, err := lease.RedisOptions(cfg.Lease.Redis, cfg.Lease.RedisMode)
+		if err != nil {
+			return nil, fmt.Errorf("appliance: lease.redis: %w", err)
+		}
+		opts.ClientName = "edgegate-" + cfg.Name
+		rc := redis.NewUniversalClient(opts)
+		a.closers = append(a.closers, func() { rc.Close() })
+		a.store = lease.NewRedis(rc, cfg.Lease.RedisPrefix, opts.DB)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := rc.Ping(pctx).Err(); err != nil {
+			// Not fatal: devices are told to retry (ERROR busy) and intake
+			// waits until Redis answers.
+			log.Warn("appliance: Redis does not answer yet; intake waits for it", "redis", redactURL(cfg.Lease.Redis), "err", err)
+		}
+		cancel()
 	default:
 		a.store = lease.NewMemory()
 	}
@@ -164,14 +179,23 @@ func (a *Appliance) newParser(ctx context.Context) error {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	// Streams are replicated over three appliances when there are three or
+	// more (surviving the loss of one); with fewer there is one copy.
+	replicas := 1
+	if len(cfg.NATS.Cluster.Peers) >= 2 {
+		replicas = 3
+	}
 	pub, err := parser.NewPublisher(pctx, nc, parser.PublisherConfig{
 		JetStream:    cfg.NATS.JetStream,
+		Replicas:     replicas,
 		MaxBytes:     cfg.NATS.MaxStore / 4 * 3,
 		DeadMaxBytes: cfg.NATS.MaxStore / 8,
+		Logger:       a.log.With("component", "publish"),
 	})
 	if err != nil {
 		return fmt.Errorf("appliance: %w", err)
 	}
+	a.closers = append(a.closers, pub.Close)
 	h := cfg.Handler
 	if h == nil {
 		switch cfg.Parser.Handler {
@@ -311,6 +335,10 @@ func (a *Appliance) HTTPAddr() string {
 	}
 	return a.httpLn.Addr().String()
 }
+
+// ClusterAddr returns the NATS route listener's address, "" when not
+// clustered.
+func (a *Appliance) ClusterAddr() string { return a.nats.ClusterAddr() }
 
 // NATSURL returns the embedded NATS server's client URL, "" when it has no
 // client listener.

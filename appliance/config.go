@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/edgegate/edgegate/lease"
@@ -94,9 +96,16 @@ type ClusterConfig struct {
 
 // LeaseConfig configures the per-controller leases.
 type LeaseConfig struct {
-	// Redis is the Redis URL (redis://host:6379/0). Empty means the in-process
-	// store, which serves one appliance only.
+	// Redis is the Redis URL (redis://[user:password@]host:6379/0, rediss://
+	// for TLS; go-redis URL options such as ?dial_timeout=2s apply). Empty
+	// means the in-process store, which serves one appliance only.
 	Redis string
+	// RedisMode is standalone, sentinel (the URL names the sentinels:
+	// redis://sentinel1:26379?master_name=mymaster&addr=sentinel2:26379) or
+	// cluster (redis://node1:6379?addr=node2:6379). Empty means standalone.
+	RedisMode string
+	// RedisPrefix starts every Redis key. Empty means "edgegate".
+	RedisPrefix string
 	// TTL is the lease time: a parser that did not heartbeat for TTL is taken
 	// as dead. Zero means 5s.
 	TTL time.Duration
@@ -162,6 +171,8 @@ func DefaultConfig() Config {
 			Cluster:   ClusterConfig{Name: "edgegate"},
 		},
 		Lease: LeaseConfig{
+			RedisMode:     "standalone",
+			RedisPrefix:   "edgegate",
 			TTL:           5 * time.Second,
 			Heartbeat:     time.Second,
 			CheckInterval: time.Second,
@@ -209,6 +220,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.NATS.Cluster.Name == "" {
 		c.NATS.Cluster.Name = d.NATS.Cluster.Name
+	}
+	if c.Lease.RedisMode == "" {
+		c.Lease.RedisMode = d.Lease.RedisMode
+	}
+	if c.Lease.RedisPrefix == "" {
+		c.Lease.RedisPrefix = d.Lease.RedisPrefix
 	}
 	if c.Lease.TTL == 0 {
 		c.Lease.TTL = d.Lease.TTL
@@ -283,6 +300,19 @@ func (c Config) Validate() error {
 	if c.NATS.MaxStore < 0 || c.NATS.MaxMemory < 0 {
 		return bad("nats.max_store", c.NATS.MaxStore, "must not be negative")
 	}
+	switch c.Lease.RedisMode {
+	case "standalone", "sentinel", "cluster":
+	default:
+		return bad("lease.redis_mode", fmt.Sprintf("%q", c.Lease.RedisMode), "want standalone, sentinel or cluster")
+	}
+	if c.Lease.Redis != "" {
+		if _, err := lease.RedisOptions(c.Lease.Redis, c.Lease.RedisMode); err != nil {
+			return bad("lease.redis", redactURL(c.Lease.Redis), err.Error())
+		}
+	}
+	if strings.ContainsAny(c.Lease.RedisPrefix, "{} ") {
+		return bad("lease.redis_prefix", fmt.Sprintf("%q", c.Lease.RedisPrefix), "must not contain braces or spaces")
+	}
 	if c.Lease.TTL < 100*time.Millisecond {
 		return bad("lease.ttl", c.Lease.TTL, "want at least 100ms")
 	}
@@ -325,4 +355,13 @@ func (c Config) Validate() error {
 		return errors.New("config: lease.redis: a cluster (nats.cluster.listen or nats.cluster.peers set) needs Redis for its leases: set lease.redis to redis://host:6379/0 on every appliance, or remove the cluster settings to run one appliance on the in-process store")
 	}
 	return nil
+}
+
+// redactURL hides a password in a URL for error messages.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }

@@ -116,6 +116,7 @@ func start(t *testing.T, cfg appliance.Config) *appliance.Appliance {
 
 // call is one handler invocation.
 type call struct {
+	app        string // the appliance whose parser ran it
 	seq        uint64
 	fence      uint64
 	payload    string
@@ -143,8 +144,15 @@ func newJournal(inner parser.Handler) *journal {
 	return &journal{inner: inner, calls: map[string][]*call{}, active: map[string]int{}}
 }
 
-func (j *journal) Handle(ctx context.Context, m *parser.Message) error {
-	c := &call{seq: m.Seq, fence: m.Fence, payload: string(m.Payload), start: time.Now()}
+// on returns a Handler that records its calls in j as run by appliance app.
+func (j *journal) on(app string) parser.Handler {
+	return parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error { return j.handle(ctx, m, app) })
+}
+
+func (j *journal) Handle(ctx context.Context, m *parser.Message) error { return j.handle(ctx, m, "") }
+
+func (j *journal) handle(ctx context.Context, m *parser.Message, app string) error {
+	c := &call{app: app, seq: m.Seq, fence: m.Fence, payload: string(m.Payload), start: time.Now()}
 	j.mu.Lock()
 	if j.active[m.Controller] > 0 {
 		j.overlaps = append(j.overlaps, fmt.Sprintf("%s seq %d fence %d started while another call of it ran", m.Controller, m.Seq, m.Fence))

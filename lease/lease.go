@@ -49,7 +49,15 @@ type Grant struct {
 	// Done is the controller's done record at the time of the grant: the last
 	// seq handled, 0 if none. Nobody else can change it while the lease is held.
 	Done uint64
+	// Fresh is true when this grant created the controller's fence counter:
+	// no earlier grant is recorded (a new controller, or a store that lost
+	// its data). A fresh counter starts at the store's clock in unix
+	// milliseconds times 1000, so fences keep increasing across data loss.
+	Fresh bool
 }
+
+// freshFence is the first fence of a new counter (see Grant.Fresh).
+func freshFence(now time.Time) uint64 { return uint64(now.UnixMilli()) * 1000 }
 
 // State is what Inspect reads of a controller, for failure detection and
 // status.
@@ -92,4 +100,27 @@ type Store interface {
 	Done(ctx context.Context, id string) (uint64, error)
 	// ResetDone clears the done record (a device that reset its seq).
 	ResetDone(ctx context.Context, id string) error
+}
+
+// Notifier is implemented by stores that can wake a socket early when a
+// lease is released or expires. It is an optimisation only: the check loop
+// finds the same on its own, so a lost notification costs only time.
+type Notifier interface {
+	// Notify starts delivering wake-ups: wake(id) is called when id's lock
+	// expires, and when it is deleted while id is watched (Subscription.Add).
+	// It returns an error when notifications are not available.
+	Notify(ctx context.Context, wake func(id string)) (Subscription, error)
+}
+
+// Subscription selects the controllers whose lock deletions wake.
+type Subscription interface {
+	Add(id string)
+	Remove(id string)
+	Close() error
+}
+
+// Epoch is implemented by stores whose data can be lost as a whole (a Redis
+// restart): the epoch changes then, and every lease must be taken as lost.
+type Epoch interface {
+	Epoch(ctx context.Context) (string, error)
 }

@@ -52,10 +52,17 @@ func (s *Memory) Acquire(_ context.Context, id, owner string, ttl time.Duration)
 	if e.locked {
 		return Grant{}, ErrHeld
 	}
-	e.fence++
+	fresh := e.fence == 0
+	if fresh {
+		// Seeded from the clock, so that the fences of a restarted appliance
+		// are above those it issued before.
+		e.fence = freshFence(now)
+	} else {
+		e.fence++
+	}
 	e.locked, e.tok = true, Token{Fence: e.fence, Owner: owner}
 	e.expires, e.hb = now.Add(ttl), now
-	return Grant{Token: e.tok, Done: e.done}, nil
+	return Grant{Token: e.tok, Done: e.done, Fresh: fresh}, nil
 }
 
 // Heartbeat implements Store.

@@ -25,14 +25,16 @@ import (
 type Redis struct {
 	c      redis.UniversalClient
 	prefix string
+	db     int
 }
 
 // NewRedis returns a store on c with key prefix ("edgegate" when empty).
-func NewRedis(c redis.UniversalClient, prefix string) *Redis {
+// db is the database number c uses (for keyspace notification channels).
+func NewRedis(c redis.UniversalClient, prefix string, db int) *Redis {
 	if prefix == "" {
 		prefix = "edgegate"
 	}
-	return &Redis{c: c, prefix: prefix}
+	return &Redis{c: c, prefix: prefix, db: db}
 }
 
 // Client returns the Redis client.
@@ -56,14 +58,24 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
-// KEYS: fence lock hb done. ARGV: owner ttl_ms. Returns {fence, done} or false.
+// KEYS: fence lock hb done. ARGV: owner ttl_ms. Returns {fence, done,
+// fresh} or false. A missing fence counter starts at now_ms*1000 (see
+// Grant.Fresh); numbers are formatted with %.0f because Lua's tostring
+// writes large ones in exponent notation.
 var acquireScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 ` + nowMs + `
+local fresh = 0
 local f = redis.call('INCR', KEYS[1])
-redis.call('SET', KEYS[2], f .. ':' .. ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[3], now, 'PX', ARGV[2])
-return {f, redis.call('GET', KEYS[4]) or '0'}
+if f == 1 then
+  fresh = 1
+  f = now * 1000
+  redis.call('SET', KEYS[1], string.format('%.0f', f))
+end
+local fs = string.format('%.0f', f)
+redis.call('SET', KEYS[2], fs .. ':' .. ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], string.format('%.0f', now), 'PX', ARGV[2])
+return {fs, redis.call('GET', KEYS[4]) or '0', fresh}
 `)
 
 // KEYS: lock hb. ARGV: token ttl_ms. Returns 1, or 0 when the lock is not ours.
@@ -71,7 +83,7 @@ var heartbeatScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 ` + nowMs + `
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], now, 'PX', ARGV[2])
+redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
 return 1
 `)
 
@@ -95,7 +107,7 @@ return 1
 var inspectScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4]), tostring(now)}
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4]), string.format('%.0f', now)}
 `)
 
 func ms(d time.Duration) int64 { return max(1, d.Milliseconds()) }
@@ -113,18 +125,19 @@ func (s *Redis) Acquire(ctx context.Context, id, owner string, ttl time.Duration
 		return Grant{}, redisErr("acquire", err)
 	}
 	arr, ok := v.([]any)
-	if !ok || len(arr) != 2 {
+	if !ok || len(arr) != 3 {
 		return Grant{}, redisErr("acquire", fmt.Errorf("unexpected reply %v", v))
 	}
-	fence, ok := arr[0].(int64)
-	if !ok {
-		return Grant{}, redisErr("acquire", fmt.Errorf("unexpected fence %v", arr[0]))
+	fence, err := parseUint(arr[0])
+	if err != nil {
+		return Grant{}, redisErr("acquire", err)
 	}
 	done, err := parseUint(arr[1])
 	if err != nil {
 		return Grant{}, redisErr("acquire", err)
 	}
-	return Grant{Token: Token{Fence: uint64(fence), Owner: owner}, Done: done}, nil
+	fresh, _ := arr[2].(int64)
+	return Grant{Token: Token{Fence: fence, Owner: owner}, Done: done, Fresh: fresh == 1}, nil
 }
 
 // Heartbeat implements Store.
@@ -224,6 +237,10 @@ func (s *Redis) ResetDone(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// Epoch implements lease.Epoch with the Redis run_id: it changes with a
+// restart or a failover, after which leases may be lost.
+func (s *Redis) Epoch(ctx context.Context) (string, error) { return s.RunID(ctx) }
 
 // RunID returns the Redis server's run_id: a change means a restart or a
 // failover, after which leases may be lost.

@@ -3,6 +3,7 @@ package lease_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/edgegate/edgegate/internal/redistest"
 	"github.com/edgegate/edgegate/lease"
@@ -13,12 +14,12 @@ func TestRedisStore(t *testing.T) {
 	n := 0
 	storeContract(t, func(t *testing.T) lease.Store {
 		n++ // a fresh prefix per case: the same server, no shared keys
-		return lease.NewRedis(srv.Client(), "t"+string(rune('a'+n)))
+		return lease.NewRedis(srv.Client(), "t"+string(rune('a'+n)), 0)
 	})
 }
 
 func TestRedisKeysShareASlot(t *testing.T) {
-	s := lease.NewRedis(nil, "")
+	s := lease.NewRedis(nil, "", 0)
 	keys := s.Keys("imei:356938035643809")
 	for _, k := range keys {
 		if want := "edgegate:{imei:356938035643809}:"; k[:len(want)] != want {
@@ -29,7 +30,7 @@ func TestRedisKeysShareASlot(t *testing.T) {
 
 func TestRedisRunIDChangesOnRestart(t *testing.T) {
 	srv := redistest.Start(t)
-	s := lease.NewRedis(srv.Client(), "")
+	s := lease.NewRedis(srv.Client(), "", 0)
 	ctx := context.Background()
 	id1, err := s.RunID(ctx)
 	if err != nil || len(id1) != 40 {
@@ -44,5 +45,55 @@ func TestRedisRunIDChangesOnRestart(t *testing.T) {
 	if st, err := s.Inspect(ctx, "c"); err != nil || st.Locked {
 		t.Fatalf("after restart %+v, %v: want the lock gone (keys lost)", st, err)
 	}
-	_ = g
+	g2, err := s.Acquire(ctx, "c", "p", 10e9)
+	if err != nil || !g2.Fresh || g2.Token.Fence <= g.Token.Fence {
+		t.Fatalf("grant after data loss %+v, %v: want fresh with a fence above %d", g2, err, g.Token.Fence)
+	}
+}
+
+func TestRedisNotify(t *testing.T) {
+	srv := redistest.Start(t)
+	s := lease.NewRedis(srv.Client(), "", 0)
+	ctx := context.Background()
+	woken := make(chan string, 16)
+	sub, err := s.Notify(ctx, func(id string) { woken <- id })
+	if err != nil {
+		t.Fatalf("Notify: %v", err)
+	}
+	defer sub.Close()
+	expect := func(want string) {
+		t.Helper()
+		select {
+		case got := <-woken:
+			if got != want {
+				t.Fatalf("woken for %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no wake-up for %q", want)
+		}
+	}
+	// An expiring lock wakes without watching.
+	if _, err := s.Acquire(ctx, "exp-1", "p", 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	expect("exp-1")
+	// A deleted lock wakes only when watched.
+	sub.Add("rel-1")
+	var g lease.Grant
+	deadline := time.Now().Add(5 * time.Second)
+	for { // Add is asynchronous: retry until the release is seen
+		g, _ = s.Acquire(ctx, "rel-1", "p", time.Minute)
+		s.Release(ctx, "rel-1", g.Token, 1)
+		select {
+		case got := <-woken:
+			if got != "rel-1" {
+				t.Fatalf("woken for %q", got)
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("release of a watched lock never woke")
+		}
+	}
 }

@@ -35,10 +35,17 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 		}},
 		{"fence increases with every grant", func(t *testing.T, s lease.Store) {
 			var last uint64
+			before := uint64(time.Now().Add(-time.Minute).UnixMilli()) * 1000
 			for i := 0; i < 5; i++ {
 				g, err := s.Acquire(ctx, "c1", "p", ttl)
 				if err != nil {
 					t.Fatalf("acquire %d: %v", i, err)
+				}
+				if g.Fresh != (i == 0) {
+					t.Fatalf("grant %d: fresh %v, want %v", i, g.Fresh, i == 0)
+				}
+				if i == 0 && g.Token.Fence < before {
+					t.Fatalf("first fence %d: want it seeded from the clock (>= %d)", g.Token.Fence, before)
 				}
 				if g.Token.Fence <= last {
 					t.Fatalf("fence %d after %d: want increasing", g.Token.Fence, last)

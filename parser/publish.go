@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -40,23 +42,32 @@ type PublisherConfig struct {
 	DeadMaxBytes int64
 	// Timeout bounds one publish. Zero means 5s.
 	Timeout time.Duration
+	// Logger receives the logs. Nil means discard.
+	Logger *slog.Logger
 }
 
 // Publisher writes parsed records and dead letters.
 type Publisher struct {
-	cfg PublisherConfig
-	nc  *nats.Conn
-	js  jetstream.JetStream
+	cfg  PublisherConfig
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	stop context.CancelFunc
+	wg   sync.WaitGroup
 }
 
-// NewPublisher returns a Publisher on nc; with JetStream it creates or
-// updates the two streams.
+// NewPublisher returns a Publisher on nc. With JetStream it creates or
+// updates the two streams; in a cluster that can only happen once enough
+// servers are up, so a failure is retried in the background until ctx is
+// done, and publishes fail (transiently: they are retried) meanwhile.
 func NewPublisher(ctx context.Context, nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Publisher{cfg: cfg, nc: nc}
 	if !cfg.JetStream {
@@ -67,25 +78,55 @@ func NewPublisher(ctx context.Context, nc *nats.Conn, cfg PublisherConfig) (*Pub
 		return nil, fmt.Errorf("parser: jetstream: %w", err)
 	}
 	p.js = js
+	if err := p.ensureStreams(ctx); err != nil {
+		cfg.Logger.Warn("parser: JetStream streams not created yet, retrying in the background", "err", err)
+		bctx, cancel := context.WithCancel(context.Background())
+		p.stop = cancel
+		p.wg.Go(func() {
+			for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+				if !sleep(bctx, backoff) {
+					return
+				}
+				if err := p.ensureStreams(bctx); err == nil {
+					cfg.Logger.Info("parser: JetStream streams ready")
+					return
+				}
+			}
+		})
+	}
+	return p, nil
+}
+
+// Close stops creating the streams in the background. Safe to call twice.
+func (p *Publisher) Close() {
+	if p.stop != nil {
+		p.stop()
+	}
+	p.wg.Wait()
+}
+
+func (p *Publisher) ensureStreams(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	for _, sc := range []jetstream.StreamConfig{
 		{
 			Name: StreamParsed, Subjects: []string{coord.ParsedSubject(">")},
 			Description: "edgegate parsed records, one subject per controller",
-			MaxBytes:    orUnlimited(cfg.MaxBytes), Discard: jetstream.DiscardOld,
-			Replicas: cfg.Replicas, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
+			MaxBytes:    orUnlimited(p.cfg.MaxBytes), Discard: jetstream.DiscardOld,
+			Replicas: p.cfg.Replicas, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
 		},
 		{
 			Name: StreamDead, Subjects: []string{coord.DeadSubject(">")},
 			Description: "edgegate dead letters: messages the handler refused",
-			MaxBytes:    orUnlimited(cfg.DeadMaxBytes), Discard: jetstream.DiscardOld,
-			Replicas: cfg.Replicas, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
+			MaxBytes:    orUnlimited(p.cfg.DeadMaxBytes), Discard: jetstream.DiscardOld,
+			Replicas: p.cfg.Replicas, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
 		},
 	} {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return nil, fmt.Errorf("parser: stream %s: %w", sc.Name, err)
+		if _, err := p.js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("parser: stream %s: %w", sc.Name, err)
 		}
 	}
-	return p, nil
+	return nil
 }
 
 func orUnlimited(n int64) int64 {

@@ -31,6 +31,7 @@ type checkItem struct {
 }
 
 func (s *Server) check(ctx context.Context) {
+	s.checkEpoch(ctx)
 	now := time.Now()
 	var items []checkItem
 	s.mu.Lock()
@@ -52,16 +53,44 @@ func (s *Server) check(ctx context.Context) {
 	s.mu.Unlock()
 
 	for _, it := range items {
-		cctx, cancel := context.WithTimeout(ctx, s.cfg.CheckInterval)
-		st, err := s.store.Inspect(cctx, it.c.id)
-		cancel()
-		if err != nil {
-			s.stats.storeErrors.Add(1)
-			s.logStoreError("inspect", it.c.id, err)
-			continue
-		}
-		s.judge(it, st)
+		s.checkOne(ctx, it)
 	}
+}
+
+// checkOne reads one in-flight controller's lease and judges it.
+func (s *Server) checkOne(ctx context.Context, it checkItem) {
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.CheckInterval)
+	st, err := s.store.Inspect(cctx, it.c.id)
+	cancel()
+	if err != nil {
+		s.stats.storeErrors.Add(1)
+		s.logStoreError("inspect", it.c.id, err)
+		return
+	}
+	s.judge(it, st)
+}
+
+// checkEpoch pauses dispatch when the lease store's epoch changed (a Redis
+// restart or failover): leases may have been lost.
+func (s *Server) checkEpoch(ctx context.Context) {
+	e, ok := s.store.(lease.Epoch)
+	if !ok {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.CheckInterval)
+	epoch, err := e.Epoch(cctx)
+	cancel()
+	if err != nil {
+		s.stats.storeErrors.Add(1)
+		s.logStoreError("epoch", "", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.epoch != "" && epoch != s.epoch {
+		s.pauseLocked("the lease store restarted or failed over (new run_id " + epoch + ")")
+	}
+	s.epoch = epoch
 }
 
 // judge decides on one in-flight controller from its lease state.

@@ -55,6 +55,8 @@ type controller struct {
 	pool      *pool
 	sentAt    time.Time
 	released  time.Time // the check loop saw the lease released without the outcome
+	granted   bool      // a lease of this controller was granted to this socket before
+	watched   bool      // its lock deletions wake this socket (while waiting)
 }
 
 // inFlight reports whether a parser may be running the controller's batch.

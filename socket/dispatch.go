@@ -71,7 +71,7 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 			if s.stopping || ctx.Err() != nil {
 				return
 			}
-			if s.runq.len() > 0 {
+			if s.runq.len() > 0 && !time.Now().Before(s.paused) {
 				if p = s.pickPoolLocked(); p != nil {
 					break
 				}
@@ -106,6 +106,10 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 		s.mu.Lock()
 		c.state, c.n = stWaiting, 0
 		p.free++
+		if errors.Is(err, lease.ErrHeld) && s.watch != nil && !c.watched {
+			c.watched = true
+			s.watch.Add(c.id) // its release wakes us before the next check
+		}
 		s.mu.Unlock()
 		if errors.Is(err, lease.ErrHeld) {
 			s.stats.leaseHeld.Add(1)
@@ -116,6 +120,27 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 		return
 	}
 	s.stats.acquired.Add(1)
+	s.mu.Lock()
+	lostData := g.Fresh && c.granted
+	c.granted = true
+	if c.watched {
+		c.watched = false
+		s.watch.Remove(c.id)
+	}
+	if lostData {
+		// This socket was granted the controller's lease before, yet the
+		// store has no record of it: the store lost its data, and with it
+		// every lease. Old parsers may still run until their next
+		// heartbeat fails; wait a lease before dispatching anything.
+		s.pauseLocked("the lease store lost its data (a fresh fence for a known controller)")
+		c.state, c.n = stWaiting, 0
+		p.free++
+	}
+	s.mu.Unlock()
+	if lostData {
+		s.abandon(c.id, g.Token)
+		return
+	}
 
 	// A device that keeps its seq across sessions gets its duplicates (seqs
 	// the done record covers) acknowledged without the handler.
@@ -165,6 +190,58 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 	}
 	s.stats.batches.Add(1)
 	s.stats.batchMsgs.Add(uint64(len(batch)))
+}
+
+// pauseLocked stops dispatching for one lease TTL: every parser that might
+// still work under a lost lease has stopped by then (it cancels its batch
+// when it cannot confirm a heartbeat for a lease).
+func (s *Server) pauseLocked(why string) {
+	until := time.Now().Add(s.cfg.TTL)
+	if until.After(s.paused) {
+		if !time.Now().Before(s.paused) {
+			s.log.Warn("socket: dispatch paused for one lease", "why", why, "for", s.cfg.TTL)
+			s.stats.pauses.Add(1)
+		}
+		s.paused = until
+		time.AfterFunc(s.cfg.TTL, func() {
+			s.mu.Lock()
+			s.runCond.Broadcast()
+			s.mu.Unlock()
+		})
+	}
+}
+
+// abandon releases a grant nobody works under, logging a store error.
+func (s *Server) abandon(id string, tok lease.Token) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TTL)
+	defer cancel()
+	if err := s.store.Abandon(ctx, id, tok); err != nil && !errors.Is(err, lease.ErrLost) {
+		s.logStoreError("release", id, err)
+	}
+}
+
+// wake is called by the lease store's notifications when id's lock was
+// deleted or expired: retry a waiting controller now, check an in-flight
+// one now.
+func (s *Server) wake(id string) {
+	s.mu.Lock()
+	c := s.ctrls[id]
+	if c == nil {
+		s.mu.Unlock()
+		return
+	}
+	switch {
+	case c.state == stWaiting:
+		c.state = stIdle
+		s.makeRunnableLocked(c)
+		s.mu.Unlock()
+	case c.inFlight():
+		it := checkItem{c: c, tok: c.tok}
+		s.mu.Unlock()
+		go s.checkOne(context.Background(), it)
+	default:
+		s.mu.Unlock()
+	}
 }
 
 // handBack releases a lease nobody works under (no parser got the batch)

@@ -151,6 +151,9 @@ type Server struct {
 	inflight  int  // controllers assigned or running
 	idle      *sync.Cond
 	ready     bool
+	paused    time.Time // no dispatch before then: leases may have been lost
+	epoch     string    // the lease store's epoch (Redis run_id) last seen
+	watch     lease.Subscription
 	sessWG    sync.WaitGroup
 	closeOnce sync.Once
 
@@ -233,6 +236,22 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("socket: subscribe ready: %w", err)
 	}
 	defer rsub.Unsubscribe()
+	ssub, err := s.nc.Subscribe(coord.SessionSubject("*"), s.onSession)
+	if err != nil {
+		return fmt.Errorf("socket: subscribe sessions: %w", err)
+	}
+	defer ssub.Unsubscribe()
+	if n, ok := s.store.(lease.Notifier); ok {
+		w, err := n.Notify(ctx, s.wake)
+		if err != nil {
+			s.log.Info("socket: lease store notifications unavailable; the check loop finds released and expired leases every lease.check_interval", "err", err)
+		} else {
+			s.mu.Lock()
+			s.watch = w
+			s.mu.Unlock()
+			defer w.Close()
+		}
+	}
 	if err := s.nc.Publish(coord.SubjectReadyQuery, nil); err != nil {
 		return fmt.Errorf("socket: query parser pools: %w", err)
 	}

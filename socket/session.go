@@ -3,14 +3,21 @@ package socket
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/egp"
 )
+
+var errStopping = errors.New("the appliance is stopping")
 
 // session is one device connection after its HELLO.
 type session struct {
@@ -19,6 +26,7 @@ type session struct {
 	lines      bool
 	id         string
 	persistent bool // HELLO flag bit1: duplicates of done seqs are suppressed
+	opened     time.Time
 
 	// Guarded by Server.mu.
 	ctrl   *controller
@@ -128,7 +136,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 	}
 	conn.SetReadDeadline(time.Time{})
 	sess := &session{
-		s: s, conn: conn, lines: lines, id: hello.ID,
+		s: s, conn: conn, lines: lines, id: hello.ID, opened: time.Now(),
 		persistent: !lines && hello.Flags&egp.FlagPersistentSeq != 0,
 		wsig:       make(chan struct{}, 1),
 		written:    make(chan struct{}),
@@ -136,9 +144,16 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 	log = log.With("controller", sess.id)
 	lastSeq, err := s.open(ctx, sess, hello.Flags&egp.FlagSeqReset != 0)
 	if err != nil {
-		s.stats.protoError(egp.CodeShuttingDown)
-		log.Warn("socket: session refused", "err", err)
-		rejectConn(conn, lines, egp.CodeShuttingDown, err.Error())
+		// Stopping, or the lease store cannot tell the done record: the
+		// device retries later (WELCOME without a true last_seq could make
+		// a persistent-seq device reuse seqs that are done).
+		code := egp.CodeBusy
+		if errors.Is(err, errStopping) {
+			code = egp.CodeShuttingDown
+		}
+		s.stats.protoError(code)
+		log.Warn("socket: session refused", "code", code, "err", err)
+		rejectConn(conn, lines, code, err.Error())
 		return
 	}
 	if lines {
@@ -204,7 +219,7 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()
-		return 0, errors.New("the appliance is stopping")
+		return 0, errStopping
 	}
 	c := s.controllerLocked(sess.id)
 	if old := c.sess; old != nil {
@@ -218,22 +233,47 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 	c.sess, sess.ctrl = sess, c
 	s.sessions[sess] = struct{}{}
 	s.mu.Unlock()
+	// A session of this controller on another appliance is older: take it
+	// over (onSession there).
+	if err := s.nc.Publish(coord.SessionSubject(sess.id), []byte(s.id)); err != nil {
+		s.log.Warn("socket: announce session", "controller", sess.id, "err", err)
+	}
 
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.TTL)
 	defer cancel()
 	if reset {
 		if err := s.store.ResetDone(cctx, sess.id); err != nil {
 			s.closeSession(sess)
-			return 0, err
+			return 0, fmt.Errorf("lease store unavailable, try again: %w", err)
 		}
 		return 0, nil
 	}
 	done, err := s.store.Done(cctx, sess.id)
 	if err != nil {
 		s.closeSession(sess)
-		return 0, err
+		return 0, fmt.Errorf("lease store unavailable, try again: %w", err)
 	}
 	return done, nil
+}
+
+// onSession takes over a local session when another socket announces a
+// newer session of the same controller.
+func (s *Server) onSession(m *nats.Msg) {
+	if string(m.Data) == s.id {
+		return
+	}
+	at := time.Now()
+	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.ctrls[id]
+	if c == nil || c.sess == nil || !c.sess.opened.Before(at) {
+		return
+	}
+	s.stats.takeovers.Add(1)
+	s.log.Info("socket: session taken over by a newer one on another appliance", "controller", id,
+		"old", c.sess.conn.RemoteAddr().String())
+	s.closeSessionLocked(c.sess, egp.CodeTakenOver, "a newer session for this controller exists")
 }
 
 func (s *Server) closeSession(sess *session) {

@@ -13,7 +13,7 @@ type stats struct {
 	outOfOrder, dropped, takeovers            atomic.Uint64
 	batches, batchMsgs, acquired, leaseHeld   atomic.Uint64
 	busy, redispatched, staleOutcomes         atomic.Uint64
-	storeErrors                               atomic.Uint64
+	storeErrors, pauses                       atomic.Uint64
 	protoErrors                               [16]atomic.Uint64
 }
 
@@ -41,9 +41,11 @@ type Stats struct {
 	Busy         uint64 // assignments answered busy
 	Redispatched uint64 // batches dispatched again after a lost lease or dead parser
 	StoreErrors  uint64 // lease store errors
+	Pauses       uint64 // dispatch paused for a lease after the store lost leases
 	Queued       int    // messages queued now
 	InFlight     int    // controllers with a batch in flight now
 	Controllers  int    // controllers known now
+	Pools        int    // parser pools known now
 	// ProtocolErrors counts device errors by EGP/1 ERROR code.
 	ProtocolErrors map[egp.Code]uint64
 }
@@ -57,7 +59,7 @@ func (s *Server) Stats() Stats {
 		Suppressed: st.suppressed.Load(), OutOfOrder: st.outOfOrder.Load(), Dropped: st.dropped.Load(),
 		Takeovers: st.takeovers.Load(), Batches: st.batches.Load(), BatchMsgs: st.batchMsgs.Load(),
 		Acquired: st.acquired.Load(), LeaseHeld: st.leaseHeld.Load(), Busy: st.busy.Load(),
-		Redispatched: st.redispatched.Load(), StoreErrors: st.storeErrors.Load(),
+		Redispatched: st.redispatched.Load(), StoreErrors: st.storeErrors.Load(), Pauses: st.pauses.Load(),
 		ProtocolErrors: map[egp.Code]uint64{},
 	}
 	for i := range st.protoErrors {
@@ -71,6 +73,7 @@ func (s *Server) Stats() Stats {
 	}
 	out.InFlight = s.inflight
 	out.Controllers = len(s.ctrls)
+	out.Pools = len(s.pools)
 	s.mu.Unlock()
 	return out
 }

@@ -44,6 +44,8 @@ var settings = []setting{
 	{key: "nats.cluster.name", usage: "cluster name, the same on every appliance", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Name }},
 	{key: "nats.cluster.peers", usage: "host:port of every peer's route listener (repeat or comma-separate)", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Peers }},
 	{key: "lease.redis", usage: `Redis URL for the leases, redis://host:6379/0; "" = in-process store (one appliance)`, ptr: func(c *appliance.Config) any { return &c.Lease.Redis }},
+	{key: "lease.redis_mode", usage: "standalone, sentinel (URL: redis://sentinel:26379?master_name=m&addr=sentinel2:26379) or cluster (URL: redis://node1:6379?addr=node2:6379)", ptr: func(c *appliance.Config) any { return &c.Lease.RedisMode }},
+	{key: "lease.redis_prefix", usage: "prefix of every Redis key", ptr: func(c *appliance.Config) any { return &c.Lease.RedisPrefix }},
 	{key: "lease.ttl", usage: "lease time: a parser silent this long is taken as dead", ptr: func(c *appliance.Config) any { return &c.Lease.TTL }},
 	{key: "lease.heartbeat", usage: "how often a parser extends its lease", ptr: func(c *appliance.Config) any { return &c.Lease.Heartbeat }},
 	{key: "lease.check_interval", usage: "how often a socket checks the leases it waits on", ptr: func(c *appliance.Config) any { return &c.Lease.CheckInterval }},

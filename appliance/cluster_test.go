@@ -1,0 +1,131 @@
+package appliance_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/appliance"
+	"github.com/edgegate/edgegate/device"
+	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/parser"
+)
+
+// startCluster runs n appliances in this process, routed over loopback and
+// sharing one Redis, each with its own handler from the journal.
+func startCluster(t *testing.T, n int, j *journal, mutate func(i int, cfg *appliance.Config)) []*appliance.Appliance {
+	t.Helper()
+	redis := redistest.Start(t)
+	var apps []*appliance.Appliance
+	var peers []string
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("node-%d", i)
+		cfg := testConfig(t, name)
+		cfg.Lease.Redis = redis.URL()
+		cfg.NATS.Cluster.Listen = "127.0.0.1:0"
+		cfg.NATS.Cluster.Peers = append([]string(nil), peers...)
+		cfg.Handler = j.on(name)
+		if mutate != nil {
+			mutate(i, &cfg)
+		}
+		a := start(t, cfg)
+		apps = append(apps, a)
+		peers = append(peers, a.ClusterAddr())
+	}
+	// Wait until every appliance sees every parser pool (routes are up and
+	// the announcements crossed them).
+	for _, a := range apps {
+		eventually(t, 15*time.Second, "parser pools visible across the cluster", func() bool {
+			return a.SocketStats().Pools == n
+		})
+	}
+	return apps
+}
+
+// TestClusterSharedRedis: three appliances share one Redis; devices are
+// spread over them; every message is handled in order, batches of one
+// controller never overlap across appliances, and the busy appliance's
+// controllers spill to the parsers of the others.
+func TestClusterSharedRedis(t *testing.T) {
+	const controllers, messages = 12, 150
+	j := newJournal(parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
+		time.Sleep(200 * time.Microsecond)
+		return nil
+	}))
+	apps := startCluster(t, 3, j, func(i int, cfg *appliance.Config) {
+		if i == 0 {
+			cfg.Parser.Workers = 1 // node-0 is small: its devices need the others' parsers
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for k := 0; k < controllers; k++ {
+		id := fmt.Sprintf("cl-%02d", k)
+		a := apps[0]
+		if k%3 != 0 {
+			a = apps[k%3]
+		}
+		if k < 6 {
+			a = apps[0] // half of the devices on the small appliance
+		}
+		c := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: id, Window: 32})
+		wg.Go(func() {
+			if err := sendAll(ctx, c, id, messages); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for k := 0; k < controllers; k++ {
+		id := fmt.Sprintf("cl-%02d", k)
+		checkIncreasing(t, id, j.succeeded(id), messages)
+	}
+	overlaps, maxRunning := j.snapshot()
+	if len(overlaps) > 0 {
+		t.Errorf("%d overlaps, first: %s", len(overlaps), overlaps[0])
+	}
+	// Which appliances' parsers handled the small appliance's controllers?
+	ranOn := map[string]int{}
+	j.mu.Lock()
+	for k := 0; k < 6; k++ {
+		for _, c := range j.calls[fmt.Sprintf("cl-%02d", k)] {
+			ranOn[c.app]++
+		}
+	}
+	j.mu.Unlock()
+	if ranOn["node-1"]+ranOn["node-2"] == 0 {
+		t.Errorf("node-0's controllers ran only on node-0's single worker (%v): no spill to peers", ranOn)
+	}
+	t.Logf("node-0's controllers ran on %v; max concurrent calls %d", ranOn, maxRunning)
+}
+
+// TestClusterTakeover: a device that moves to another appliance takes its
+// session over there; the old appliance closes the old session with ERROR
+// taken over, and nothing is lost or reordered.
+func TestClusterTakeover(t *testing.T) {
+	j := newJournal(nil)
+	apps := startCluster(t, 2, j, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c1 := dialDevice(t, device.Config{Addrs: []string{apps[0].DeviceAddr()}, ID: "mover", PersistentSeq: true})
+	if err := sendAll(ctx, c1, "mover", 50); err != nil {
+		t.Fatal(err)
+	}
+	c2 := dialDevice(t, device.Config{Addrs: []string{apps[1].DeviceAddr()}, ID: "mover", PersistentSeq: true})
+	if w := c2.Welcome(); w.LastSeq != 50 {
+		t.Fatalf("WELCOME last_seq %d on the other appliance, want 50 (from Redis)", w.LastSeq)
+	}
+	eventually(t, 10*time.Second, "the old session taken over", func() bool { return apps[0].SocketStats().Takeovers == 1 })
+	if _, err := c1.Send(ctx, []byte("late")); err == nil {
+		if err := c1.Flush(ctx); err == nil {
+			t.Fatalf("the old session still works after the takeover")
+		}
+	}
+	if err := sendAll(ctx, c2, "mover", 50); err != nil {
+		t.Fatal(err)
+	}
+	checkIncreasing(t, "mover", j.succeeded("mover"), 100)
+}

@@ -1,0 +1,153 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Notify implements Notifier with Redis keyspace notifications: the
+// key-event channel of expirations wakes for every expired lock, and the
+// keyspace channel of a watched controller's lock wakes when it is deleted.
+// It enables notify-keyspace-events (K, E, g, x) when it may; when CONFIG
+// is refused, or with Redis Cluster (notifications are per node), it
+// returns an error and the caller relies on polling.
+func (s *Redis) Notify(ctx context.Context, wake func(id string)) (Subscription, error) {
+	if _, ok := s.c.(*redis.ClusterClient); ok {
+		return nil, errors.New("keyspace notifications are not used with Redis Cluster (they are per node)")
+	}
+	if err := s.enableNotifications(ctx); err != nil {
+		return nil, err
+	}
+	ps := s.c.Subscribe(ctx, fmt.Sprintf("__keyevent@%d__:expired", s.db))
+	if _, err := ps.Receive(ctx); err != nil {
+		ps.Close()
+		return nil, redisErr("subscribe", err)
+	}
+	sub := &redisSub{s: s, ps: ps, ops: make(chan subOp, 1024), done: make(chan struct{})}
+	sub.wg.Add(2)
+	go sub.readLoop(wake)
+	go sub.opLoop()
+	return sub, nil
+}
+
+// enableNotifications adds K, E, g and x to notify-keyspace-events.
+func (s *Redis) enableNotifications(ctx context.Context) error {
+	cur, err := s.c.ConfigGet(ctx, "notify-keyspace-events").Result()
+	if err != nil {
+		return fmt.Errorf("reading notify-keyspace-events: %w", err)
+	}
+	flags := cur["notify-keyspace-events"]
+	want := flags
+	for _, f := range "KEgx" {
+		if strings.ContainsRune(want, f) || (f == 'g' || f == 'x') && strings.ContainsRune(want, 'A') {
+			continue
+		}
+		want += string(f)
+	}
+	if want == flags {
+		return nil
+	}
+	if err := s.c.ConfigSet(ctx, "notify-keyspace-events", want).Err(); err != nil {
+		return fmt.Errorf("setting notify-keyspace-events to %q: %w", want, err)
+	}
+	return nil
+}
+
+// controllerOfLock returns the controller of a lock key, "" for other keys.
+func (s *Redis) controllerOfLock(key string) string {
+	rest, ok := strings.CutPrefix(key, s.prefix+":{")
+	if !ok {
+		return ""
+	}
+	id, ok := strings.CutSuffix(rest, "}:lock")
+	if !ok {
+		return ""
+	}
+	return id
+}
+
+type subOp struct {
+	add bool
+	id  string
+}
+
+type redisSub struct {
+	s    *Redis
+	ps   *redis.PubSub
+	ops  chan subOp
+	done chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+func (r *redisSub) keyspace(id string) string {
+	return fmt.Sprintf("__keyspace@%d__:%s", r.s.db, r.s.Keys(id)[1])
+}
+
+func (r *redisSub) readLoop(wake func(string)) {
+	defer r.wg.Done()
+	for m := range r.ps.Channel() {
+		if key, ok := strings.CutPrefix(m.Channel, fmt.Sprintf("__keyspace@%d__:", r.s.db)); ok {
+			if m.Payload == "del" || m.Payload == "expired" {
+				if id := r.s.controllerOfLock(key); id != "" {
+					wake(id)
+				}
+			}
+			continue
+		}
+		if id := r.s.controllerOfLock(m.Payload); id != "" {
+			wake(id)
+		}
+	}
+}
+
+// opLoop applies Add and Remove off the caller's goroutine, so that they
+// never block a socket.
+func (r *redisSub) opLoop() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.done:
+			return
+		case op := <-r.ops:
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if op.add {
+				r.ps.Subscribe(ctx, r.keyspace(op.id))
+			} else {
+				r.ps.Unsubscribe(ctx, r.keyspace(op.id))
+			}
+			cancel()
+		}
+	}
+}
+
+func (r *redisSub) send(op subOp) {
+	select {
+	case r.ops <- op:
+	case <-r.done:
+	default: // full: a lost watch costs a check interval, nothing else
+	}
+}
+
+// Add implements Subscription.
+func (r *redisSub) Add(id string) { r.send(subOp{add: true, id: id}) }
+
+// Remove implements Subscription.
+func (r *redisSub) Remove(id string) { r.send(subOp{id: id}) }
+
+// Close implements Subscription.
+func (r *redisSub) Close() error {
+	var err error
+	r.once.Do(func() {
+		close(r.done)
+		err = r.ps.Close()
+		r.wg.Wait()
+	})
+	return err
+}
