@@ -224,10 +224,12 @@ type proxy struct {
 	ln     net.Listener
 	target string
 
-	mu     sync.Mutex
-	conns  []net.Conn
-	frozen bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	conns   []net.Conn
+	frozen  bool
+	blocked bool
+	held    []net.Conn
+	wg      sync.WaitGroup
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -252,6 +254,13 @@ func (p *proxy) acceptLoop() {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		if p.blocked {
+			p.held = append(p.held, down)
+			p.mu.Unlock()
+			continue
+		}
+		p.mu.Unlock()
 		up, err := net.Dial("tcp", p.target)
 		if err != nil {
 			down.Close()
@@ -305,6 +314,27 @@ func (p *proxy) cut() {
 	p.conns = nil
 }
 
+// block makes the target unreachable: relayed connections are cut and new
+// ones are held open without an answer until unblock.
+func (p *proxy) block() {
+	p.mu.Lock()
+	p.blocked = true
+	p.mu.Unlock()
+	p.cut()
+}
+
+// unblock lets connections through again; the held ones are closed.
+func (p *proxy) unblock() {
+	p.mu.Lock()
+	p.blocked = false
+	held := p.held
+	p.held = nil
+	p.mu.Unlock()
+	for _, c := range held {
+		c.Close()
+	}
+}
+
 // freeze stops relaying bytes but keeps the connections open.
 func (p *proxy) freeze() {
 	p.mu.Lock()
@@ -314,6 +344,7 @@ func (p *proxy) freeze() {
 
 func (p *proxy) close() {
 	p.ln.Close()
+	p.unblock()
 	p.cut()
 	p.wg.Wait()
 }

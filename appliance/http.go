@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"golang.org/x/term"
 )
@@ -30,7 +31,7 @@ func (a *Appliance) check() error {
 	default:
 		return errNotStarted
 	}
-	if !a.nats.NATS().ReadyForConnections(0) {
+	if !a.nats.NATS().ReadyForConnections(10 * time.Millisecond) {
 		return errNATS
 	}
 	if a.sock != nil && !a.sock.Ready() {

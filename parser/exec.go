@@ -102,6 +102,7 @@ func (e *Exec) start(c *child) error {
 		return errors.New("parser: exec: closed")
 	}
 	cmd := exec.Command(e.cfg.Command[0], e.cfg.Command[1:]...)
+	cmd.SysProcAttr = childAttr() // the child dies with the appliance
 	cmd.Dir = e.cfg.Dir
 	cmd.Env = append(os.Environ(), e.cfg.Env...)
 	stdin, err := cmd.StdinPipe()
@@ -163,6 +164,9 @@ func (e *Exec) Handle(ctx context.Context, m *Message) error {
 			return ctx.Err()
 		}
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err // the lease ran out while the child worked
 	}
 	c.backoff = e.cfg.RestartBackoff
 	switch st {

@@ -99,3 +99,32 @@ func (h *heartbeat) stop() (lost bool) {
 	}
 	return h.lost
 }
+
+// leaseContext is the context handlers run under: besides being cancelled
+// when the lease is lost, its Err reports the loss as soon as the lease's
+// validity has passed by the clock, even before the heartbeat goroutine
+// noticed (a process resumed after SIGSTOP runs its handler and its
+// heartbeat timer in any order). The publisher checks Err right before it
+// writes output, so work done after the lease ran out is not published.
+type leaseContext struct {
+	context.Context
+	hb *heartbeat
+}
+
+func (c leaseContext) Deadline() (time.Time, bool) {
+	c.hb.mu.Lock()
+	defer c.hb.mu.Unlock()
+	return c.hb.valid, true
+}
+
+func (c leaseContext) Err() error {
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
+	c.hb.mu.Lock()
+	defer c.hb.mu.Unlock()
+	if time.Now().After(c.hb.valid) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}

@@ -294,7 +294,7 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 	statuses := make([]byte, 0, len(a.Msgs))
 	var done uint64
 	for i := range a.Msgs {
-		st, ok := p.handle(bctx, log, a, &a.Msgs[i])
+		st, ok := p.handle(leaseContext{bctx, hb}, log, a, &a.Msgs[i])
 		if !ok {
 			break
 		}

@@ -147,6 +147,10 @@ func (p *Publisher) msg(subject string, m *Message, body []byte) *nats.Msg {
 }
 
 func (p *Publisher) publish(ctx context.Context, msg *nats.Msg) error {
+	// The lease must still be valid: output of fenced work is not written.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if p.js == nil {
 		return p.nc.PublishMsg(msg)
 	}

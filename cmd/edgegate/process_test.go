@@ -1,0 +1,420 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/device"
+	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/internal/redistest"
+)
+
+// The multi-process tests run the real edgegate binary. Their handler is an
+// exec child (this test binary in journal mode) that appends a start and an
+// end line per message to a journal file: an account of what was handled,
+// kept outside the code under test.
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv("EDGEGATE_JOURNAL_CHILD"); path != "" {
+		os.Exit(journalChild(path))
+	}
+	os.Exit(m.Run())
+}
+
+// journalChild is an exec handler child (docs/exec.md) that journals
+// "S|E controller seq fence ppid unix_ns" lines and publishes nothing.
+func journalChild(path string) int {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 1
+	}
+	in, out := bufio.NewReader(os.Stdin), bufio.NewWriter(os.Stdout)
+	ppid := os.Getppid()
+	for {
+		var hdr [4]byte
+		if _, err := io.ReadFull(in, hdr[:]); err != nil {
+			return 0
+		}
+		req := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+		if _, err := io.ReadFull(in, req); err != nil {
+			return 1
+		}
+		id := string(req[1 : 1+int(req[0])])
+		rest := req[1+int(req[0]):]
+		seq, fence := binary.BigEndian.Uint64(rest[0:8]), binary.BigEndian.Uint64(rest[8:16])
+		fmt.Fprintf(f, "S %s %d %d %d %d\n", id, seq, fence, ppid, time.Now().UnixNano())
+		time.Sleep(200 * time.Microsecond) // some work
+		fmt.Fprintf(f, "E %s %d %d %d %d\n", id, seq, fence, ppid, time.Now().UnixNano())
+		out.Write([]byte{0, 0, 0, 1, 1}) // done, nothing to publish
+		out.Flush()
+	}
+}
+
+// buildBinary builds edgegate once per test run.
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+func edgegateBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "edgegate-bin-")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "edgegate")
+		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.path
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is one edgegate process.
+type proc struct {
+	name, devices, cluster, http string
+	args                         []string
+	cmd                          *exec.Cmd
+	exited                       chan struct{}
+	log                          *os.File
+}
+
+func (p *proc) start(t *testing.T, bin string, env []string) {
+	t.Helper()
+	p.cmd = exec.Command(bin, p.args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, ch chan struct{}) { cmd.Wait(); close(ch) }(p.cmd, p.exited)
+}
+
+func (p *proc) signal(sig syscall.Signal) { p.cmd.Process.Signal(sig) }
+
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// waitReady polls /readyz until it answers 200.
+func (p *proc) waitReady(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + p.http + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("%s exited at start; its log: %s", p.name, p.log.Name())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready within 30s: %v", p.name, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type clusterOpts struct {
+	n       int
+	workers func(i int) int // parser workers of appliance i
+	devices func(i int) bool
+}
+
+// startProcesses runs n edgegate processes clustered over loopback with a
+// shared Redis, the journal child as handler, and fast leases (ttl 1s,
+// heartbeat 200ms, check 200ms).
+func startProcesses(t *testing.T, o clusterOpts) ([]*proc, *redistest.Server, string) {
+	t.Helper()
+	bin := edgegateBinary(t)
+	redis := redistest.Start(t)
+	dir := t.TempDir()
+	journal := filepath.Join(dir, "journal")
+	procs := make([]*proc, o.n)
+	var peers []string
+	for i := range procs {
+		p := &proc{name: fmt.Sprintf("gw-%d", i), cluster: freePort(t), http: freePort(t)}
+		if o.devices == nil || o.devices(i) {
+			p.devices = freePort(t)
+		}
+		peers = append(peers, p.cluster)
+		procs[i] = p
+	}
+	self, _ := os.Executable()
+	for i, p := range procs {
+		workers := 4
+		if o.workers != nil {
+			workers = o.workers(i)
+		}
+		p.args = []string{"run", "--name", p.name, "--data_dir", filepath.Join(dir, p.name),
+			"--devices.listen", p.devices, "--nats.listen", "", "--nats.jetstream=false",
+			"--nats.cluster.listen", p.cluster, "--nats.cluster.peers", strings.Join(peers, ","),
+			"--lease.redis", redis.URL(), "--lease.ttl", "1s", "--lease.heartbeat", "200ms", "--lease.check_interval", "200ms",
+			"--parser.handler", "exec", "--parser.exec", self, "--parser.workers", strconv.Itoa(workers),
+			"--http.listen", p.http, "--log.level", "info"}
+		var err error
+		if p.log, err = os.Create(filepath.Join(dir, p.name+".log")); err != nil {
+			t.Fatal(err)
+		}
+		p.start(t, bin, []string{"EDGEGATE_JOURNAL_CHILD=" + journal})
+		t.Cleanup(func() {
+			p.signal(syscall.SIGCONT)
+			p.kill()
+			p.log.Close()
+			if t.Failed() {
+				b, _ := os.ReadFile(p.log.Name())
+				t.Logf("--- %s log (last 4 KiB):\n%s", p.name, tail(b, 4096))
+			}
+		})
+	}
+	for _, p := range procs {
+		p.waitReady(t)
+	}
+	return procs, redis, journal
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// jcall is a journalled handling.
+type jcall struct {
+	seq, fence uint64
+	ppid       int
+	start, end int64 // unix ns; end 0 when the child died mid-message
+}
+
+func readJournal(t *testing.T, path string) map[string][]*jcall {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]*jcall{}
+	open := map[string]*jcall{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 6 {
+			continue
+		}
+		seq, _ := strconv.ParseUint(f[2], 10, 64)
+		fence, _ := strconv.ParseUint(f[3], 10, 64)
+		ppid, _ := strconv.Atoi(f[4])
+		ts, _ := strconv.ParseInt(f[5], 10, 64)
+		key := f[1] + " " + f[2] + " " + f[3] + " " + f[4]
+		switch f[0] {
+		case "S":
+			c := &jcall{seq: seq, fence: fence, ppid: ppid, start: ts}
+			out[f[1]] = append(out[f[1]], c)
+			open[key] = c
+		case "E":
+			if c := open[key]; c != nil {
+				c.end = ts
+				delete(open, key)
+			}
+		}
+	}
+	return out
+}
+
+// checkJournal checks what a user relies on: every acknowledged message
+// was handled; per controller the first handlings are in seq order; no two
+// handlings of one controller overlap in time, except with work of a
+// killed appliance (its child is killed with it; end = the kill time).
+func checkJournal(t *testing.T, j map[string][]*jcall, acked map[string][]uint64, killedAt map[int]int64) (dups int) {
+	t.Helper()
+	for id, seqs := range acked {
+		handled := map[uint64]bool{}
+		var firsts []uint64
+		for _, c := range j[id] {
+			if !handled[c.seq] {
+				handled[c.seq] = true
+				firsts = append(firsts, c.seq)
+			} else {
+				dups++
+			}
+		}
+		for _, s := range seqs {
+			if !handled[s] {
+				t.Errorf("%s: seq %d acknowledged but never handled (lost)", id, s)
+			}
+		}
+		for i := 1; i < len(firsts); i++ {
+			if firsts[i] <= firsts[i-1] {
+				t.Errorf("%s: seq %d first handled after %d (reordered)", id, firsts[i], firsts[i-1])
+				break
+			}
+		}
+		calls := append([]*jcall(nil), j[id]...)
+		for _, c := range calls {
+			if c.end == 0 {
+				if k, ok := killedAt[c.ppid]; ok {
+					c.end = k
+				} else {
+					c.end = c.start // never finished, and its appliance was not killed: a crash of the child
+				}
+			}
+		}
+		sort.Slice(calls, func(a, b int) bool { return calls[a].start < calls[b].start })
+		for i := 1; i < len(calls); i++ {
+			if calls[i].start < calls[i-1].end {
+				t.Errorf("%s: seq %d (fence %d) started while seq %d (fence %d) ran: overlap", id,
+					calls[i].seq, calls[i].fence, calls[i-1].seq, calls[i-1].fence)
+			}
+		}
+	}
+	return dups
+}
+
+// runDevices connects n devices spread over addrs (reconnecting to the next
+// on errors) and streams m messages each; it returns the ACKs per device
+// and the time of every ACK.
+type devRun struct {
+	mu      sync.Mutex
+	acked   map[string][]uint64
+	lastAck map[string]time.Time
+	gaps    map[string]time.Duration // longest time without an ACK after a mark
+	mark    time.Time
+}
+
+func (d *devRun) onAck(id string) func(uint64, egp.Status, time.Time) {
+	return func(seq uint64, _ egp.Status, _ time.Time) {
+		now := time.Now()
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.acked[id] = append(d.acked[id], seq)
+		// The first ACK after the mark ends the device's outage: from its
+		// last ACK before the mark (or the mark) to now.
+		if last := d.lastAck[id]; !d.mark.IsZero() && last.Before(d.mark) {
+			from := d.mark
+			if last.After(from) {
+				from = last
+			}
+			d.gaps[id] = now.Sub(from)
+		}
+		d.lastAck[id] = now
+	}
+}
+
+func streamDevices(t *testing.T, ctx context.Context, addrs []string, n, m int, during func(d *devRun)) *devRun {
+	t.Helper()
+	d := &devRun{acked: map[string][]uint64{}, lastAck: map[string]time.Time{}, gaps: map[string]time.Duration{}}
+	var wg sync.WaitGroup
+	var sentTotal sync.WaitGroup
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("dev-%03d", i)
+		rot := append(append([]string(nil), addrs[i%len(addrs):]...), addrs[:i%len(addrs)]...)
+		c, err := device.Dial(ctx, device.Config{Addrs: rot, ID: id, PersistentSeq: true, Window: 16, Reconnect: true, OnAck: d.onAck(id)})
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		sentTotal.Add(1)
+		wg.Go(func() {
+			defer c.Close()
+			for k := 0; k < m; k++ {
+				if _, err := c.Send(ctx, []byte(fmt.Sprintf(`{"k":%d}`, k))); err != nil {
+					t.Errorf("%s: send: %v", id, err)
+					sentTotal.Done()
+					return
+				}
+				if k == m/3 {
+					sentTotal.Done()
+				}
+			}
+			if err := c.Flush(ctx); err != nil {
+				t.Errorf("%s: flush: %v (unacked %d)", id, err, c.Unacked())
+			}
+		})
+	}
+	sentTotal.Wait()
+	if during != nil {
+		during(d)
+	}
+	wg.Wait()
+	return d
+}
+
+// TestProcessKill: three edgegate processes share one Redis; devices stream
+// to all of them; one is SIGKILLed mid-stream. Its devices reconnect to the
+// others, nothing acknowledged is lost, order is kept, and every controller
+// makes progress again within lease + check interval + reconnect.
+func TestProcessKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	procs, _, journal := startProcesses(t, clusterOpts{n: 3})
+	addrs := []string{procs[0].devices, procs[1].devices, procs[2].devices}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	killedAt := map[int]int64{}
+	const devices, messages = 24, 400
+	d := streamDevices(t, ctx, addrs, devices, messages, func(d *devRun) {
+		victim := procs[1]
+		killedAt[victim.cmd.Process.Pid] = time.Now().UnixNano()
+		d.mu.Lock()
+		d.mark = time.Now()
+		d.mu.Unlock()
+		victim.kill()
+		t.Logf("SIGKILLed %s (pid %d)", victim.name, victim.cmd.Process.Pid)
+	})
+	total := 0
+	for id, seqs := range d.acked {
+		total += len(seqs)
+		if len(seqs) != messages {
+			t.Errorf("%s: %d ACKs, want %d", id, len(seqs), messages)
+		}
+	}
+	dups := checkJournal(t, readJournal(t, journal), d.acked, killedAt)
+	var worst time.Duration
+	for _, g := range d.gaps {
+		worst = max(worst, g)
+	}
+	bound := time.Second + 200*time.Millisecond // lease.ttl + lease.check_interval
+	t.Logf("acked %d; duplicates handled %d; longest pause of a controller after the kill %v (bound %v + reconnect)", total, dups, worst.Round(time.Millisecond), bound)
+	if worst > bound+2*time.Second {
+		t.Errorf("a controller waited %v after the kill, want within %v + reconnect", worst, bound)
+	}
+}
