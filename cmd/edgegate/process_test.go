@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/egp"
 	"github.com/edgegate/edgegate/internal/redistest"
@@ -37,7 +40,7 @@ func TestMain(m *testing.M) {
 }
 
 // journalChild is an exec handler child (docs/exec.md) that journals
-// "S|E controller seq fence ppid unix_ns" lines and publishes nothing.
+// "S|E controller seq fence ppid unix_ns" lines and publishes the seq.
 func journalChild(path string) int {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -60,7 +63,11 @@ func journalChild(path string) int {
 		fmt.Fprintf(f, "S %s %d %d %d %d\n", id, seq, fence, ppid, time.Now().UnixNano())
 		time.Sleep(200 * time.Microsecond) // some work
 		fmt.Fprintf(f, "E %s %d %d %d %d\n", id, seq, fence, ppid, time.Now().UnixNano())
-		out.Write([]byte{0, 0, 0, 1, 1}) // done, nothing to publish
+		body := fmt.Sprintf("%d", seq) // done: the record is the seq
+		binary.BigEndian.PutUint32(hdr[:], uint32(1+len(body)))
+		out.Write(hdr[:])
+		out.WriteByte(0)
+		out.WriteString(body)
 		out.Flush()
 	}
 }
@@ -104,11 +111,11 @@ func freePort(t *testing.T) string {
 
 // proc is one edgegate process.
 type proc struct {
-	name, devices, cluster, http string
-	args                         []string
-	cmd                          *exec.Cmd
-	exited                       chan struct{}
-	log                          *os.File
+	name, devices, cluster, http, nats string
+	args                               []string
+	cmd                                *exec.Cmd
+	exited                             chan struct{}
+	log                                *os.File
 }
 
 func (p *proc) start(t *testing.T, bin string, env []string) {
@@ -156,8 +163,11 @@ func (p *proc) waitReady(t *testing.T) {
 
 type clusterOpts struct {
 	n       int
-	workers func(i int) int // parser workers of appliance i
-	devices func(i int) bool
+	workers func(i int) int  // parser workers of appliance i
+	devices func(i int) bool // whether appliance i has a device listener
+	// jetstream stores records in EDGEGATE_PARSED (3 replicas over the
+	// three appliances); false publishes them on core NATS only.
+	jetstream bool
 }
 
 // startProcesses runs n edgegate processes clustered over loopback with a
@@ -172,7 +182,7 @@ func startProcesses(t *testing.T, o clusterOpts) ([]*proc, *redistest.Server, st
 	procs := make([]*proc, o.n)
 	var peers []string
 	for i := range procs {
-		p := &proc{name: fmt.Sprintf("gw-%d", i), cluster: freePort(t), http: freePort(t)}
+		p := &proc{name: fmt.Sprintf("gw-%d", i), cluster: freePort(t), http: freePort(t), nats: freePort(t)}
 		if o.devices == nil || o.devices(i) {
 			p.devices = freePort(t)
 		}
@@ -186,7 +196,7 @@ func startProcesses(t *testing.T, o clusterOpts) ([]*proc, *redistest.Server, st
 			workers = o.workers(i)
 		}
 		p.args = []string{"run", "--name", p.name, "--data_dir", filepath.Join(dir, p.name),
-			"--devices.listen", p.devices, "--nats.listen", "", "--nats.jetstream=false",
+			"--devices.listen", p.devices, "--nats.listen", p.nats, "--nats.jetstream=" + strconv.FormatBool(o.jetstream),
 			"--nats.cluster.listen", p.cluster, "--nats.cluster.peers", strings.Join(peers, ","),
 			"--lease.redis", redis.URL(), "--lease.ttl", "1s", "--lease.heartbeat", "200ms", "--lease.check_interval", "200ms",
 			"--parser.handler", "exec", "--parser.exec", self, "--parser.workers", strconv.Itoa(workers),
@@ -417,4 +427,81 @@ func TestProcessKill(t *testing.T) {
 	if worst > bound+2*time.Second {
 		t.Errorf("a controller waited %v after the kill, want within %v + reconnect", worst, bound)
 	}
+}
+
+// TestParserPausedIsFenced: a parser-only process is stopped (SIGSTOP) for
+// longer than the lease while it works. Its controllers move to the other
+// parser; when it resumes, its work is fenced: nothing it handled after its
+// lease ran out is published, so in the EDGEGATE_PARSED stream every
+// controller's records have non-decreasing fences; nothing is lost or
+// reordered.
+func TestParserPausedIsFenced(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	procs, _, journal := startProcesses(t, clusterOpts{
+		n:         3,
+		workers:   func(i int) int { return map[int]int{0: 0, 1: 4, 2: 4}[i] },
+		devices:   func(i int) bool { return i == 0 },
+		jetstream: true,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const devices, messages = 12, 200
+	d := streamDevices(t, ctx, []string{procs[0].devices}, devices, messages, func(*devRun) {
+		procs[1].signal(syscall.SIGSTOP)
+		time.Sleep(2500 * time.Millisecond) // the fault: stopped for 2.5 leases
+		procs[1].signal(syscall.SIGCONT)
+	})
+	for id, seqs := range d.acked {
+		if len(seqs) != messages {
+			t.Errorf("%s: %d ACKs, want %d", id, len(seqs), messages)
+		}
+	}
+	dups := checkJournal(t, readJournal(t, journal), d.acked, nil)
+
+	// Read the stream in storage order.
+	nc, err := nats.Connect("nats://"+procs[0].nats, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	stream, err := js.Stream(ctx, "EDGEGATE_PARSED")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := map[string]uint64{}
+	stored := map[string]map[uint64]bool{}
+	stale := 0
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("stream message %d: %v", seq, err)
+		}
+		id := m.Header.Get("Edgegate-Controller")
+		fence, _ := strconv.ParseUint(m.Header.Get("Edgegate-Fence"), 10, 64)
+		s, _ := strconv.ParseUint(m.Header.Get("Edgegate-Seq"), 10, 64)
+		if fence < top[id] {
+			stale++
+			t.Errorf("%s: record of seq %d with fence %d stored after one with fence %d: stale output", id, s, fence, top[id])
+		}
+		top[id] = max(top[id], fence)
+		if stored[id] == nil {
+			stored[id] = map[uint64]bool{}
+		}
+		stored[id][s] = true
+	}
+	for id, seqs := range d.acked {
+		for _, s := range seqs {
+			if !stored[id][s] {
+				t.Errorf("%s: seq %d acknowledged but not in the stream", id, s)
+			}
+		}
+	}
+	t.Logf("duplicates handled %d; %d records stored, %d stale", dups, info.State.Msgs, stale)
 }
