@@ -275,3 +275,40 @@ func DecodeOutcome(b []byte) (Outcome, error) {
 	o.Statuses = d.bytes(int(d.u32()))
 	return o, d.finish()
 }
+
+// Status is one component's answer to a request on SubjectStatus (JSON).
+type Status struct {
+	Kind      string `json:"kind"` // "socket" or "pool"
+	Appliance string `json:"appliance"`
+	ID        string `json:"id"`
+
+	// Pools.
+	Workers int `json:"workers,omitempty"`
+	Free    int `json:"free,omitempty"`
+	Busy    int `json:"busy,omitempty"`
+
+	// Sockets.
+	Connections int                `json:"connections,omitempty"`
+	Queued      int                `json:"queued,omitempty"`
+	InFlight    int                `json:"in_flight,omitempty"`
+	Paused      bool               `json:"paused,omitempty"`
+	Controllers []ControllerStatus `json:"controllers,omitempty"`
+
+	Counters map[string]uint64 `json:"counters,omitempty"`
+}
+
+// ControllerStatus describes a controller a socket holds messages of.
+type ControllerStatus struct {
+	ID        string `json:"id"`
+	State     string `json:"state"`
+	Queued    int    `json:"queued"`
+	Batch     int    `json:"batch,omitempty"`
+	Connected bool   `json:"connected"`
+	// The lease, for a batch in flight, as the lease store reports it.
+	Fence          uint64 `json:"fence,omitempty"`
+	Holder         string `json:"holder,omitempty"` // the appliance of the parser pool
+	LeaseAgeMs     int64  `json:"lease_age_ms,omitempty"`
+	HeartbeatAgoMs int64  `json:"heartbeat_ago_ms,omitempty"`
+	Locked         bool   `json:"locked,omitempty"`
+	Done           uint64 `json:"done,omitempty"`
+}

@@ -3,6 +3,7 @@ package parser
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -30,6 +31,34 @@ type heartbeat struct {
 
 func newHeartbeat(p *Pool, a *coord.Assign, valid time.Time, cancel context.CancelCauseFunc) *heartbeat {
 	return &heartbeat{p: p, a: a, valid: valid, cancel: cancel, quit: make(chan struct{}), exited: make(chan struct{})}
+}
+
+// confirm heartbeats once, synchronously, retrying errors until the
+// assignment's own validity runs out. On success the lease is valid for a
+// TTL from the start of the call.
+func (h *heartbeat) confirm(ctx context.Context) error {
+	margin := h.p.cfg.TTL / 10
+	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, 200*time.Millisecond) {
+		start := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, h.p.cfg.Heartbeat)
+		err := h.p.store.Heartbeat(cctx, h.a.Controller, h.a.Token, h.p.cfg.TTL)
+		cancel()
+		if err == nil {
+			h.mu.Lock()
+			h.valid = start.Add(h.p.cfg.TTL - margin)
+			h.mu.Unlock()
+			return nil
+		}
+		if errors.Is(err, lease.ErrLost) {
+			return err
+		}
+		h.mu.Lock()
+		expired := time.Now().Add(backoff).After(h.valid)
+		h.mu.Unlock()
+		if expired || !sleep(ctx, backoff) {
+			return fmt.Errorf("%w: no heartbeat confirmed: %v", lease.ErrLost, err)
+		}
+	}
 }
 
 func (h *heartbeat) loop(ctx context.Context) {

@@ -153,6 +153,12 @@ func (p *Pool) Run(ctx context.Context) error {
 		return fmt.Errorf("parser: subscribe: %w", err)
 	}
 	sub.SetPendingLimits(-1, -1) // assignments are bounded by the workers; never drop one
+	stsub, err := p.nc.Subscribe(coord.SubjectStatus, p.onStatus)
+	if err != nil {
+		sub.Unsubscribe()
+		return fmt.Errorf("parser: subscribe: %w", err)
+	}
+	defer stsub.Unsubscribe()
 	qsub, err := p.nc.Subscribe(coord.SubjectReadyQuery, func(*nats.Msg) {
 		select {
 		case p.announce <- struct{}{}:
@@ -289,6 +295,16 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 	bctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	hb := newHeartbeat(p, a, valid, cancel)
+	// Confirm the lease with the store before the first message: the
+	// assignment may have been delayed (a stopped process, a slow network)
+	// past the lease it was sent under, while another parser already got
+	// the controller. The lease's validity then runs from this heartbeat.
+	if err := hb.confirm(ctx); err != nil {
+		p.stats.leaseLost.Add(1)
+		log.Warn("parser: lease not confirmed, batch not started", "err", err)
+		p.reply(log, j.reply, &coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence})
+		return
+	}
 	go hb.loop(bctx)
 
 	statuses := make([]byte, 0, len(a.Msgs))
@@ -318,10 +334,14 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 			p.stats.messages.Add(uint64(len(statuses)))
 		}
 	}
-	if j.reply == "" {
+	p.reply(log, j.reply, &o)
+}
+
+func (p *Pool) reply(log *slog.Logger, to string, o *coord.Outcome) {
+	if to == "" {
 		return
 	}
-	if err := p.nc.Publish(j.reply, coord.AppendOutcome(nil, &o)); err != nil {
+	if err := p.nc.Publish(to, coord.AppendOutcome(nil, o)); err != nil {
 		log.Warn("parser: outcome", "err", err)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"sync/atomic"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/edgegate/edgegate/coord"
 )
 
@@ -28,3 +30,24 @@ func (p *Pool) Stats() StatsSnapshot {
 }
 
 func marshalReady(r *coord.Ready) ([]byte, error) { return json.Marshal(r) }
+
+// onStatus answers `edgegate status` with the pool's workers and counters.
+func (p *Pool) onStatus(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	p.mu.Lock()
+	free := p.free
+	p.mu.Unlock()
+	st := p.Stats()
+	b, _ := json.Marshal(&coord.Status{
+		Kind: "pool", Appliance: p.cfg.Name, ID: p.id,
+		Workers: p.cfg.Workers, Free: free, Busy: p.cfg.Workers - free,
+		Counters: map[string]uint64{
+			"batches": st.Batches, "messages": st.Messages, "dead_lettered": st.DeadLettered,
+			"transient_errors": st.TransientErrors, "busy": st.Busy, "lease_lost": st.LeaseLost,
+			"malformed": st.Malformed,
+		},
+	})
+	m.Respond(b)
+}

@@ -236,6 +236,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("socket: subscribe ready: %w", err)
 	}
 	defer rsub.Unsubscribe()
+	stsub, err := s.nc.Subscribe(coord.SubjectStatus, s.onStatus)
+	if err != nil {
+		return fmt.Errorf("socket: subscribe status: %w", err)
+	}
+	defer stsub.Unsubscribe()
 	ssub, err := s.nc.Subscribe(coord.SessionSubject("*"), s.onSession)
 	if err != nil {
 		return fmt.Errorf("socket: subscribe sessions: %w", err)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/appliance"
+	"github.com/edgegate/edgegate/device"
+	"github.com/edgegate/edgegate/parser"
 )
 
 // TestSimulateAndTail is the README's demo: an appliance on its defaults
@@ -87,4 +89,57 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestStatus: `status` lists the appliance's socket and parser pool and,
+// while a handler holds a batch, the controller in flight with its lease.
+func TestStatus(t *testing.T) {
+	hold := make(chan struct{})
+	cfg := appliance.DefaultConfig()
+	cfg.Name = "stat"
+	cfg.DataDir = t.TempDir()
+	cfg.Devices.Listen = "127.0.0.1:0"
+	cfg.NATS.Listen = "127.0.0.1:0"
+	cfg.NATS.JetStream = false
+	cfg.HTTP.Listen = ""
+	cfg.Parser.Workers = 3
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Handler = parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := appliance.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-a.Ready()
+	dev, err := device.Dial(ctx, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "held-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	dev.Send(ctx, []byte("x"))
+	deadline := time.Now().Add(10 * time.Second)
+	for a.SocketStats().InFlight == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var out bytes.Buffer
+	app := newApp(nil, &out, &out)
+	if err := app.RunContext(ctx, []string{"edgegate", "status", "--nats", a.NATSURL()}); err != nil {
+		t.Fatal(err)
+	}
+	close(hold)
+	for _, want := range []string{"stat", "parser", "3 (2/1)", "socket", "held-1", "running", "LAST HEARTBEAT"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, out.String())
+		}
+	}
 }

@@ -1,5 +1,5 @@
 // Command edgegate runs and exercises an edgegate appliance: run, simulate
-// devices, tail the parsed output, version.
+// devices, tail the parsed output, status of the cluster, version.
 package main
 
 import (
@@ -44,6 +44,7 @@ func newApp(run func(context.Context, appliance.Config) error, stdout, stderr io
 			runCommand(run, stderr),
 			simulateCommand(),
 			tailCommand(),
+			statusCommand(),
 			versionCommand(),
 		},
 	}

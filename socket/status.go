@@ -1,0 +1,79 @@
+package socket
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/edgegate/edgegate/coord"
+)
+
+// maxStatusControllers bounds the controllers listed in a status answer.
+const maxStatusControllers = 500
+
+// onStatus answers `edgegate status`: the socket's counters and the
+// controllers it holds messages of, with their leases read from the store.
+func (s *Server) onStatus(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	st := s.Stats()
+	out := coord.Status{
+		Kind: "socket", Appliance: s.cfg.Name, ID: s.id,
+		Connections: int(st.Connections), Queued: st.Queued, InFlight: st.InFlight,
+		Counters: map[string]uint64{
+			"received": st.Received, "acked": st.Acked, "dead_lettered": st.DeadLettered,
+			"suppressed": st.Suppressed, "out_of_order": st.OutOfOrder, "dropped": st.Dropped,
+			"takeovers": st.Takeovers, "batches": st.Batches, "batch_messages": st.BatchMsgs,
+			"redispatched": st.Redispatched, "busy": st.Busy, "lease_held": st.LeaseHeld,
+			"store_errors": st.StoreErrors, "pauses": st.Pauses, "refused": st.Refused,
+		},
+	}
+	type sent struct {
+		at time.Time
+		i  int
+	}
+	var flight []sent
+	s.mu.Lock()
+	out.Paused = time.Now().Before(s.paused)
+	for _, c := range s.ctrls {
+		if len(c.q) == 0 && !c.inFlight() {
+			continue
+		}
+		cs := coord.ControllerStatus{ID: c.id, State: c.state.String(), Queued: len(c.q), Connected: c.sess != nil}
+		if c.inFlight() {
+			cs.Batch, cs.Fence = c.n, c.tok.Fence
+			if c.pool != nil {
+				cs.Holder = c.pool.appliance
+			}
+			flight = append(flight, sent{c.sentAt, len(out.Controllers)})
+		}
+		out.Controllers = append(out.Controllers, cs)
+		if len(out.Controllers) >= maxStatusControllers {
+			break
+		}
+	}
+	s.mu.Unlock()
+	for _, f := range flight {
+		cs := &out.Controllers[f.i]
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ls, err := s.store.Inspect(ctx, cs.ID)
+		cancel()
+		if err != nil {
+			continue
+		}
+		cs.Locked, cs.Done = ls.Locked, ls.Done
+		if ls.Locked {
+			cs.LeaseAgeMs = time.Since(f.at).Milliseconds()
+			if !ls.Heartbeat.IsZero() {
+				cs.HeartbeatAgoMs = ls.Now.Sub(ls.Heartbeat).Milliseconds()
+			}
+		}
+	}
+	sort.Slice(out.Controllers, func(a, b int) bool { return out.Controllers[a].ID < out.Controllers[b].ID })
+	b, _ := json.Marshal(&out)
+	m.Respond(b)
+}
