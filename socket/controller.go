@@ -56,6 +56,7 @@ type controller struct {
 	sentAt    time.Time
 	released  time.Time // the check loop saw the lease released without the outcome
 	granted   bool      // a lease of this controller was granted to this socket before
+	unseen    bool      // its pool has not answered the assignment it was picked for
 	watched   bool      // its lock deletions wake this socket (while waiting)
 }
 

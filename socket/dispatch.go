@@ -15,11 +15,14 @@ import (
 )
 
 // pool is a parser pool as announced on edgegate.ready. free is an
-// estimate: the announced count, minus what this socket sent it since.
+// estimate: the announced count minus the assignments this socket picked
+// it for and has not heard back about (unseen), which the announcement
+// may not count yet; an outcome adds one.
 type pool struct {
 	id, appliance, subject string
 	workers                int
 	free                   int
+	unseen                 int
 	seen                   time.Time
 	local                  bool
 }
@@ -39,7 +42,7 @@ func (s *Server) onReady(m *nats.Msg) {
 		s.pools[r.Pool] = p
 		s.log.Info("socket: parser pool seen", "pool", r.Pool, "pool_appliance", r.Appliance, "workers", r.Workers)
 	}
-	p.workers, p.free, p.seen = r.Workers, r.Free, time.Now()
+	p.workers, p.free, p.seen = r.Workers, max(0, r.Free-p.unseen), time.Now()
 	if r.Free > 0 {
 		s.runCond.Broadcast()
 	}
@@ -86,6 +89,8 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 			continue
 		}
 		p.free--
+		p.unseen++
+		c.unseen = true
 		c.state, c.pool, c.n = stDispatching, p, min(len(c.q), s.cfg.Batch)
 		batch := make([]*msg, c.n)
 		copy(batch, c.q)
@@ -105,7 +110,7 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 	if err != nil {
 		s.mu.Lock()
 		c.state, c.n = stWaiting, 0
-		p.free++
+		s.unpickLocked(c)
 		if errors.Is(err, lease.ErrHeld) && s.watch != nil && !c.watched {
 			c.watched = true
 			s.watch.Add(c.id) // its release wakes us before the next check
@@ -134,7 +139,7 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 		// heartbeat fails; wait a lease before dispatching anything.
 		s.pauseLocked("the lease store lost its data (a fresh fence for a known controller)")
 		c.state, c.n = stWaiting, 0
-		p.free++
+		s.unpickLocked(c)
 	}
 	s.mu.Unlock()
 	if lostData {
@@ -190,6 +195,25 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 	}
 	s.stats.batches.Add(1)
 	s.stats.batchMsgs.Add(uint64(len(batch)))
+}
+
+// heardLocked records that c's pool answered (or will never answer) the
+// assignment c was picked for.
+func (s *Server) heardLocked(c *controller) {
+	if c.unseen {
+		c.unseen = false
+		c.pool.unseen--
+	}
+}
+
+// unpickLocked gives back the worker c was picked for before anything was
+// sent.
+func (s *Server) unpickLocked(c *controller) {
+	s.heardLocked(c)
+	if c.pool.free < c.pool.workers {
+		c.pool.free++
+	}
+	s.runCond.Signal()
 }
 
 // pauseLocked stops dispatching for one lease TTL: every parser that might
@@ -256,7 +280,7 @@ func (s *Server) handBack(c *controller, p *pool, tok lease.Token, poolFree bool
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if poolFree {
-		p.free++
+		s.unpickLocked(c)
 	}
 	c.n = 0
 	if err != nil && !errors.Is(err, lease.ErrLost) {
@@ -344,6 +368,7 @@ func (s *Server) onAnswer(a coord.Answer) {
 		s.mu.Unlock()
 		return
 	}
+	s.heardLocked(c)
 	if a.Accepted {
 		c.state = stRunning
 		s.mu.Unlock()
@@ -368,6 +393,7 @@ func (s *Server) onNoResponders(id string) {
 		s.mu.Unlock()
 		return
 	}
+	s.heardLocked(c)
 	p, tok := c.pool, c.tok
 	if s.pools[p.id] == p {
 		delete(s.pools, p.id)
@@ -390,6 +416,7 @@ func (s *Server) onOutcome(o coord.Outcome) {
 	}
 	s.inflight--
 	s.idle.Broadcast()
+	s.heardLocked(c)
 	if p := c.pool; s.pools[p.id] == p && p.free < p.workers {
 		p.free++
 		s.runCond.Signal()
@@ -411,6 +438,7 @@ func (s *Server) requeueLocked(c *controller, why string) {
 	s.stats.redispatched.Add(1)
 	s.inflight--
 	s.idle.Broadcast()
+	s.heardLocked(c)
 	c.n, c.state = 0, stIdle
 	s.makeRunnableLocked(c)
 }
