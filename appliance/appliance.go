@@ -72,9 +72,10 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 	}
 	log = log.With("appliance", cfg.Name)
 	a = &Appliance{cfg: cfg, log: log, ready: make(chan struct{})}
+	started := a // a is nil again once an error is returned
 	defer func() {
 		if err != nil {
-			a.close()
+			started.close()
 		}
 	}()
 
@@ -179,10 +180,11 @@ func (a *Appliance) newParser(ctx context.Context) error {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	// Streams are replicated over three appliances when there are three or
-	// more (surviving the loss of one); with fewer there is one copy.
+	// Streams are replicated over three appliances when the cluster has
+	// three or more (surviving the loss of one); with fewer there is one
+	// copy. nats.cluster.peers lists every appliance, this one included.
 	replicas := 1
-	if len(cfg.NATS.Cluster.Peers) >= 2 {
+	if uniq(cfg.NATS.Cluster.Peers) >= 3 {
 		replicas = 3
 	}
 	pub, err := parser.NewPublisher(pctx, nc, parser.PublisherConfig{
@@ -392,4 +394,12 @@ func writable(dir string) bool {
 	f.Close()
 	os.Remove(f.Name())
 	return true
+}
+
+func uniq(list []string) int {
+	m := map[string]bool{}
+	for _, s := range list {
+		m[s] = true
+	}
+	return len(m)
 }

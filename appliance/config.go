@@ -90,7 +90,10 @@ type ClusterConfig struct {
 	// Name is the cluster name; all appliances of a cluster use the same one.
 	// Empty means "edgegate".
 	Name string
-	// Peers are the host:port route addresses of every peer.
+	// Peers are the host:port route addresses of every appliance of the
+	// cluster; listing this appliance too is harmless, so every appliance
+	// can have the same list. JetStream streams get 3 replicas when the
+	// list has 3 or more addresses, else 1.
 	Peers []string
 }
 

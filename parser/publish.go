@@ -78,7 +78,12 @@ func NewPublisher(ctx context.Context, nc *nats.Conn, cfg PublisherConfig) (*Pub
 		return nil, fmt.Errorf("parser: jetstream: %w", err)
 	}
 	p.js = js
-	if err := p.ensureStreams(ctx); err != nil {
+	// A short first try: in a cluster that is still forming, the streams
+	// are created in the background instead of delaying the start.
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err = p.ensureStreams(fctx)
+	cancel()
+	if err != nil {
 		cfg.Logger.Warn("parser: JetStream streams not created yet, retrying in the background", "err", err)
 		bctx, cancel := context.WithCancel(context.Background())
 		p.stop = cancel
