@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/egp"
 	"github.com/edgegate/edgegate/parser"
@@ -417,4 +418,67 @@ func TestConnectionLimit(t *testing.T) {
 	if err := sendAll(ctx, c1, "one", 10); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestShutdownClosesDevices: at shutdown the batches in flight finish and
+// are acknowledged, every device gets ERROR shutting down, and a
+// connection still waiting for its HELLO does not hold the stop up.
+func TestShutdownClosesDevices(t *testing.T) {
+	release := make(chan struct{})
+	cfg := testConfig(t, "shutdown")
+	cfg.Devices.HelloTimeout = time.Minute
+	cfg.Handler = parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
+		<-release
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := appliance.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	<-a.Ready()
+
+	dev := rawConn(t, a.DeviceAddr())
+	dev.Write(append(hello("stopping-1", 0), egp.AppendData(nil, 1, []byte("in flight"))...))
+	silent := rawConn(t, a.DeviceAddr()) // never says HELLO
+	eventually(t, 10*time.Second, "the batch in flight", func() bool { return a.SocketStats().InFlight == 1 })
+
+	start := time.Now()
+	cancel()
+	close(release) // the handler finishes during the drain
+	r := egp.NewReader(dev, 1<<20, 0)
+	dev.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var got []string
+	for {
+		h, body, err := r.ReadFrame()
+		if err != nil {
+			break
+		}
+		switch h.Type {
+		case egp.TypeAck:
+			ack, _ := egp.ParseAck(body)
+			got = append(got, fmt.Sprintf("ACK %d", ack.Seq))
+		case egp.TypeError:
+			code, _, _ := egp.ParseError(body)
+			got = append(got, fmt.Sprintf("ERROR %d", code))
+		}
+	}
+	if strings.Join(got, ", ") != "ACK 1, ERROR 7" {
+		t.Errorf("the device got %v, want the ACK of its batch in flight, then ERROR 7", got)
+	}
+	if code := readError(t, silent); code != egp.CodeShuttingDown {
+		t.Errorf("connection without HELLO got ERROR %d, want 7", code)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	t.Logf("stopped in %v", time.Since(start).Round(time.Millisecond))
 }

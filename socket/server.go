@@ -146,6 +146,7 @@ type Server struct {
 	mem       int64
 	pools     map[string]*pool
 	sessions  map[*session]struct{}
+	greeting  map[net.Conn]struct{} // connections before their HELLO
 	conns     int
 	stopping  bool // no new batches
 	inflight  int  // controllers assigned or running
@@ -174,6 +175,7 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 		ctrls:    make(map[string]*controller),
 		pools:    make(map[string]*pool),
 		sessions: make(map[*session]struct{}),
+		greeting: make(map[net.Conn]struct{}),
 	}
 	s.inbox = coord.SocketSubject(s.id)
 	s.log = cfg.Logger.With("socket", s.id)
@@ -322,6 +324,9 @@ func (s *Server) drain() {
 	}
 	for sess := range s.sessions {
 		s.closeSessionLocked(sess, egp.CodeShuttingDown, "the appliance is stopping")
+	}
+	for conn := range s.greeting {
+		conn.SetReadDeadline(time.Now()) // ends the wait for HELLO now
 	}
 	s.mu.Unlock()
 }

@@ -19,6 +19,9 @@ import (
 
 var errStopping = errors.New("the appliance is stopping")
 
+// writeTimeout bounds one write to a device.
+const writeTimeout = 30 * time.Second
+
 // session is one device connection after its HELLO.
 type session struct {
 	s          *Server
@@ -103,7 +106,14 @@ func rejectConn(conn net.Conn, lines bool, code egp.Code, why string) {
 // serveConn runs one device connection: HELLO, WELCOME, then messages.
 func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 	log := s.log.With("remote", conn.RemoteAddr().String())
+	s.mu.Lock()
+	s.greeting[conn] = struct{}{}
+	stopping := s.stopping
+	s.mu.Unlock()
 	conn.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
+	if stopping {
+		conn.SetReadDeadline(time.Now())
+	}
 	var (
 		er    *egp.Reader
 		lr    *egp.LineReader
@@ -120,6 +130,14 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 	} else {
 		er = egp.NewReader(conn, uint32(s.cfg.MaxFrame), 4096)
 		hello, err = readHello(er)
+	}
+	s.mu.Lock()
+	delete(s.greeting, conn)
+	stopping = s.stopping
+	s.mu.Unlock()
+	if err != nil && stopping {
+		rejectConn(conn, lines, egp.CodeShuttingDown, "the appliance is stopping")
+		return
 	}
 	if err != nil {
 		code := egp.ErrorCode(err)
@@ -435,9 +453,13 @@ func (sess *session) writeLoop() {
 		closing := sess.wclose
 		sess.wmu.Unlock()
 		if len(buf) > 0 {
+			// A device that does not read its ACKs for writeTimeout is
+			// dropped: its unread ACKs would pile up here.
+			deadline := time.Now().Add(writeTimeout)
 			if closing {
-				sess.conn.SetWriteDeadline(time.Now().Add(time.Second))
+				deadline = time.Now().Add(time.Second)
 			}
+			sess.conn.SetWriteDeadline(deadline)
 			if _, err := sess.conn.Write(buf); err != nil {
 				sess.s.closeSession(sess)
 				return
