@@ -264,6 +264,10 @@ func (a *Appliance) Run(ctx context.Context) error {
 		}()
 	}
 	a.readyOnce.Do(func() { close(a.ready) })
+	a.notify("READY=1\nSTATUS=serving")
+	wdCtx, wdCancel := context.WithCancel(ctx)
+	defer wdCancel()
+	go a.watchdogLoop(wdCtx)
 	a.log.Info("appliance running", "devices", a.DeviceAddr(), "lines", a.LinesAddr(),
 		"nats", a.nats.ClientURL(), "parser_workers", a.cfg.Parser.Workers, "lease_store", a.storeName())
 
@@ -273,6 +277,8 @@ func (a *Appliance) Run(ctx context.Context) error {
 	case err = <-errc:
 	}
 	a.log.Info("appliance stopping")
+	a.notify("STOPPING=1\nSTATUS=stopping")
+	wdCancel()
 	sockCancel()
 	if sockDone != nil {
 		<-sockDone

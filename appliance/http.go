@@ -1,16 +1,61 @@
 package appliance
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/term"
+
+	"github.com/edgegate/edgegate/lease"
 )
+
+// registry returns the appliance's own Prometheus registry (no global
+// state: several appliances can run in one process).
+func (a *Appliance) registry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "edgegate_nats_ready", Help: "1 when the embedded NATS server accepts connections.",
+		}, func() float64 { return b2f(a.nats.NATS().ReadyForConnections(10 * time.Millisecond)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "edgegate_nats_routes", Help: "NATS routes to other appliances.",
+		}, func() float64 { return float64(a.nats.NATS().NumRoutes()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "edgegate_lease_store_up", Help: "1 when the lease store answers (Redis PING within 500ms; always 1 in-process).",
+		}, func() float64 { return b2f(a.storeUp() == nil) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "edgegate_ready", Help: "1 when every part of the appliance works (what /readyz reports).",
+		}, func() float64 { return b2f(a.check() == nil) }),
+	)
+	if a.sock != nil {
+		reg.MustRegister(a.sock.Collector())
+	}
+	if a.pool != nil {
+		reg.MustRegister(a.pool.Collector())
+	}
+	return reg
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 func (a *Appliance) mux() *http.ServeMux {
 	m := http.NewServeMux()
+	m.Handle("/metrics", promhttp.HandlerFor(a.registry(), promhttp.HandlerOpts{}))
 	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
@@ -24,7 +69,22 @@ func (a *Appliance) mux() *http.ServeMux {
 	return m
 }
 
-// check reports whether every part of the appliance serves.
+// storeUp pings Redis; the in-process store is always up.
+func (a *Appliance) storeUp() error {
+	r, ok := a.store.(*lease.Redis)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	return r.Client().Ping(ctx).Err()
+}
+
+// check reports whether every part of the appliance works: NATS, the
+// socket's loops and listeners, the parser pool's loop. It is what
+// /readyz answers and what the systemd watchdog is fed on. The lease store
+// is not part of it: an unreachable Redis backpressures devices and heals
+// by itself, and restarting the appliance would not help.
 func (a *Appliance) check() error {
 	select {
 	case <-a.ready:
@@ -34,20 +94,22 @@ func (a *Appliance) check() error {
 	if !a.nats.NATS().ReadyForConnections(10 * time.Millisecond) {
 		return errNATS
 	}
-	if a.sock != nil && !a.sock.Ready() {
-		return errSocket
+	if a.sock != nil {
+		if err := a.sock.Healthy(); err != nil {
+			return err
+		}
+	}
+	if a.pool != nil {
+		if err := a.pool.Healthy(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-type readyErr string
-
-func (e readyErr) Error() string { return string(e) }
-
-const (
-	errNotStarted = readyErr("starting")
-	errNATS       = readyErr("nats server not ready")
-	errSocket     = readyErr("device listener not serving")
+var (
+	errNotStarted = errors.New("starting")
+	errNATS       = fmt.Errorf("nats server not ready")
 )
 
 // NewLogger returns the appliance's logger: text on w at level (debug,

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"time"
 )
@@ -104,7 +105,7 @@ func (e *Exec) start(c *child) error {
 	cmd := exec.Command(e.cfg.Command[0], e.cfg.Command[1:]...)
 	cmd.SysProcAttr = childAttr() // the child dies with the appliance
 	cmd.Dir = e.cfg.Dir
-	cmd.Env = append(os.Environ(), e.cfg.Env...)
+	cmd.Env = append(childEnviron(), e.cfg.Env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return fmt.Errorf("parser: exec: %w", err)
@@ -279,4 +280,17 @@ func (e *Exec) Close() error {
 	}
 	e.wg.Wait()
 	return nil
+}
+
+// childEnviron is the appliance's environment without systemd's
+// notification variables: a child must not speak for the appliance.
+func childEnviron() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "NOTIFY_SOCKET=") || strings.HasPrefix(kv, "WATCHDOG_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }

@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/egp"
@@ -83,7 +85,9 @@ type Pool struct {
 	free    int
 	stopped bool
 
-	stats Stats
+	stats          Stats
+	handlerSeconds prometheus.Histogram
+	announced      atomic.Int64 // unix nanos of the last ready announcement
 }
 
 type job struct {
@@ -137,6 +141,8 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Pool, error) {
 		work:     make(chan job, cfg.Workers),
 		announce: make(chan struct{}, 1),
 		free:     cfg.Workers,
+
+		handlerSeconds: newHandlerHistogram(),
 	}
 	p.log = cfg.Logger.With("pool", p.id)
 	return p, nil
@@ -276,6 +282,7 @@ func (p *Pool) publishReady() {
 		Pool: p.id, Appliance: p.cfg.Name, Subject: coord.PoolSubject(p.id),
 		Free: free, Workers: p.cfg.Workers, Busy: p.cfg.Workers - free,
 	}
+	p.announced.Store(time.Now().UnixNano())
 	b, _ := marshalReady(&r)
 	if err := p.nc.Publish(coord.SubjectReady, b); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		p.log.Warn("parser: ready announcement", "err", err)
@@ -378,7 +385,9 @@ func (p *Pool) handle(ctx context.Context, log *slog.Logger, a *coord.Assign, cm
 			return 0, false
 		}
 		m.Attempt = attempt
+		t0 := time.Now()
 		err := p.cfg.Handler.Handle(ctx, m)
+		p.handlerSeconds.Observe(time.Since(t0).Seconds())
 		if err == nil {
 			return egp.StatusProcessed, true
 		}
@@ -437,4 +446,17 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// Healthy reports whether the pool works: its announcement loop ran within
+// three announce periods (the loop is what sockets find the pool by).
+func (p *Pool) Healthy() error {
+	last := p.announced.Load()
+	if last == 0 {
+		return errors.New("parser pool not started")
+	}
+	if age := time.Since(time.Unix(0, last)); age > 3*p.cfg.Announce {
+		return fmt.Errorf("parser pool silent for %v", age.Round(time.Millisecond))
+	}
+	return nil
 }

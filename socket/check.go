@@ -2,6 +2,8 @@ package socket
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/edgegate/edgegate/lease"
@@ -22,7 +24,26 @@ func (s *Server) checkLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		s.check(ctx)
+		s.lastCheck.Store(time.Now().UnixNano())
 	}
+}
+
+// Healthy reports whether the socket works: it serves, its failure
+// detection loop ran within three check intervals, and its NATS connection
+// is up.
+func (s *Server) Healthy() error {
+	if !s.Ready() {
+		return errors.New("socket not serving")
+	}
+	if last := s.lastCheck.Load(); last != 0 {
+		if age := time.Since(time.Unix(0, last)); age > 3*s.cfg.CheckInterval+time.Second {
+			return fmt.Errorf("socket check loop silent for %v", age.Round(time.Millisecond))
+		}
+	}
+	if !s.nc.IsConnected() {
+		return errors.New("socket: NATS connection down")
+	}
+	return nil
 }
 
 type checkItem struct {

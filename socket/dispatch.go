@@ -195,6 +195,8 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 	}
 	s.stats.batches.Add(1)
 	s.stats.batchMsgs.Add(uint64(len(batch)))
+	s.metrics.batchSize.Observe(float64(len(batch)))
+	s.metrics.queueWait.Observe(time.Since(batch[0].recv).Seconds())
 }
 
 // heardLocked records that c's pool answered (or will never answer) the
@@ -422,6 +424,9 @@ func (s *Server) onOutcome(o coord.Outcome) {
 		s.runCond.Signal()
 	}
 	if o.Released && len(o.Statuses) <= c.n {
+		if len(o.Statuses) > 0 {
+			s.metrics.ackLatency.Observe(time.Since(c.q[0].recv).Seconds())
+		}
 		s.ackLocked(c, len(o.Statuses), o.Statuses)
 	} else {
 		s.stats.redispatched.Add(1)

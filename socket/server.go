@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -158,7 +159,9 @@ type Server struct {
 	sessWG    sync.WaitGroup
 	closeOnce sync.Once
 
-	stats stats
+	stats     stats
+	metrics   *metrics
+	lastCheck atomic.Int64 // unix nanos of the last failure detection round
 }
 
 // New validates cfg and binds the listeners; Run serves them.
@@ -176,6 +179,7 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 		pools:    make(map[string]*pool),
 		sessions: make(map[*session]struct{}),
 		greeting: make(map[net.Conn]struct{}),
+		metrics:  newMetrics(),
 	}
 	s.inbox = coord.SocketSubject(s.id)
 	s.log = cfg.Logger.With("socket", s.id)
