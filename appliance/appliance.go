@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"time"
 
@@ -66,9 +67,13 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if cfg.LogLevel == nil {
+		cfg.LogLevel = new(slog.LevelVar)
+		cfg.LogLevel.Set(parseLevel(cfg.Log.Level))
+	}
 	log := cfg.Logger
 	if log == nil {
-		log = NewLogger(os.Stderr, cfg.Log.Level, true)
+		log = NewLogger(os.Stderr, cfg.LogLevel, true)
 	}
 	log = log.With("appliance", cfg.Name)
 	a = &Appliance{cfg: cfg, log: log, ready: make(chan struct{})}
@@ -272,9 +277,16 @@ func (a *Appliance) Run(ctx context.Context) error {
 		"nats", a.nats.ClientURL(), "parser_workers", a.cfg.Parser.Workers, "lease_store", a.storeName())
 
 	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err = <-errc:
+			break wait
+		case next := <-a.cfg.Reload:
+			a.reload(next)
+		}
 	}
 	a.log.Info("appliance stopping")
 	a.notify("STOPPING=1\nSTATUS=stopping")
@@ -408,4 +420,35 @@ func uniq(list []string) int {
 		m[s] = true
 	}
 	return len(m)
+}
+
+// reload applies what can change while running (log.level) and names every
+// other changed setting, which takes effect at the next restart.
+func (a *Appliance) reload(next Config) {
+	if err := next.Validate(); err != nil {
+		a.log.Error("appliance: reload refused, the running configuration stays", "err", err)
+		return
+	}
+	next = next.withDefaults()
+	cur := a.cfg
+	if next.Log.Level != cur.Log.Level {
+		a.cfg.LogLevel.Set(parseLevel(next.Log.Level))
+		a.cfg.Log.Level = next.Log.Level
+		a.log.Info("appliance: reloaded", "log.level", next.Log.Level)
+	}
+	// Compare the rest section by section, with the live parts made equal.
+	next.Log, next.Logger, next.Handler, next.LeaseStore, next.LogLevel, next.Reload =
+		cur.Log, cur.Logger, cur.Handler, cur.LeaseStore, cur.LogLevel, cur.Reload
+	for _, d := range []struct {
+		key      string
+		old, new any
+	}{
+		{"name", cur.Name, next.Name}, {"data_dir", cur.DataDir, next.DataDir},
+		{"devices", cur.Devices, next.Devices}, {"nats", cur.NATS, next.NATS},
+		{"lease", cur.Lease, next.Lease}, {"parser", cur.Parser, next.Parser}, {"http", cur.HTTP, next.HTTP},
+	} {
+		if !reflect.DeepEqual(d.old, d.new) {
+			a.log.Warn("appliance: reload: changed settings take effect at the next restart", "section", d.key)
+		}
+	}
 }

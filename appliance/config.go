@@ -43,6 +43,13 @@ type Config struct {
 	// LeaseStore, when set, replaces the store chosen by Lease.Redis (for
 	// tests and custom stores). Appliances given the same store share leases.
 	LeaseStore lease.Store `yaml:"-"`
+	// LogLevel, when set, is the level Logger obeys: a reload sets it to
+	// Log.Level. Nil means the appliance's own logger owns its level.
+	LogLevel *slog.LevelVar `yaml:"-"`
+	// Reload, when set, delivers new configurations (e.g. on SIGHUP): what
+	// can change live is applied (log.level), every other changed setting
+	// is logged as taking effect at the next restart.
+	Reload <-chan Config `yaml:"-"`
 }
 
 // DevicesConfig configures the device listeners.

@@ -112,14 +112,10 @@ var (
 	errNATS       = fmt.Errorf("nats server not ready")
 )
 
-// NewLogger returns the appliance's logger: text on w at level (debug,
-// info, warn, error). Without a terminal (journald) the time is left out,
-// because the journal stamps every line.
-func NewLogger(w io.Writer, level string, detectTerminal bool) *slog.Logger {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		lv = slog.LevelInfo
-	}
+// NewLogger returns the appliance's logger: text on w at the level of lv
+// (which Reload may change later). Without a terminal (journald) the time
+// is left out, because the journal stamps every line.
+func NewLogger(w io.Writer, lv *slog.LevelVar, detectTerminal bool) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: lv}
 	if f, ok := w.(interface{ Fd() uintptr }); detectTerminal && ok && !term.IsTerminal(int(f.Fd())) {
 		opts.ReplaceAttr = func(groups []string, at slog.Attr) slog.Attr {
@@ -130,4 +126,13 @@ func NewLogger(w io.Writer, level string, detectTerminal bool) *slog.Logger {
 		}
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// parseLevel reads a log.level value (validated before).
+func parseLevel(s string) slog.Level {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(s)); err != nil {
+		return slog.LevelInfo
+	}
+	return lv
 }

@@ -3,10 +3,12 @@ package appliance_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,4 +112,48 @@ func TestHTTPEndpoints(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+}
+
+// TestReload: a reloaded configuration changes the log level live; a bad
+// one is refused and the running configuration stays.
+func TestReload(t *testing.T) {
+	var logs lockedBuf
+	lv := new(slog.LevelVar)
+	cfg := testConfig(t, "reload")
+	cfg.LogLevel = lv
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: lv}))
+	reload := make(chan appliance.Config, 1)
+	cfg.Reload = reload
+	start(t, cfg)
+
+	bad := cfg
+	bad.Devices.Ack = "sometimes"
+	reload <- bad
+	eventually(t, 5*time.Second, "bad reload refused", func() bool { return strings.Contains(logs.String(), "reload refused") })
+
+	next := cfg
+	next.Log.Level = "debug"
+	next.Parser.Batch = 7
+	reload <- next
+	eventually(t, 5*time.Second, "log level applied", func() bool { return lv.Level() == slog.LevelDebug })
+	eventually(t, 5*time.Second, "restart-only change named", func() bool {
+		return strings.Contains(logs.String(), "take effect at the next restart") && strings.Contains(logs.String(), "section=parser")
+	})
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

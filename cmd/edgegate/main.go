@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -65,9 +66,39 @@ func runCommand(run func(context.Context, appliance.Config) error, stderr io.Wri
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			if cfg.Logger == nil {
-				cfg.Logger = appliance.NewLogger(stderr, cfg.Log.Level, true)
+			cfg.LogLevel = new(slog.LevelVar)
+			if err := cfg.LogLevel.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+				return fmt.Errorf("config: log.level: %w", err)
 			}
+			cfg.Logger = appliance.NewLogger(stderr, cfg.LogLevel, true)
+
+			// SIGHUP re-reads the configuration file (flags and variables
+			// stay as given); a bad file keeps the running configuration.
+			reload := make(chan appliance.Config, 1)
+			cfg.Reload = reload
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			stopped := make(chan struct{})
+			defer close(stopped)
+			go func() {
+				for {
+					select {
+					case <-stopped:
+						return
+					case <-hup:
+					}
+					next, err := loadConfig(c)
+					if err != nil {
+						cfg.Logger.Error("reload: the configuration file is bad, the running configuration stays", "err", err)
+						continue
+					}
+					select {
+					case reload <- next:
+					default:
+					}
+				}
+			}()
 			return run(c.Context, cfg)
 		},
 	}

@@ -101,7 +101,7 @@ parser:
 			}
 			want := def
 			tt.want(&want)
-			got.Logger = nil
+			got.Logger, got.LogLevel, got.Reload = nil, nil, nil
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("config:\n got %+v\nwant %+v", got, want)
 			}

@@ -514,3 +514,58 @@ func TestParserPausedIsFenced(t *testing.T) {
 	}
 	t.Logf("duplicates handled %d; %d records stored, %d stale", dups, info.State.Msgs, stale)
 }
+
+// TestSignals: the real binary reloads its file on SIGHUP (a bad file is
+// refused and the appliance keeps serving) and stops cleanly on SIGTERM.
+func TestSignals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "edgegate.yaml")
+	write := func(level string) {
+		os.WriteFile(file, []byte("log:\n  level: "+level+"\nnats:\n  listen: \"\"\n  jetstream: false\n"), 0o600)
+	}
+	write("info")
+	p := &proc{name: "sig", devices: freePort(t), http: freePort(t)}
+	p.args = []string{"run", "--config", file, "--name", "sig", "--data_dir", dir, "--devices.listen", p.devices, "--http.listen", p.http}
+	var err error
+	if p.log, err = os.Create(filepath.Join(dir, "sig.log")); err != nil {
+		t.Fatal(err)
+	}
+	defer p.log.Close()
+	p.start(t, edgegateBinary(t), nil)
+	defer p.kill()
+	p.waitReady(t)
+
+	logHas := func(s string) bool { b, _ := os.ReadFile(p.log.Name()); return strings.Contains(string(b), s) }
+	os.WriteFile(file, []byte("log:\n  levle: debug\n"), 0o600)
+	p.signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for !logHas("unknown setting log.levle") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !logHas("running configuration stays") {
+		t.Fatalf("a bad file on SIGHUP was not refused in the log")
+	}
+	p.waitReady(t)
+	write("debug")
+	p.signal(syscall.SIGHUP)
+	for !logHas("log.level=debug") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !logHas("log.level=debug") {
+		t.Fatalf("SIGHUP with log.level debug not applied")
+	}
+	start := time.Now()
+	p.signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no exit within 30s of SIGTERM")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+	t.Logf("stopped %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+}
