@@ -92,7 +92,7 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		Name:      cfg.Name,
 		Listen:    cfg.NATS.Listen,
 		JetStream: cfg.NATS.JetStream,
-		StoreDir:  filepath.Join(dir, "jetstream"),
+		StoreDir:  dir, // nats-server keeps its data in <dir>/jetstream
 		MaxStore:  cfg.NATS.MaxStore,
 		MaxMemory: cfg.NATS.MaxMemory,
 		Cluster: embed.ClusterConfig{

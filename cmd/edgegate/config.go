@@ -198,6 +198,9 @@ func flatten(prefix string, n *yaml.Node, out map[string]*yaml.Node) error {
 			key = prefix + "." + key
 		}
 		v := n.Content[i+1]
+		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" && !isSetting(key) {
+			continue // an empty section: every key in it commented out
+		}
 		// A mapping is a section, unless the key itself is a setting.
 		if v.Kind == yaml.MappingNode && !isSetting(key) {
 			if err := flatten(key, v, out); err != nil {

@@ -183,3 +183,30 @@ func TestReadmeListsEverySetting(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedConfigFile: the configuration file the package installs
+// loads, and says what the defaults say.
+func TestShippedConfigFile(t *testing.T) {
+	got, err := parse(t, "--config", "../../packaging/deb/edgegate.yaml")
+	if err != nil {
+		t.Fatalf("the shipped edgegate.yaml does not load: %v", err)
+	}
+	want := appliance.DefaultConfig()
+	want.DataDir = "/var/lib/edgegate"
+	got.Logger, got.LogLevel, got.Reload = nil, nil, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("shipped config:\n got %+v\nwant %+v", got, want)
+	}
+	// Uncommenting any key with its shown value keeps it loading.
+	b, _ := os.ReadFile("../../packaging/deb/edgegate.yaml")
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if i := strings.Index(l, "# "); i > 0 && strings.TrimSpace(l[:i]) == "" && strings.Contains(l, ":") && !strings.HasPrefix(strings.TrimSpace(l), "# name:") {
+			l = l[:i] + l[i+2:]
+		}
+		lines = append(lines, l)
+	}
+	if _, err := parse(t, "--config", writeFile(t, strings.Join(lines, "\n"))); err != nil {
+		t.Errorf("the shipped file with every key uncommented does not load: %v", err)
+	}
+}

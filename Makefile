@@ -1,0 +1,24 @@
+# make deb builds dist/edgegate_<version>_<arch>.deb reproducibly.
+# VERSION comes from the latest v* git tag, or is given: make deb VERSION=1.2.3
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --abbrev=0 2>/dev/null | sed 's/^v//')
+ifeq ($(VERSION),)
+VERSION := 0.1.0
+endif
+ARCH ?= $(shell go env GOARCH)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1795478400)
+export SOURCE_DATE_EPOCH
+
+.PHONY: build deb test clean
+
+build:
+	CGO_ENABLED=0 GOARCH=$(ARCH) go build -trimpath -buildvcs=false \
+		-ldflags "-s -w -buildid= -X main.version=$(VERSION)" -o dist/edgegate ./cmd/edgegate
+
+deb: build
+	cd packaging && go run . -binary ../dist/edgegate -version $(VERSION) -arch $(ARCH) -out ../dist
+
+test:
+	go test -race -timeout 30m ./...
+
+clean:
+	rm -rf dist

@@ -1,0 +1,293 @@
+package systemd_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// These tests need Debian tools (dpkg-deb, lintian, debootstrap,
+// systemd-analyze). Without them they skip, unless
+// EDGEGATE_REQUIRE_PACKAGING is set (CI sets it): then they fail.
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("EDGEGATE_REQUIRE_PACKAGING") != "" {
+				t.Fatalf("%s not found and EDGEGATE_REQUIRE_PACKAGING is set", tool)
+			}
+			t.Skipf("%s not found: skipping (apt-get install %s)", tool, tool)
+		}
+	}
+}
+
+func run(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// workDir outlives single tests: the package built once is used by several.
+var workDir string
+
+func TestMain(m *testing.M) {
+	var err error
+	if workDir, err = os.MkdirTemp("", "edgegate-packaging-"); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(workDir)
+	os.Exit(code)
+}
+
+// buildDeb builds the binary and the package of version, as make deb does.
+func buildDeb(t *testing.T, version string) string {
+	t.Helper()
+	out, err := os.MkdirTemp(workDir, "deb-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(out, "edgegate")
+	env := []string{"CGO_ENABLED=0", "SOURCE_DATE_EPOCH=1795478400"}
+	run(t, "..", env, "go", "build", "-trimpath", "-buildvcs=false",
+		"-ldflags", "-s -w -buildid= -X main.version="+version, "-o", bin, "./cmd/edgegate")
+	path := strings.TrimSpace(run(t, "../packaging", env, "go", "run", ".", "-binary", bin, "-version", version, "-out", out))
+	return path
+}
+
+var debOnce struct {
+	sync.Once
+	path string
+}
+
+func theDeb(t *testing.T) string {
+	t.Helper()
+	debOnce.Do(func() { debOnce.path = buildDeb(t, "0.1.0") })
+	if debOnce.path == "" {
+		t.Fatal("building the package failed before")
+	}
+	return debOnce.path
+}
+
+func TestUnitVerifies(t *testing.T) {
+	need(t, "systemd-analyze")
+	unit := filepath.Join(t.TempDir(), "edgegate.service")
+	b, err := os.ReadFile("edgegate.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// verify checks that ExecStart's program exists: point it at one that does.
+	b = bytes.ReplaceAll(b, []byte("ExecStart=/usr/bin/edgegate"), []byte("ExecStart=/bin/true"))
+	os.WriteFile(unit, b, 0o644)
+	cmd := exec.Command("systemd-analyze", "verify", unit)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, stderr.String())
+	}
+	out, _ := exec.Command("systemd-analyze", "security", "--offline=yes", unit).CombinedOutput()
+	m := regexp.MustCompile(`Overall exposure level for edgegate.service: ([0-9.]+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no exposure level in:\n%s", out)
+	}
+	level, _ := strconv.ParseFloat(string(m[1]), 64)
+	t.Logf("systemd-analyze security exposure: %.1f", level)
+	if level > 2.0 {
+		t.Fatalf("exposure %.1f, want at most 2.0:\n%s", level, out)
+	}
+}
+
+func TestPackageContents(t *testing.T) {
+	need(t, "dpkg-deb", "lintian")
+	deb := theDeb(t)
+	info := run(t, ".", nil, "dpkg-deb", "-I", deb)
+	for _, want := range []string{
+		"Package: edgegate", "Version: 0.1.0-1", "Architecture: ",
+		"Depends: adduser, procps", "Pre-Depends: init-system-helpers (>= 1.54~)", "Recommends: redis-server",
+		"conffiles", "postinst", "prerm", "postrm",
+	} {
+		if !strings.Contains(info, want) {
+			t.Errorf("dpkg-deb -I lacks %q:\n%s", want, info)
+		}
+	}
+	conffiles := run(t, ".", nil, "sh", "-c", "dpkg-deb --ctrl-tarfile "+deb+" | tar -xO ./conffiles")
+	for _, want := range []string{"/etc/edgegate/edgegate.yaml", "/etc/default/edgegate"} {
+		if !strings.Contains(conffiles, want) {
+			t.Errorf("conffiles lacks %s:\n%s", want, conffiles)
+		}
+	}
+	contents := run(t, ".", nil, "dpkg-deb", "-c", deb)
+	for _, want := range []string{
+		"./usr/bin/edgegate", "./lib/systemd/system/edgegate.service", "./etc/edgegate/edgegate.yaml",
+		"./etc/default/edgegate", "./usr/share/doc/edgegate/copyright", "./usr/share/doc/edgegate/changelog.Debian.gz",
+	} {
+		if !strings.Contains(contents, want) {
+			t.Errorf("dpkg-deb -c lacks %s", want)
+		}
+	}
+	// lintian, pedantic, fails on anything but the overridden tags (each
+	// override in packaging/deb/lintian-overrides says why).
+	cmd := exec.Command("lintian", "--pedantic", "--fail-on", "error,warning,info,pedantic", deb)
+	out, err := cmd.CombinedOutput()
+	tags := strings.TrimSpace(strings.ReplaceAll(string(out), "running with root privileges is not recommended!", ""))
+	if err != nil || tags != "" {
+		t.Fatalf("lintian: %v\n%s", err, tags)
+	}
+}
+
+func TestPackageReproducible(t *testing.T) {
+	need(t, "dpkg-deb")
+	a := theDeb(t)
+	b := buildDeb(t, "0.1.0")
+	if sa, sb := sha256File(t, a), sha256File(t, b); sa != sb {
+		t.Fatalf("two builds differ: %s %s", sa, sb)
+	} else {
+		t.Logf("sha256 %s, twice", sa)
+	}
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// TestInstallUpgradePurge installs the package in a fresh Debian chroot,
+// edits the configuration, upgrades (the edit is kept), removes and purges.
+func TestInstallUpgradePurge(t *testing.T) {
+	need(t, "dpkg-deb", "debootstrap", "chroot")
+	if os.Geteuid() != 0 {
+		t.Skip("debootstrap needs root")
+	}
+	root := filepath.Join(t.TempDir(), "chroot")
+	mirror := os.Getenv("EDGEGATE_DEBIAN_MIRROR")
+	if mirror == "" {
+		mirror = "http://deb.debian.org/debian"
+	}
+	run(t, ".", nil, "debootstrap", "--variant=minbase", "--include=adduser,procps,init-system-helpers", "bookworm", root, mirror)
+	in := func(script string) string {
+		t.Helper()
+		return run(t, ".", []string{"DEBIAN_FRONTEND=noninteractive"}, "chroot", root, "sh", "-ec", script)
+	}
+	install := func(deb string) {
+		t.Helper()
+		b, _ := os.ReadFile(deb)
+		os.WriteFile(filepath.Join(root, "tmp", "edgegate.deb"), b, 0o644)
+		in("dpkg --force-confold -i /tmp/edgegate.deb")
+	}
+	install(theDeb(t))
+	check := func(what, script, want string) {
+		t.Helper()
+		if got := strings.TrimSpace(in(script)); !strings.Contains(got, want) {
+			t.Errorf("%s: got %q, want %q", what, got, want)
+		}
+	}
+	check("system user", "getent passwd edgegate", "edgegate:x:")
+	check("config mode", "stat -c '%a %U %G' /etc/edgegate/edgegate.yaml", "640 root edgegate")
+	check("enable symlink", "readlink /etc/systemd/system/multi-user.target.wants/edgegate.service", "/lib/systemd/system/edgegate.service")
+	check("binary runs", "edgegate version", "edgegate 0.1.0")
+	check("conffile registered", "dpkg-query -W -f='${Conffiles}' edgegate", "/etc/edgegate/edgegate.yaml")
+
+	// A local edit survives an upgrade.
+	in("sed -i 's|^# name: gw-1|name: edited-locally|' /etc/edgegate/edgegate.yaml")
+	install(buildDeb(t, "0.1.1"))
+	check("upgraded", "dpkg-query -W -f='${Version}' edgegate", "0.1.1-1")
+	check("edit kept", "grep '^name:' /etc/edgegate/edgegate.yaml", "name: edited-locally")
+	check("mode kept", "stat -c '%a %U %G' /etc/edgegate/edgegate.yaml", "640 root edgegate")
+
+	in("dpkg -r edgegate")
+	check("removed: binary gone", "test -e /usr/bin/edgegate && echo present || echo gone", "gone")
+	check("removed: config kept", "test -e /etc/edgegate/edgegate.yaml && echo kept || echo gone", "kept")
+
+	in("mkdir -p /var/lib/edgegate/jetstream && dpkg -P edgegate")
+	for what, path := range map[string]string{
+		"purge: config": "/etc/edgegate", "purge: state": "/var/lib/edgegate",
+		"purge: enable symlink": "/etc/systemd/system/multi-user.target.wants/edgegate.service",
+		"purge: defaults": "/etc/default/edgegate",
+	} {
+		check(what, fmt.Sprintf("test -e %s && echo present || echo gone", path), "gone")
+	}
+	check("purge: statoverride", "dpkg-statoverride --list /etc/edgegate/edgegate.yaml || echo none", "none")
+	check("purge: user", "getent passwd edgegate || echo none", "none")
+}
+
+// TestBootWithSystemd boots a Debian guest with systemd-nspawn, the
+// package installed and enabled, and a probe unit that checks the service
+// comes up (Type=notify), answers /readyz, handles messages, is restarted
+// by the watchdog when stopped with SIGSTOP, and stops cleanly.
+//
+// When the machine cannot run a container at all (no namespaces for
+// nspawn), the test skips unless EDGEGATE_REQUIRE_BOOT is set.
+func TestBootWithSystemd(t *testing.T) {
+	need(t, "dpkg-deb", "debootstrap", "chroot", "systemd-nspawn")
+	if os.Geteuid() != 0 {
+		t.Skip("debootstrap and systemd-nspawn need root")
+	}
+	root := filepath.Join(t.TempDir(), "guest")
+	mirror := os.Getenv("EDGEGATE_DEBIAN_MIRROR")
+	if mirror == "" {
+		mirror = "http://deb.debian.org/debian"
+	}
+	run(t, ".", nil, "debootstrap", "--variant=minbase",
+		"--include=systemd,systemd-sysv,dbus,adduser,procps,curl,init-system-helpers", "bookworm", root, mirror)
+	b, _ := os.ReadFile(theDeb(t))
+	os.WriteFile(filepath.Join(root, "tmp", "edgegate.deb"), b, 0o644)
+	probe, _ := os.ReadFile("testdata/probe.sh")
+	os.WriteFile(filepath.Join(root, "probe.sh"), probe, 0o755)
+	os.WriteFile(filepath.Join(root, "etc/systemd/system/probe.service"), []byte(
+		"[Unit]\nDescription=edgegate probe\nAfter=edgegate.service\n"+
+			"[Service]\nType=oneshot\nExecStart=/probe.sh\nExecStartPost=/bin/systemctl poweroff\n"+
+			"[Install]\nWantedBy=multi-user.target\n"), 0o644)
+	run(t, ".", []string{"DEBIAN_FRONTEND=noninteractive"}, "chroot", root, "sh", "-ec",
+		"dpkg -i /tmp/edgegate.deb && systemctl enable probe.service")
+
+	cmd := exec.Command("timeout", "300", "systemd-nspawn", "-D", root, "-b", "--register=no", "--keep-unit", "-q")
+	console, _ := cmd.CombinedOutput()
+	result, err := os.ReadFile(filepath.Join(root, "probe.result"))
+	if err != nil {
+		msg := fmt.Sprintf("the guest never ran its probe (%v); console:\n%s", cmd.ProcessState, tail(console, 3000))
+		if os.Getenv("EDGEGATE_REQUIRE_BOOT") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip("this machine cannot boot a systemd-nspawn guest: " + msg)
+	}
+	t.Logf("probe:\n%s", result)
+	oks := 0
+	for _, line := range strings.Split(string(result), "\n") {
+		if strings.HasPrefix(line, "FAIL") {
+			t.Errorf("probe: %s", line)
+		}
+		if strings.HasPrefix(line, "OK") {
+			oks++
+		}
+	}
+	if oks != 6 {
+		t.Errorf("probe: %d checks passed, want 6", oks)
+	}
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}

@@ -1,0 +1,43 @@
+#!/bin/sh
+# Runs inside the booted guest (probe.service) and writes one line per
+# check to /probe.result: "OK ..." or "FAIL ...". Then the guest powers off.
+exec > /probe.result 2>&1
+ok() { echo "OK $*"; }
+bad() { echo "FAIL $*"; }
+wait_active() {
+	for i in $(seq 1 150); do systemctl is-active -q edgegate && return 0; sleep 0.2; done
+	return 1
+}
+restarts() { systemctl show -p NRestarts --value edgegate; }
+
+wait_active && ok "active (Type=notify reached READY=1)" || bad "not active: $(systemctl is-active edgegate)"
+curl -sf http://127.0.0.1:7480/readyz >/dev/null && ok "readyz" || bad "readyz"
+if edgegate simulate --controllers 5 --messages 200 >/tmp/sim 2>&1; then
+	ok "simulate: $(grep acked /tmp/sim)"
+else
+	bad "simulate"; cat /tmp/sim
+fi
+
+# The watchdog: with WatchdogSec=2s, a stopped (SIGSTOP) process is killed
+# and restarted by systemd.
+mkdir -p /run/systemd/system/edgegate.service.d
+printf '[Service]\nWatchdogSec=2s\n' > /run/systemd/system/edgegate.service.d/watchdog.conf
+systemctl daemon-reload
+systemctl restart edgegate
+wait_active || bad "not active after restart"
+n0=$(restarts)
+pid=$(systemctl show -p MainPID --value edgegate)
+kill -STOP "$pid"
+for i in $(seq 1 100); do [ "$(restarts)" -gt "$n0" ] && break; sleep 0.2; done
+if [ "$(restarts)" -gt "$n0" ] && wait_active && [ "$(systemctl show -p MainPID --value edgegate)" != "$pid" ]; then
+	ok "watchdog: the stopped process was restarted"
+else
+	bad "watchdog: restarts $(restarts) (before $n0), state $(systemctl is-active edgegate)"
+fi
+curl -sf http://127.0.0.1:7480/readyz >/dev/null && ok "readyz after the watchdog restart" || bad "readyz after the watchdog restart"
+
+systemctl stop edgegate
+r=$(systemctl show -p Result --value edgegate)
+[ "$r" = success ] && ok "clean stop" || bad "stop: result $r"
+echo "--- journal"
+journalctl -b -u edgegate --no-pager | tail -30
