@@ -71,13 +71,13 @@ func build(binary, version, arch, out string, mtime time.Time) (string, error) {
 			FileInfo: &files.ContentFileInfo{Mode: mode, Owner: "root", Group: "root", MTime: mtime}}
 	}
 	info := &nfpm.Info{
-		Name:        "edgegate",
-		Arch:        arch,
-		Platform:    "linux",
-		Version:     version,
-		Section:     "net",
-		Priority:    "optional",
-		Maintainer:  "edgegate developers <dev@edgegate.invalid>",
+		Name:       "edgegate",
+		Arch:       arch,
+		Platform:   "linux",
+		Version:    version,
+		Section:    "net",
+		Priority:   "optional",
+		Maintainer: "edgegate developers <dev@edgegate.invalid>",
 		Description: "IoT edge gateway appliance\n" +
 			"edgegate accepts device connections on the LAN and parses every\n" +
 			"device message, in parallel across controllers and strictly in order\n" +

@@ -222,7 +222,7 @@ func TestInstallUpgradePurge(t *testing.T) {
 	for what, path := range map[string]string{
 		"purge: config": "/etc/edgegate", "purge: state": "/var/lib/edgegate",
 		"purge: enable symlink": "/etc/systemd/system/multi-user.target.wants/edgegate.service",
-		"purge: defaults": "/etc/default/edgegate",
+		"purge: defaults":       "/etc/default/edgegate",
 	} {
 		check(what, fmt.Sprintf("test -e %s && echo present || echo gone", path), "gone")
 	}
