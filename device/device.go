@@ -92,6 +92,7 @@ type Client struct {
 	addrIdx  int
 	stats    Stats
 	unflush  int // bytes queued but not written (ack mode none)
+	inAck    int // ACKs whose OnAck callbacks are running
 	loopDone chan struct{}
 	done     chan struct{} // closed by Close
 }
@@ -380,12 +381,19 @@ func (c *Client) read(s *conn, r *egp.Reader) error {
 					c.stats.DeadLettered++
 				}
 			}
+			if c.cfg.OnAck != nil {
+				c.inAck++ // Flush waits for the callbacks too
+			}
 			c.notifyLocked()
 			c.mu.Unlock()
 			if c.cfg.OnAck != nil {
 				for _, b := range batch {
 					c.cfg.OnAck(b.seq, b.st, b.sent)
 				}
+				c.mu.Lock()
+				c.inAck--
+				c.notifyLocked()
+				c.mu.Unlock()
 			}
 		case egp.TypePing:
 			data := append([]byte(nil), body...)
@@ -479,7 +487,7 @@ func (c *Client) Send(ctx context.Context, payload []byte) (uint64, error) {
 func (c *Client) Flush(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.pend) > 0 || c.unflush > 0 {
+	for len(c.pend) > 0 || c.unflush > 0 || c.inAck > 0 {
 		if err := c.usableLocked(); err != nil {
 			return err
 		}
