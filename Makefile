@@ -5,6 +5,7 @@ ifeq ($(VERSION),)
 VERSION := 0.1.0
 endif
 ARCH ?= $(shell go env GOARCH)
+COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1795478400)
 export SOURCE_DATE_EPOCH
 
@@ -12,7 +13,7 @@ export SOURCE_DATE_EPOCH
 
 build:
 	CGO_ENABLED=0 GOARCH=$(ARCH) go build -trimpath -buildvcs=false \
-		-ldflags "-s -w -buildid= -X main.version=$(VERSION)" -o dist/edgegate ./cmd/edgegate
+		-ldflags "-s -w -buildid= -X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o dist/edgegate ./cmd/edgegate
 
 deb: build
 	cd packaging && go run . -binary ../dist/edgegate -version $(VERSION) -arch $(ARCH) -out ../dist

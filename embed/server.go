@@ -124,6 +124,11 @@ func New(cfg Config) (*Server, error) {
 		NoSigs:     true, // nats-server's own handler would os.Exit
 		NoLog:      false,
 		MaxPayload: 8 << 20,
+		// Shutdown is a lame duck: JetStream leaders move to other
+		// appliances, clients are told to reconnect elsewhere and closed
+		// over a few seconds (well inside systemd's TimeoutStopSec).
+		LameDuckDuration:    5 * time.Second,
+		LameDuckGracePeriod: time.Second,
 		// No monitoring, leaf node, websocket or MQTT listeners.
 		HTTPPort: 0,
 	}
@@ -233,10 +238,14 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-// Shutdown stops the server and waits for it. Safe to call more than once.
+// Shutdown stops the server in lame duck mode and waits for it: JetStream
+// leadership moves to the other appliances of a cluster, and clients still
+// connected are asked to reconnect elsewhere and closed within about 5s
+// (at once when there are none). Safe to call more than once.
 func (s *Server) Shutdown() {
 	s.once.Do(func() {
-		s.ns.Shutdown()
+		s.ns.LameDuckShutdown() // returns at once without a client listener
+		s.ns.Shutdown()         // a no-op after a lame duck shutdown
 		s.ns.WaitForShutdown()
 	})
 }

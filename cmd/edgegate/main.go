@@ -16,8 +16,13 @@ import (
 	"github.com/edgegate/edgegate/appliance"
 )
 
-// version is set at build time: -ldflags "-X main.version=1.2.3".
-var version = "dev"
+// version and commit are set at build time:
+// -ldflags "-X main.version=1.2.3 -X main.commit=abc123". Without them the
+// commit comes from the Go build information, when it has it.
+var (
+	version = "dev"
+	commit  = ""
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -15,13 +15,18 @@ func versionCommand() *cli.Command {
 		Usage: "print the version, the commit and the versions of the parts",
 		Action: func(c *cli.Context) error {
 			w := c.App.Writer
-			commit, modified := "unknown", ""
+			commit, modified := commit, ""
+			if commit == "" {
+				commit = "unknown"
+			}
 			var deps []*debug.Module
 			if bi, ok := debug.ReadBuildInfo(); ok {
 				for _, s := range bi.Settings {
 					switch s.Key {
 					case "vcs.revision":
-						commit = s.Value
+						if commit == "unknown" {
+							commit = s.Value
+						}
 					case "vcs.modified":
 						if s.Value == "true" {
 							modified = " (modified)"
