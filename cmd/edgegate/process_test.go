@@ -100,18 +100,32 @@ func edgegateBinary(t *testing.T) string {
 	return buildOnce.path
 }
 
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
 // freePort returns a loopback address with a free port below the kernel's
 // ephemeral range (32768+), so that no outgoing connection takes it
 // between this check and the process binding it.
+// A port is handed out once per test process, so that two processes of
+// one test never get the same one.
 func freePort(t *testing.T) string {
 	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
 	for i := 0; i < 1000; i++ {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		port := 20000 + rand.IntN(12000)
+		if portsGiven[port] {
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue
 		}
 		ln.Close()
+		portsGiven[port] = true
 		return addr
 	}
 	t.Fatal("no free port in 20000-32000")
