@@ -14,6 +14,8 @@ package appliance
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -140,7 +142,15 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		if err != nil {
 			return nil, err
 		}
+		tlsCfg, err := deviceTLS(cfg.Devices)
+		if err != nil {
+			return nil, err
+		}
 		a.sock, err = socket.New(socket.Config{
+			TokenFile:      cfg.Devices.Tokens,
+			TLS:            tlsCfg,
+			MaxPerIP:       cfg.Devices.MaxPerIP,
+			IdleTimeout:    cfg.Devices.IdleTimeout,
 			Name:           cfg.Name,
 			Listen:         cfg.Devices.Listen,
 			LinesListen:    cfg.Devices.LinesListen,
@@ -451,4 +461,29 @@ func (a *Appliance) reload(next Config) {
 			a.log.Warn("appliance: reload: changed settings take effect at the next restart", "section", d.key)
 		}
 	}
+}
+
+// deviceTLS builds the device listeners' TLS configuration, nil for plain
+// TCP.
+func deviceTLS(d DevicesConfig) (*tls.Config, error) {
+	if d.TLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(d.TLSCert, d.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("appliance: devices.tls_cert/devices.tls_key: %w", err)
+	}
+	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if d.TLSClientCA != "" {
+		pem, err := os.ReadFile(d.TLSClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("appliance: devices.tls_client_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("appliance: devices.tls_client_ca %s: no PEM certificate in it", d.TLSClientCA)
+		}
+		c.ClientCAs, c.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return c, nil
 }

@@ -74,6 +74,23 @@ type DevicesConfig struct {
 	// Memory is the most payload bytes queued over all controllers before
 	// devices are backpressured. Zero means 256 MiB.
 	Memory int64
+	// MaxPerIP is the most connections from one source address. Zero means
+	// no limit (devices behind NAT share an address).
+	MaxPerIP int
+	// IdleTimeout closes an EGP/1 session that sent nothing for this long
+	// (a PING at half of it keeps live devices). Zero means never.
+	IdleTimeout time.Duration
+	// Tokens is a file of HELLO tokens: lines "<controller> <token>", where
+	// <controller> may end in '*' or be '*', and a token may be written
+	// sha256:<hex>. It is re-read when it changes. Empty means devices are
+	// not authenticated.
+	Tokens string
+	// TLSCert and TLSKey are the PEM files of the device listeners' TLS
+	// certificate. Empty means plain TCP.
+	TLSCert, TLSKey string
+	// TLSClientCA, with TLS, requires device certificates signed by this
+	// PEM CA bundle. Empty means device certificates are not asked for.
+	TLSClientCA string
 }
 
 // NATSConfig configures the embedded NATS server.
@@ -172,6 +189,7 @@ func DefaultConfig() Config {
 			MaxConnections: 0,
 			Queue:          1024,
 			Memory:         256 << 20,
+			IdleTimeout:    5 * time.Minute,
 		},
 		NATS: NATSConfig{
 			Listen:    "0.0.0.0:4222",
@@ -300,6 +318,18 @@ func (c Config) Validate() error {
 	}
 	if c.Devices.MaxConnections < 0 {
 		return bad("devices.max_connections", c.Devices.MaxConnections, "must not be negative")
+	}
+	if (c.Devices.TLSCert == "") != (c.Devices.TLSKey == "") {
+		return bad("devices.tls_cert", fmt.Sprintf("%q", c.Devices.TLSCert), "devices.tls_cert and devices.tls_key go together")
+	}
+	if c.Devices.TLSClientCA != "" && c.Devices.TLSCert == "" {
+		return bad("devices.tls_client_ca", fmt.Sprintf("%q", c.Devices.TLSClientCA), "needs devices.tls_cert and devices.tls_key")
+	}
+	if c.Devices.MaxPerIP < 0 {
+		return bad("devices.max_per_ip", c.Devices.MaxPerIP, "must not be negative")
+	}
+	if c.Devices.IdleTimeout < 0 || c.Devices.IdleTimeout > 0 && c.Devices.IdleTimeout < 2*time.Second {
+		return bad("devices.idle_timeout", c.Devices.IdleTimeout, "want 0 (never) or at least 2s")
 	}
 	if c.Devices.Queue < 1 {
 		return bad("devices.queue", c.Devices.Queue, "want at least 1")

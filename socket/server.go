@@ -7,6 +7,7 @@ package socket
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,6 +64,20 @@ type Config struct {
 	// Drain is how long Run waits at shutdown for batches in flight. Zero
 	// means TTL + CheckInterval.
 	Drain time.Duration
+	// TokenFile is a file of HELLO tokens (see auth.go): every device must
+	// present its controller's token, or gets ERROR auth. It is re-read when
+	// it changes. Empty means tokens are not checked.
+	TokenFile string
+	// TLS, when set, serves both listeners over TLS (with client
+	// certificates when it asks for them).
+	TLS *tls.Config
+	// MaxPerIP is the most connections from one source address. Zero means
+	// no limit.
+	MaxPerIP int
+	// IdleTimeout closes an EGP/1 session that sent nothing for this long;
+	// after half of it the gateway sends a PING, which a live device
+	// answers. Zero means sessions never time out.
+	IdleTimeout time.Duration
 	// Logger receives the logs. Nil means discard.
 	Logger *slog.Logger
 }
@@ -162,6 +177,8 @@ type Server struct {
 	stats     stats
 	metrics   *metrics
 	lastCheck atomic.Int64 // unix nanos of the last failure detection round
+	tokens    atomic.Pointer[tokens]
+	perIP     map[string]int // connections by source address (guarded by mu)
 }
 
 // New validates cfg and binds the listeners; Run serves them.
@@ -180,12 +197,18 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 		sessions: make(map[*session]struct{}),
 		greeting: make(map[net.Conn]struct{}),
 		metrics:  newMetrics(),
+		perIP:    make(map[string]int),
 	}
 	s.inbox = coord.SocketSubject(s.id)
 	s.log = cfg.Logger.With("socket", s.id)
 	s.runCond = sync.NewCond(&s.mu)
 	s.memCond = sync.NewCond(&s.mu)
 	s.idle = sync.NewCond(&s.mu)
+	if cfg.TokenFile != "" {
+		if err := s.loadTokens(); err != nil {
+			return nil, err
+		}
+	}
 	var err error
 	if cfg.Listen != "" {
 		if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -198,6 +221,14 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 				s.ln.Close()
 			}
 			return nil, fmt.Errorf("socket: listen devices.lines_listen %s: %w", cfg.LinesListen, err)
+		}
+	}
+	if cfg.TLS != nil {
+		if s.ln != nil {
+			s.ln = tls.NewListener(s.ln, cfg.TLS)
+		}
+		if s.lln != nil {
+			s.lln = tls.NewListener(s.lln, cfg.TLS)
 		}
 	}
 	return s, nil
@@ -279,6 +310,9 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.checkLoop(lctx) })
 	if s.ln != nil {
 		wg.Go(func() { s.acceptLoop(lctx, s.ln, false) })
+	}
+	if s.cfg.TokenFile != "" {
+		wg.Go(func() { s.tokenLoop(lctx.Done(), 2*time.Second) })
 	}
 	if s.lln != nil {
 		wg.Go(func() { s.acceptLoop(lctx, s.lln, true) })

@@ -63,17 +63,23 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 			continue
 		}
 		backoff = 0
+		host := remoteHost(conn)
 		s.mu.Lock()
 		full := s.cfg.MaxConnections > 0 && s.conns >= s.cfg.MaxConnections
+		fullIP := s.cfg.MaxPerIP > 0 && s.perIP[host] >= s.cfg.MaxPerIP
 		stopping := s.stopping
-		if !full && !stopping {
+		if !full && !fullIP && !stopping {
 			s.conns++
+			s.perIP[host]++
 		}
 		s.mu.Unlock()
-		if full || stopping {
+		if full || fullIP || stopping {
 			code, why := egp.CodeBusy, "connection limit reached"
-			if stopping {
+			switch {
+			case stopping:
 				code, why = egp.CodeShuttingDown, "the appliance is stopping"
+			case fullIP:
+				why = "connection limit of this source address reached"
 			}
 			s.stats.refused.Add(1)
 			rejectConn(conn, lines, code, why)
@@ -84,6 +90,9 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 			defer func() {
 				s.mu.Lock()
 				s.conns--
+				if s.perIP[host]--; s.perIP[host] <= 0 {
+					delete(s.perIP, host)
+				}
 				s.mu.Unlock()
 				s.stats.connections.Add(-1)
 			}()
@@ -152,6 +161,12 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 		rejectConn(conn, lines, code, err.Error())
 		return
 	}
+	if t := s.tokens.Load(); t != nil && !t.check(hello.ID, hello.Token) {
+		s.stats.protoError(egp.CodeAuth)
+		log.Info("socket: device refused: wrong token", "controller", hello.ID)
+		rejectConn(conn, lines, egp.CodeAuth, "token refused for controller "+hello.ID)
+		return
+	}
 	conn.SetReadDeadline(time.Time{})
 	sess := &session{
 		s: s, conn: conn, lines: lines, id: hello.ID, opened: time.Now(),
@@ -209,6 +224,15 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 	}
 	s.mu.Unlock()
 	<-sess.written
+}
+
+// remoteHost is the source address of conn without its port.
+func remoteHost(conn net.Conn) string {
+	host, _, err := net.SplitHostPort(conn.RemoteAddr().String())
+	if err != nil {
+		return conn.RemoteAddr().String()
+	}
+	return host
 }
 
 func readHello(r *egp.Reader) (egp.Hello, error) {
@@ -335,7 +359,28 @@ func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string)
 // readFrames reads DATA, PING and PONG frames until an error.
 func (sess *session) readFrames(r *egp.Reader) error {
 	s := sess.s
+	idle := s.cfg.IdleTimeout
+	pinged := false
 	for {
+		if idle > 0 {
+			// Quiet for half the idle timeout: PING; quiet for all of it:
+			// close. A frame once begun must arrive within the timeout.
+			sess.conn.SetReadDeadline(time.Now().Add(idle / 2))
+			if err := r.Wait(); err != nil {
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					return err
+				}
+				if pinged {
+					s.stats.idleClosed.Add(1)
+					return fmt.Errorf("idle for %v: %w", idle, net.ErrClosed)
+				}
+				pinged = true
+				sess.write(func(w []byte) []byte { return egp.AppendPing(w, []byte("edgegate")) })
+				continue
+			}
+			pinged = false
+			sess.conn.SetReadDeadline(time.Now().Add(idle))
+		}
 		h, err := r.Next()
 		if err != nil {
 			return err
@@ -351,6 +396,9 @@ func (sess *session) readFrames(r *egp.Reader) error {
 			s.mu.Unlock()
 			if !ok {
 				return net.ErrClosed
+			}
+			if idle > 0 { // the wait for queue space does not count
+				sess.conn.SetReadDeadline(time.Now().Add(idle))
 			}
 			body, err := r.Body(h)
 			if err != nil {

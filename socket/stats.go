@@ -13,7 +13,7 @@ type stats struct {
 	outOfOrder, dropped, takeovers            atomic.Uint64
 	batches, batchMsgs, acquired, leaseHeld   atomic.Uint64
 	busy, redispatched, staleOutcomes         atomic.Uint64
-	storeErrors, pauses                       atomic.Uint64
+	storeErrors, pauses, idleClosed           atomic.Uint64
 	protoErrors                               [16]atomic.Uint64
 }
 
@@ -42,6 +42,7 @@ type Stats struct {
 	Redispatched uint64 // batches dispatched again after a lost lease or dead parser
 	StoreErrors  uint64 // lease store errors
 	Pauses       uint64 // dispatch paused for a lease after the store lost leases
+	IdleClosed   uint64 // sessions closed after devices.idle_timeout without traffic
 	Queued       int    // messages queued now
 	InFlight     int    // controllers with a batch in flight now
 	Controllers  int    // controllers known now
@@ -59,7 +60,7 @@ func (s *Server) Stats() Stats {
 		Suppressed: st.suppressed.Load(), OutOfOrder: st.outOfOrder.Load(), Dropped: st.dropped.Load(),
 		Takeovers: st.takeovers.Load(), Batches: st.batches.Load(), BatchMsgs: st.batchMsgs.Load(),
 		Acquired: st.acquired.Load(), LeaseHeld: st.leaseHeld.Load(), Busy: st.busy.Load(),
-		Redispatched: st.redispatched.Load(), StoreErrors: st.storeErrors.Load(), Pauses: st.pauses.Load(),
+		Redispatched: st.redispatched.Load(), StoreErrors: st.storeErrors.Load(), Pauses: st.pauses.Load(), IdleClosed: st.idleClosed.Load(),
 		ProtocolErrors: map[egp.Code]uint64{},
 	}
 	for i := range st.protoErrors {
