@@ -98,9 +98,10 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		MaxStore:  cfg.NATS.MaxStore,
 		MaxMemory: cfg.NATS.MaxMemory,
 		Cluster: embed.ClusterConfig{
-			Listen: cfg.NATS.Cluster.Listen,
-			Name:   cfg.NATS.Cluster.Name,
-			Peers:  cfg.NATS.Cluster.Peers,
+			Listen:    cfg.NATS.Cluster.Listen,
+			Name:      cfg.NATS.Cluster.Name,
+			Advertise: cfg.NATS.Cluster.Advertise,
+			Peers:     cfg.NATS.Cluster.Peers,
 		},
 		Logger: log.With("component", "nats"),
 	})

@@ -214,7 +214,7 @@ func TestRedisUnreachable(t *testing.T) {
 	var peers []string
 	for i := 0; i < 2; i++ {
 		cfg := testConfig(t, fmt.Sprintf("unreach-%d", i))
-		cfg.Lease.Redis = "redis://" + px.addr() + "/0?dial_timeout=300ms&read_timeout=300ms&write_timeout=300ms"
+		cfg.Lease.Redis = "redis://" + px.Addr() + "/0?dial_timeout=300ms&read_timeout=300ms&write_timeout=300ms"
 		cfg.NATS.Cluster.Listen = "127.0.0.1:0"
 		cfg.NATS.Cluster.Peers = peers
 		cfg.Handler = j.on(cfg.Name)
@@ -223,11 +223,11 @@ func TestRedisUnreachable(t *testing.T) {
 		peers = append(peers, a.ClusterAddr())
 	}
 	streamAll(t, apps, spread(apps), devices, messages, func() {
-		px.block()
+		px.Block()
 		// Two leases without Redis: parsers lose their leases (no heartbeat
 		// confirmed), sockets can neither acquire nor judge.
 		time.Sleep(2 * testConfig(t, "x").Lease.TTL)
-		px.unblock()
+		px.Unblock()
 	})
 	for k := 0; k < devices; k++ {
 		id := fmt.Sprintf("d-%02d", k)

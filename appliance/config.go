@@ -114,6 +114,10 @@ type ClusterConfig struct {
 	// Name is the cluster name; all appliances of a cluster use the same one.
 	// Empty means "edgegate".
 	Name string
+	// Advertise is the host:port the other appliances reach this one's
+	// route listener at, when that is not Listen (NAT, a relay). Empty
+	// means Listen.
+	Advertise string
 	// Peers are the host:port route addresses of every appliance of the
 	// cluster; listing this appliance too is harmless, so every appliance
 	// can have the same list. JetStream streams get 3 replicas when the
@@ -291,6 +295,7 @@ func (c Config) Validate() error {
 		{"devices.lines_listen", c.Devices.LinesListen},
 		{"nats.listen", c.NATS.Listen},
 		{"nats.cluster.listen", c.NATS.Cluster.Listen},
+		{"nats.cluster.advertise", c.NATS.Cluster.Advertise},
 		{"http.listen", c.HTTP.Listen},
 	} {
 		if a.addr == "" {

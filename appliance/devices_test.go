@@ -199,13 +199,13 @@ func testReconnect(t *testing.T, persistent bool) {
 	defer cancel()
 	// Phase 1: through the proxy, reset mid-stream; the client reconnects
 	// (to the proxy again) and resends what was not acknowledged.
-	c1 := dialDevice(t, device.Config{Addrs: []string{px.addr()}, ID: id, PersistentSeq: persistent, Window: 64, Reconnect: true, OnAck: acks.onAck})
+	c1 := dialDevice(t, device.Config{Addrs: []string{px.Addr()}, ID: id, PersistentSeq: persistent, Window: 64, Reconnect: true, OnAck: acks.onAck})
 	for i := 1; i <= total/2; i++ {
 		if _, err := c1.Send(ctx, []byte(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
 		}
 		if i == total/4 {
-			px.cut()
+			px.Cut()
 		}
 	}
 	if err := c1.Flush(ctx); err != nil {
@@ -222,7 +222,7 @@ func testReconnect(t *testing.T, persistent bool) {
 			t.Fatal(err)
 		}
 	}
-	px.freeze()
+	px.Freeze()
 	seqs, _ := acks.get()
 	next := uint64(1)
 	for _, s := range seqs {

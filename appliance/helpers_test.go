@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
+	"github.com/edgegate/edgegate/internal/faultproxy"
 	"github.com/edgegate/edgegate/parser"
 )
 
@@ -218,135 +218,15 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// proxy is a TCP relay for fault injection: Cut closes every relayed
-// connection at once; Freeze stops relaying without closing (half-open).
-type proxy struct {
-	ln     net.Listener
-	target string
-
-	mu      sync.Mutex
-	conns   []net.Conn
-	frozen  bool
-	blocked bool
-	held    []net.Conn
-	wg      sync.WaitGroup
-}
-
-func newProxy(t *testing.T, target string) *proxy {
+// newProxy starts a fault-injection relay to target, closed at cleanup.
+func newProxy(t *testing.T, target string) *faultproxy.Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := faultproxy.New(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go p.acceptLoop()
-	t.Cleanup(p.close)
+	t.Cleanup(p.Close)
 	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-func (p *proxy) acceptLoop() {
-	defer p.wg.Done()
-	for {
-		down, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.blocked {
-			p.held = append(p.held, down)
-			p.mu.Unlock()
-			continue
-		}
-		p.mu.Unlock()
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			down.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, down, up)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(down, up)
-		go p.pipe(up, down)
-	}
-}
-
-func (p *proxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			frozen := p.frozen
-			p.mu.Unlock()
-			if !frozen {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-		}
-		if err != nil {
-			p.mu.Lock()
-			frozen := p.frozen
-			p.mu.Unlock()
-			if err == io.EOF && !frozen { // frozen: the other side never learns
-				if tc, ok := dst.(*net.TCPConn); ok {
-					tc.CloseWrite()
-				}
-			}
-			return
-		}
-	}
-}
-
-// cut closes every relayed connection (a reset from the device's view).
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-// block makes the target unreachable: relayed connections are cut and new
-// ones are held open without an answer until unblock.
-func (p *proxy) block() {
-	p.mu.Lock()
-	p.blocked = true
-	p.mu.Unlock()
-	p.cut()
-}
-
-// unblock lets connections through again; the held ones are closed.
-func (p *proxy) unblock() {
-	p.mu.Lock()
-	p.blocked = false
-	held := p.held
-	p.held = nil
-	p.mu.Unlock()
-	for _, c := range held {
-		c.Close()
-	}
-}
-
-// freeze stops relaying bytes but keeps the connections open.
-func (p *proxy) freeze() {
-	p.mu.Lock()
-	p.frozen = true
-	p.mu.Unlock()
-}
-
-func (p *proxy) close() {
-	p.ln.Close()
-	p.unblock()
-	p.cut()
-	p.wg.Wait()
 }
 
 // readStream waits until stream holds n messages and returns them in order.

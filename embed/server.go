@@ -54,6 +54,9 @@ type ClusterConfig struct {
 	Listen string
 	// Name is the cluster name. Empty means "edgegate".
 	Name string
+	// Advertise is the route address this server tells the others to reach
+	// it at (behind NAT or a relay). Empty means its listen address.
+	Advertise string
 	// Peers are the host:port route addresses of the other appliances.
 	// Explicit routes are redialed forever; listing the server's own address
 	// is harmless (nats-server detects a route to itself).
@@ -166,6 +169,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		opts.Cluster.Name = cfg.Cluster.Name
 		opts.Cluster.Host, opts.Cluster.Port = h, p
+		opts.Cluster.Advertise = cfg.Cluster.Advertise
 		for _, peer := range cfg.Cluster.Peers {
 			if _, _, err := net.SplitHostPort(peer); err != nil {
 				return nil, fmt.Errorf("embed: nats.cluster.peers %q: %w", peer, err)

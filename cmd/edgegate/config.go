@@ -48,6 +48,7 @@ var settings = []setting{
 	{key: "nats.max_memory", usage: "JetStream memory store limit in bytes", ptr: func(c *appliance.Config) any { return &c.NATS.MaxMemory }, bytes: true},
 	{key: "nats.cluster.listen", usage: `NATS route listener, e.g. 0.0.0.0:6222; "" = not clustered`, ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Listen }},
 	{key: "nats.cluster.name", usage: "cluster name, the same on every appliance", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Name }},
+	{key: "nats.cluster.advertise", usage: `route address the other appliances reach this one at (NAT, relay); "" = nats.cluster.listen`, ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Advertise }},
 	{key: "nats.cluster.peers", usage: "host:port of every peer's route listener (repeat or comma-separate)", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Peers }},
 	{key: "lease.redis", usage: `Redis URL for the leases, redis://host:6379/0; "" = in-process store (one appliance)`, ptr: func(c *appliance.Config) any { return &c.Lease.Redis }},
 	{key: "lease.redis_mode", usage: "standalone, sentinel (URL: redis://sentinel:26379?master_name=m&addr=sentinel2:26379) or cluster (URL: redis://node1:6379?addr=node2:6379)", ptr: func(c *appliance.Config) any { return &c.Lease.RedisMode }},
