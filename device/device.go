@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgegate/edgegate/egp"
@@ -51,6 +52,14 @@ type Config struct {
 	// ReconnectWait is the first backoff between attempts, doubling to 2s
 	// with jitter. Zero means 100ms.
 	ReconnectWait time.Duration
+	// KeepAlive detects a gateway that vanished without closing the
+	// connection (power loss, a cable pulled): after KeepAlive with nothing
+	// received the client sends PING, and after another KeepAlive without
+	// an answer it takes the connection as lost (a gateway that holds back
+	// the device's frames that long for backpressure looks the same; the
+	// reconnect and resend are harmless). Zero means 15s; negative means
+	// never.
+	KeepAlive time.Duration
 	// TLS, when set, dials with TLS.
 	TLS *tls.Config
 	// OnAck is called for every acknowledged message, in seq order, from the
@@ -123,6 +132,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	if cfg.ReconnectWait <= 0 {
 		cfg.ReconnectWait = 100 * time.Millisecond
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 15 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -342,11 +354,23 @@ func (c *Client) read(s *conn, r *egp.Reader) error {
 		sent time.Time
 	}
 	var batch []acked
+	var lastRead atomic.Int64 // unix ns of the last frame
+	lastRead.Store(time.Now().UnixNano())
+	if c.cfg.KeepAlive > 0 {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() { s.keepAlive(c.cfg.KeepAlive, &lastRead, stop) })
+		defer func() {
+			close(stop)
+			wg.Wait() // it writes to s: done before the session ends
+		}()
+	}
 	for {
 		h, body, err := r.ReadFrame()
 		if err != nil {
 			return err
 		}
+		lastRead.Store(time.Now().UnixNano())
 		switch h.Type {
 		case egp.TypeAck:
 			a, err := egp.ParseAck(body)
@@ -405,6 +429,31 @@ func (c *Client) read(s *conn, r *egp.Reader) error {
 			return &egp.Error{Code: code, Reason: reason}
 		default:
 			return &egp.Error{Code: egp.CodeProtocol, Reason: "unexpected " + h.Type.String() + " from the gateway"}
+		}
+	}
+}
+
+// keepAlive sends PING when nothing was read for d and closes the
+// connection when nothing was read for 2d, until stop is closed.
+func (s *conn) keepAlive(d time.Duration, lastRead *atomic.Int64, stop <-chan struct{}) {
+	t := time.NewTicker(d / 4)
+	defer t.Stop()
+	var pinged int64 // lastRead when the PING went out
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			last := lastRead.Load()
+			quiet := now.Sub(time.Unix(0, last))
+			switch {
+			case quiet >= 2*d:
+				s.nc.Close() // the reader fails and the session ends
+				return
+			case quiet >= d && pinged != last:
+				pinged = last
+				s.write(func(b []byte) []byte { return egp.AppendPing(b, []byte("keepalive")) })
+			}
 		}
 	}
 }

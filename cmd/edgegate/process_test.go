@@ -296,49 +296,60 @@ func readJournal(t *testing.T, path string) map[string][]*jcall {
 // was handled; per controller the first handlings are in seq order; no two
 // handlings of one controller overlap in time, except with work of a
 // killed appliance (its child is killed with it; end = the kill time).
-func checkJournal(t *testing.T, j map[string][]*jcall, acked map[string][]uint64, killedAt map[int]int64) (dups int) {
+func checkJournal(t *testing.T, j map[string][]*jcall, acked map[string][]uint64, killedAt map[int]int64) (c journalCheck) {
 	t.Helper()
 	for id, seqs := range acked {
 		handled := map[uint64]bool{}
 		var firsts []uint64
-		for _, c := range j[id] {
-			if !handled[c.seq] {
-				handled[c.seq] = true
-				firsts = append(firsts, c.seq)
+		for _, call := range j[id] {
+			if !handled[call.seq] {
+				handled[call.seq] = true
+				firsts = append(firsts, call.seq)
 			} else {
-				dups++
+				c.Duplicates++
 			}
 		}
 		for _, s := range seqs {
 			if !handled[s] {
+				c.Lost++
 				t.Errorf("%s: seq %d acknowledged but never handled (lost)", id, s)
 			}
 		}
 		for i := 1; i < len(firsts); i++ {
 			if firsts[i] <= firsts[i-1] {
+				c.Reordered++
 				t.Errorf("%s: seq %d first handled after %d (reordered)", id, firsts[i], firsts[i-1])
 				break
 			}
 		}
 		calls := append([]*jcall(nil), j[id]...)
-		for _, c := range calls {
-			if c.end == 0 {
-				if k, ok := killedAt[c.ppid]; ok {
-					c.end = k
+		for _, call := range calls {
+			if call.end == 0 {
+				if k, ok := killedAt[call.ppid]; ok {
+					call.end = k
 				} else {
-					c.end = c.start // never finished, and its appliance was not killed: a crash of the child
+					call.end = call.start // never finished, and its appliance was not killed: a crash of the child
 				}
 			}
 		}
 		sort.Slice(calls, func(a, b int) bool { return calls[a].start < calls[b].start })
 		for i := 1; i < len(calls); i++ {
 			if calls[i].start < calls[i-1].end {
+				c.Overlaps++
 				t.Errorf("%s: seq %d (fence %d) started while seq %d (fence %d) ran: overlap", id,
 					calls[i].seq, calls[i].fence, calls[i-1].seq, calls[i-1].fence)
 			}
 		}
 	}
-	return dups
+	return c
+}
+
+// journalCheck counts what checkJournal found.
+type journalCheck struct {
+	Lost       int `json:"lost"`       // acknowledged, never handled
+	Reordered  int `json:"reordered"`  // controllers whose first handlings are out of seq order
+	Overlaps   int `json:"overlaps"`   // handlings of one controller at the same time
+	Duplicates int `json:"duplicates"` // handlings of a seq after its first (allowed after faults)
 }
 
 // runDevices connects n devices spread over addrs (reconnecting to the next
@@ -440,7 +451,7 @@ func TestProcessKill(t *testing.T) {
 			t.Errorf("%s: %d ACKs, want %d", id, len(seqs), messages)
 		}
 	}
-	dups := checkJournal(t, readJournal(t, journal), d.acked, killedAt)
+	dups := checkJournal(t, readJournal(t, journal), d.acked, killedAt).Duplicates
 	var worst time.Duration
 	for _, g := range d.gaps {
 		worst = max(worst, g)
@@ -481,7 +492,7 @@ func TestParserPausedIsFenced(t *testing.T) {
 			t.Errorf("%s: %d ACKs, want %d", id, len(seqs), messages)
 		}
 	}
-	dups := checkJournal(t, readJournal(t, journal), d.acked, nil)
+	dups := checkJournal(t, readJournal(t, journal), d.acked, nil).Duplicates
 
 	// Read the stream in storage order.
 	nc, err := nats.Connect("nats://"+procs[0].nats, nats.MaxReconnects(-1))

@@ -87,10 +87,17 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 			}
 		}
 		if err != nil {
-			if err == io.EOF && !p.isFrozen() { // frozen: the other side never learns
+			switch {
+			case p.isFrozen(): // the other side never learns
+			case err == io.EOF: // a FIN: pass it on
 				if tc, ok := dst.(*net.TCPConn); ok {
 					tc.CloseWrite()
 				}
+			default: // a reset (a killed process): reset the other side too
+				if tc, ok := dst.(*net.TCPConn); ok {
+					tc.SetLinger(0)
+				}
+				dst.Close()
 			}
 			return
 		}

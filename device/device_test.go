@@ -1,0 +1,142 @@
+package device
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/egp"
+)
+
+// silentGateway accepts EGP/1 sessions, answers HELLO with WELCOME and then
+// never sends another byte, as a gateway that lost power mid-session
+// looks to its devices. It reports the type and seq of every frame read.
+type silentGateway struct {
+	ln     net.Listener
+	frames chan egp.Header
+	data   chan uint64
+	pong   bool // answer PINGs (set before the first session)
+}
+
+func newSilentGateway(t *testing.T) *silentGateway {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &silentGateway{ln: ln, frames: make(chan egp.Header, 64), data: make(chan uint64, 64)}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				r := egp.NewReader(nc, egp.DefaultMaxFrame, 4096)
+				if _, _, err := r.ReadFrame(); err != nil { // HELLO
+					return
+				}
+				nc.Write(egp.AppendWelcome(nil, egp.Welcome{Version: egp.Version, AckMode: egp.AckProcessed, MaxFrame: egp.DefaultMaxFrame}))
+				for {
+					h, body, err := r.ReadFrame()
+					if err != nil {
+						return
+					}
+					select {
+					case g.frames <- h:
+					default:
+					}
+					if h.Type == egp.TypePing && g.pong {
+						nc.Write(egp.AppendPong(nil, body))
+					}
+					if h.Type == egp.TypeData {
+						seq, _, _ := egp.ParseData(body)
+						select {
+						case g.data <- seq:
+						default:
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return g
+}
+
+// TestKeepAliveDetectsVanishedGateway: a gateway that stops answering
+// without closing the connection is sent a PING after KeepAlive and given
+// up after 2×KeepAlive; the client goes on with the next address and
+// resends what was not acknowledged.
+func TestKeepAliveDetectsVanishedGateway(t *testing.T) {
+	first, second := newSilentGateway(t), newSilentGateway(t)
+	ka := 200 * time.Millisecond
+	c, err := Dial(context.Background(), Config{
+		Addrs: []string{first.ln.Addr().String(), second.ln.Addr().String()},
+		ID:    "ka-1", Reconnect: true, KeepAlive: ka,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	seq, err := c.Send(context.Background(), []byte("m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	pinged := false
+	for !pinged {
+		select {
+		case h := <-first.frames:
+			pinged = h.Type == egp.TypePing
+		case <-deadline:
+			t.Fatal("no PING to a silent gateway")
+		}
+	}
+	for {
+		select {
+		case got := <-second.data:
+			if got != seq {
+				t.Fatalf("resent seq %d, want %d", got, seq)
+			}
+			if st := c.Stats(); st.Reconnects != 1 || st.Resent != 1 {
+				t.Fatalf("stats %+v, want 1 reconnect and 1 resent", st)
+			}
+			return
+		case <-deadline:
+			t.Fatalf("the client did not move to the next gateway (stats %+v)", c.Stats())
+		}
+	}
+}
+
+// TestKeepAliveGatewayThatAnswers: a gateway that answers PINGs keeps the
+// session however long it holds back ACKs.
+func TestKeepAliveGatewayThatAnswers(t *testing.T) {
+	g := newSilentGateway(t)
+	g.pong = true
+	ka := 100 * time.Millisecond
+	c, err := Dial(context.Background(), Config{Addrs: []string{g.ln.Addr().String()}, ID: "ka-2", Reconnect: true, KeepAlive: ka})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Send(context.Background(), []byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	for pings := 0; pings < 4; { // 4 PINGs answered: at least 4×KeepAlive without an ACK
+		select {
+		case h := <-g.frames:
+			if h.Type == egp.TypePing {
+				pings++
+			}
+		case <-deadline:
+			t.Fatalf("%d PINGs within 10s with KeepAlive %v", pings, ka)
+		}
+	}
+	if st := c.Stats(); st.Reconnects != 0 {
+		t.Fatalf("%d reconnects to a gateway that answers PINGs", st.Reconnects)
+	}
+}
