@@ -14,8 +14,6 @@ package appliance
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -90,6 +88,14 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 	if err != nil {
 		return nil, err
 	}
+	natsTLS, err := serverTLS("nats", cfg.NATS.TLSCert, cfg.NATS.TLSKey, "tls_client_ca", cfg.NATS.TLSClientCA)
+	if err != nil {
+		return nil, err
+	}
+	routeTLS, err := serverTLS("nats.cluster", cfg.NATS.Cluster.TLSCert, cfg.NATS.Cluster.TLSKey, "tls_ca", cfg.NATS.Cluster.TLSCA)
+	if err != nil {
+		return nil, err
+	}
 	a.nats, err = embed.New(embed.Config{
 		Name:      cfg.Name,
 		Listen:    cfg.NATS.Listen,
@@ -97,11 +103,16 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		StoreDir:  dir, // nats-server keeps its data in <dir>/jetstream
 		MaxStore:  cfg.NATS.MaxStore,
 		MaxMemory: cfg.NATS.MaxMemory,
+		Auth:      embed.Auth{User: cfg.NATS.User, Password: cfg.NATS.Password, NKeys: cfg.NATS.NKeys},
+		TLS:       natsTLS,
 		Cluster: embed.ClusterConfig{
 			Listen:    cfg.NATS.Cluster.Listen,
 			Name:      cfg.NATS.Cluster.Name,
 			Advertise: cfg.NATS.Cluster.Advertise,
 			Peers:     cfg.NATS.Cluster.Peers,
+			User:      cfg.NATS.Cluster.User,
+			Password:  cfg.NATS.Cluster.Password,
+			TLS:       routeTLS,
 		},
 		Logger: log.With("component", "nats"),
 	})
@@ -119,6 +130,9 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 			return nil, fmt.Errorf("appliance: lease.redis: %w", err)
 		}
 		opts.ClientName = "edgegate-" + cfg.Name
+		if err := redisTLS(opts.TLSConfig, cfg.Lease); err != nil {
+			return nil, err
+		}
 		rc := redis.NewUniversalClient(opts)
 		a.closers = append(a.closers, func() { rc.Close() })
 		a.store = lease.NewRedis(rc, cfg.Lease.RedisPrefix, opts.DB)
@@ -143,7 +157,7 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		if err != nil {
 			return nil, err
 		}
-		tlsCfg, err := deviceTLS(cfg.Devices)
+		tlsCfg, err := serverTLS("devices", cfg.Devices.TLSCert, cfg.Devices.TLSKey, "tls_client_ca", cfg.Devices.TLSClientCA)
 		if err != nil {
 			return nil, err
 		}
@@ -462,29 +476,4 @@ func (a *Appliance) reload(next Config) {
 			a.log.Warn("appliance: reload: changed settings take effect at the next restart", "section", d.key)
 		}
 	}
-}
-
-// deviceTLS builds the device listeners' TLS configuration, nil for plain
-// TCP.
-func deviceTLS(d DevicesConfig) (*tls.Config, error) {
-	if d.TLSCert == "" {
-		return nil, nil
-	}
-	cert, err := tls.LoadX509KeyPair(d.TLSCert, d.TLSKey)
-	if err != nil {
-		return nil, fmt.Errorf("appliance: devices.tls_cert/devices.tls_key: %w", err)
-	}
-	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if d.TLSClientCA != "" {
-		pem, err := os.ReadFile(d.TLSClientCA)
-		if err != nil {
-			return nil, fmt.Errorf("appliance: devices.tls_client_ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("appliance: devices.tls_client_ca %s: no PEM certificate in it", d.TLSClientCA)
-		}
-		c.ClientCAs, c.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
-	return c, nil
 }

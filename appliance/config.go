@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nkeys"
+
 	"github.com/edgegate/edgegate/lease"
 	"github.com/edgegate/edgegate/parser"
 )
@@ -104,7 +106,20 @@ type NATSConfig struct {
 	MaxStore int64
 	// MaxMemory is the JetStream memory store limit in bytes. Zero means 64 MiB.
 	MaxMemory int64
-	Cluster   ClusterConfig
+	// User and Password, when set, are required of clients on the client
+	// port (tail, status, consumers). Password may be a bcrypt hash
+	// ($2a$...). In-process clients use their own credentials.
+	User, Password string
+	// NKeys are public user nkeys (U...) allowed on the client port; a
+	// client proves its key by signing the server's nonce.
+	NKeys []string
+	// TLSCert and TLSKey are the PEM files of the client port's TLS
+	// certificate. Empty means plain TCP.
+	TLSCert, TLSKey string
+	// TLSClientCA, with TLS, requires client certificates signed by this
+	// PEM CA bundle.
+	TLSClientCA string
+	Cluster     ClusterConfig
 }
 
 // ClusterConfig configures NATS routes to the other appliances.
@@ -123,6 +138,14 @@ type ClusterConfig struct {
 	// can have the same list. JetStream streams get 3 replicas when the
 	// list has 3 or more addresses, else 1.
 	Peers []string
+	// User and Password, when set, are required of routes and sent by this
+	// appliance's routes: the same on every appliance.
+	User, Password string
+	// TLSCert and TLSKey are this appliance's PEM route certificate, used
+	// both ways; TLSCA is the PEM CA bundle route certificates must be
+	// signed by (empty: the system roots). Routes with TLS verify each
+	// other, so every appliance needs TLS when one has it.
+	TLSCert, TLSKey, TLSCA string
 }
 
 // LeaseConfig configures the per-controller leases.
@@ -145,6 +168,12 @@ type LeaseConfig struct {
 	// CheckInterval is how often a socket checks the leases it waits on.
 	// Zero means 1s.
 	CheckInterval time.Duration
+	// RedisTLSCA is a PEM CA bundle that Redis's certificate must be
+	// signed by (a rediss:// URL; empty: the system roots).
+	RedisTLSCA string
+	// RedisTLSCert and RedisTLSKey are a PEM client certificate for Redis
+	// servers that require one (tls-auth-clients).
+	RedisTLSCert, RedisTLSKey string
 }
 
 // ParserConfig configures the parser pool of this appliance.
@@ -290,6 +319,17 @@ func (c Config) Validate() error {
 	bad := func(key string, v any, why string) error {
 		return fmt.Errorf("config: %s: %v: %s", key, v, why)
 	}
+	// tlsPair checks that <section>.tls_cert and tls_key go together and
+	// that the CA setting is only given with them.
+	tlsPair := func(section, cert, key, caKey, ca string) error {
+		if (cert == "") != (key == "") {
+			return bad(section+".tls_cert", fmt.Sprintf("%q", cert), section+".tls_cert and "+section+".tls_key go together")
+		}
+		if ca != "" && cert == "" {
+			return bad(section+"."+caKey, fmt.Sprintf("%q", ca), "needs "+section+".tls_cert and "+section+".tls_key")
+		}
+		return nil
+	}
 	for _, a := range []struct{ key, addr string }{
 		{"devices.listen", c.Devices.Listen},
 		{"devices.lines_listen", c.Devices.LinesListen},
@@ -324,11 +364,34 @@ func (c Config) Validate() error {
 	if c.Devices.MaxConnections < 0 {
 		return bad("devices.max_connections", c.Devices.MaxConnections, "must not be negative")
 	}
-	if (c.Devices.TLSCert == "") != (c.Devices.TLSKey == "") {
-		return bad("devices.tls_cert", fmt.Sprintf("%q", c.Devices.TLSCert), "devices.tls_cert and devices.tls_key go together")
+	if err := tlsPair("devices", c.Devices.TLSCert, c.Devices.TLSKey, "tls_client_ca", c.Devices.TLSClientCA); err != nil {
+		return err
 	}
-	if c.Devices.TLSClientCA != "" && c.Devices.TLSCert == "" {
-		return bad("devices.tls_client_ca", fmt.Sprintf("%q", c.Devices.TLSClientCA), "needs devices.tls_cert and devices.tls_key")
+	if err := tlsPair("nats", c.NATS.TLSCert, c.NATS.TLSKey, "tls_client_ca", c.NATS.TLSClientCA); err != nil {
+		return err
+	}
+	if err := tlsPair("nats.cluster", c.NATS.Cluster.TLSCert, c.NATS.Cluster.TLSKey, "tls_ca", c.NATS.Cluster.TLSCA); err != nil {
+		return err
+	}
+	if (c.Lease.RedisTLSCA != "" || c.Lease.RedisTLSCert != "") && !strings.HasPrefix(c.Lease.Redis, "rediss://") {
+		return bad("lease.redis_tls_ca", fmt.Sprintf("%q", c.Lease.RedisTLSCA), "TLS settings need a rediss:// URL in lease.redis")
+	}
+	if (c.Lease.RedisTLSCert == "") != (c.Lease.RedisTLSKey == "") {
+		return bad("lease.redis_tls_cert", fmt.Sprintf("%q", c.Lease.RedisTLSCert), "lease.redis_tls_cert and lease.redis_tls_key go together")
+	}
+	if c.NATS.Password != "" && c.NATS.User == "" {
+		return bad("nats.password", `"…"`, "needs nats.user")
+	}
+	if c.NATS.User != "" && c.NATS.Password == "" {
+		return bad("nats.user", fmt.Sprintf("%q", c.NATS.User), "needs nats.password")
+	}
+	for i, k := range c.NATS.NKeys {
+		if !nkeys.IsValidPublicUserKey(k) {
+			return bad(fmt.Sprintf("nats.nkeys[%d]", i), fmt.Sprintf("%q", k), "want a public user nkey (56 characters starting with U)")
+		}
+	}
+	if (c.NATS.Cluster.User == "") != (c.NATS.Cluster.Password == "") {
+		return bad("nats.cluster.user", fmt.Sprintf("%q", c.NATS.Cluster.User), "nats.cluster.user and nats.cluster.password go together")
 	}
 	if c.Devices.MaxPerIP < 0 {
 		return bad("devices.max_per_ip", c.Devices.MaxPerIP, "must not be negative")

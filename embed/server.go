@@ -5,6 +5,7 @@ package embed
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,12 @@ type Config struct {
 	MaxStore int64
 	// MaxMemory is the JetStream memory store limit in bytes. Zero means 64 MiB.
 	MaxMemory int64
+	// Auth, when it names a user or nkeys, is required on the client port.
+	// In-process clients (Connect) get credentials of their own.
+	Auth Auth
+	// TLS, when set, is required on the client port; its ClientAuth says
+	// whether client certificates are. In-process clients skip it.
+	TLS *tls.Config
 	// Cluster configures routes to other appliances.
 	Cluster ClusterConfig
 	// Logger receives the server's logs. Nil means discard.
@@ -46,6 +53,20 @@ type Config struct {
 	// Zero means 10s.
 	ReadyTimeout time.Duration
 }
+
+// Auth lists who may use the client port.
+type Auth struct {
+	// User and Password (plain or a bcrypt hash, $2a$...) of a client.
+	User, Password string
+	// NKeys are public user nkeys (U...) allowed to connect.
+	NKeys []string
+}
+
+func (a Auth) required() bool { return a.User != "" || len(a.NKeys) > 0 }
+
+// internalUser is the name of the in-process clients' user when the
+// client port requires authentication.
+const internalUser = "edgegate-internal"
 
 // ClusterConfig configures NATS routes.
 type ClusterConfig struct {
@@ -61,6 +82,13 @@ type ClusterConfig struct {
 	// Explicit routes are redialed forever; listing the server's own address
 	// is harmless (nats-server detects a route to itself).
 	Peers []string
+	// User and Password, when set, are required of incoming routes and
+	// sent on outgoing ones.
+	User, Password string
+	// TLS, when set, is required on routes both ways, and both ends verify
+	// each other's certificate: ClientCAs verifies incoming routes, and
+	// RootCAs (ClientCAs when nil) outgoing ones.
+	TLS *tls.Config
 }
 
 // DefaultConfig returns the defaults: in-process clients only, no
@@ -76,9 +104,10 @@ func DefaultConfig() Config {
 
 // Server is a running embedded NATS server.
 type Server struct {
-	cfg  Config
-	ns   *server.Server
-	once sync.Once
+	cfg      Config
+	ns       *server.Server
+	once     sync.Once
+	internal string // in-process clients' password; "" = no authentication
 }
 
 // hostPort splits addr for nats-server, whose port 0 means the default
@@ -150,6 +179,25 @@ func New(cfg Config) (*Server, error) {
 		}
 		opts.Host, opts.Port = h, p
 	}
+	var internal string
+	if cfg.Auth.required() {
+		internal = nuid.Next() + nuid.Next()
+		opts.Users = []*server.User{{Username: internalUser, Password: internal}}
+		if cfg.Auth.User != "" {
+			if cfg.Auth.User == internalUser {
+				return nil, fmt.Errorf("embed: user name %q is reserved", internalUser)
+			}
+			opts.Users = append(opts.Users, &server.User{Username: cfg.Auth.User, Password: cfg.Auth.Password})
+		}
+		for _, k := range cfg.Auth.NKeys {
+			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k})
+		}
+	}
+	if cfg.TLS != nil {
+		opts.TLSConfig = cfg.TLS
+		opts.TLSTimeout = 2
+		opts.TLSVerify = cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+	}
 	if cfg.JetStream {
 		if cfg.StoreDir == "" {
 			return nil, errors.New("embed: JetStream needs a store directory")
@@ -170,11 +218,25 @@ func New(cfg Config) (*Server, error) {
 		opts.Cluster.Name = cfg.Cluster.Name
 		opts.Cluster.Host, opts.Cluster.Port = h, p
 		opts.Cluster.Advertise = cfg.Cluster.Advertise
+		opts.Cluster.Username, opts.Cluster.Password = cfg.Cluster.User, cfg.Cluster.Password
+		if cfg.Cluster.TLS != nil {
+			// As nats-server configures route TLS: both ends verify.
+			t := cfg.Cluster.TLS.Clone()
+			t.ClientAuth = tls.RequireAndVerifyClientCert
+			if t.RootCAs == nil {
+				t.RootCAs = t.ClientCAs
+			}
+			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = t, 2
+		}
 		for _, peer := range cfg.Cluster.Peers {
 			if _, _, err := net.SplitHostPort(peer); err != nil {
 				return nil, fmt.Errorf("embed: nats.cluster.peers %q: %w", peer, err)
 			}
-			opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats", Host: peer})
+			u := &url.URL{Scheme: "nats", Host: peer}
+			if cfg.Cluster.User != "" {
+				u.User = url.UserPassword(cfg.Cluster.User, cfg.Cluster.Password)
+			}
+			opts.Routes = append(opts.Routes, u)
 		}
 	} else if len(cfg.Cluster.Peers) > 0 {
 		return nil, errors.New("embed: nats.cluster.peers needs nats.cluster.listen")
@@ -191,7 +253,7 @@ func New(cfg Config) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("embed: NATS server not ready within %v (is %s or %s in use?)", cfg.ReadyTimeout, cfg.Listen, cfg.Cluster.Listen)
 	}
-	return &Server{cfg: cfg, ns: ns}, nil
+	return &Server{cfg: cfg, ns: ns, internal: internal}, nil
 }
 
 // NATS returns the underlying server.
@@ -228,6 +290,9 @@ func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
 		nats.InProcessServer(s.ns),
 		nats.MaxReconnects(-1),
 	}, opts...)
+	if s.internal != "" {
+		opts = append(opts, nats.UserInfo(internalUser, s.internal))
+	}
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("embed: connect %s: %w", name, err)

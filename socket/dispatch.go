@@ -220,8 +220,13 @@ func (s *Server) unpickLocked(c *controller) {
 
 // pauseLocked stops dispatching for one lease TTL: every parser that might
 // still work under a lost lease has stopped by then (it cancels its batch
-// when it cannot confirm a heartbeat for a lease).
+// when it cannot confirm a heartbeat for a lease). A fresh fence after the
+// pause is then no sign of another loss: every controller is forgotten as
+// granted before, so that the first grant of each does not pause again.
 func (s *Server) pauseLocked(why string) {
+	for _, c := range s.ctrls {
+		c.granted = false
+	}
 	until := time.Now().Add(s.cfg.TTL)
 	if until.After(s.paused) {
 		if !time.Now().Before(s.paused) {

@@ -46,13 +46,27 @@ var settings = []setting{
 	{key: "nats.jetstream", usage: "store parsed records and dead letters in JetStream", ptr: func(c *appliance.Config) any { return &c.NATS.JetStream }},
 	{key: "nats.max_store", usage: "JetStream file store limit in bytes", ptr: func(c *appliance.Config) any { return &c.NATS.MaxStore }, bytes: true},
 	{key: "nats.max_memory", usage: "JetStream memory store limit in bytes", ptr: func(c *appliance.Config) any { return &c.NATS.MaxMemory }, bytes: true},
+	{key: "nats.user", usage: `user name clients of the NATS client port must give; "" = no password authentication`, ptr: func(c *appliance.Config) any { return &c.NATS.User }},
+	{key: "nats.password", usage: "password of nats.user, plain or a bcrypt hash ($2a$...)", ptr: func(c *appliance.Config) any { return &c.NATS.Password }},
+	{key: "nats.nkeys", usage: "public user nkeys (U...) allowed on the NATS client port (repeat or comma-separate)", ptr: func(c *appliance.Config) any { return &c.NATS.NKeys }},
+	{key: "nats.tls_cert", usage: `PEM certificate of the NATS client port; "" = plain TCP`, ptr: func(c *appliance.Config) any { return &c.NATS.TLSCert }},
+	{key: "nats.tls_key", usage: "PEM key of nats.tls_cert", ptr: func(c *appliance.Config) any { return &c.NATS.TLSKey }},
+	{key: "nats.tls_client_ca", usage: `PEM CA bundle: require NATS client certificates signed by it; "" = not asked`, ptr: func(c *appliance.Config) any { return &c.NATS.TLSClientCA }},
 	{key: "nats.cluster.listen", usage: `NATS route listener, e.g. 0.0.0.0:6222; "" = not clustered`, ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Listen }},
 	{key: "nats.cluster.name", usage: "cluster name, the same on every appliance", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Name }},
 	{key: "nats.cluster.advertise", usage: `route address the other appliances reach this one at (NAT, relay); "" = nats.cluster.listen`, ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Advertise }},
 	{key: "nats.cluster.peers", usage: "host:port of every peer's route listener (repeat or comma-separate)", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Peers }},
+	{key: "nats.cluster.user", usage: `route user name, the same on every appliance; "" = routes unauthenticated`, ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.User }},
+	{key: "nats.cluster.password", usage: "route password, the same on every appliance", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Password }},
+	{key: "nats.cluster.tls_cert", usage: `PEM route certificate (used both ways; every appliance needs one); "" = plain TCP`, ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.TLSCert }},
+	{key: "nats.cluster.tls_key", usage: "PEM key of nats.cluster.tls_cert", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.TLSKey }},
+	{key: "nats.cluster.tls_ca", usage: `PEM CA bundle route certificates must be signed by; "" = the system roots`, ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.TLSCA }},
 	{key: "lease.redis", usage: `Redis URL for the leases, redis://host:6379/0; "" = in-process store (one appliance)`, ptr: func(c *appliance.Config) any { return &c.Lease.Redis }},
 	{key: "lease.redis_mode", usage: "standalone, sentinel (URL: redis://sentinel:26379?master_name=m&addr=sentinel2:26379) or cluster (URL: redis://node1:6379?addr=node2:6379)", ptr: func(c *appliance.Config) any { return &c.Lease.RedisMode }},
 	{key: "lease.redis_prefix", usage: "prefix of every Redis key", ptr: func(c *appliance.Config) any { return &c.Lease.RedisPrefix }},
+	{key: "lease.redis_tls_ca", usage: `PEM CA bundle Redis's certificate must be signed by (rediss:// URLs); "" = the system roots`, ptr: func(c *appliance.Config) any { return &c.Lease.RedisTLSCA }},
+	{key: "lease.redis_tls_cert", usage: `PEM client certificate for Redis (rediss:// URLs); "" = none`, ptr: func(c *appliance.Config) any { return &c.Lease.RedisTLSCert }},
+	{key: "lease.redis_tls_key", usage: "PEM key of lease.redis_tls_cert", ptr: func(c *appliance.Config) any { return &c.Lease.RedisTLSKey }},
 	{key: "lease.ttl", usage: "lease time: a parser silent this long is taken as dead", ptr: func(c *appliance.Config) any { return &c.Lease.TTL }},
 	{key: "lease.heartbeat", usage: "how often a parser extends its lease", ptr: func(c *appliance.Config) any { return &c.Lease.Heartbeat }},
 	{key: "lease.check_interval", usage: "how often a socket checks the leases it waits on", ptr: func(c *appliance.Config) any { return &c.Lease.CheckInterval }},
@@ -153,6 +167,11 @@ func applyFile(cfg *appliance.Config, path string) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	return applyYAML(cfg, path, b)
+}
+
+// applyYAML reads the YAML document b (from the file path) into cfg.
+func applyYAML(cfg *appliance.Config, path string, b []byte) error {
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return fmt.Errorf("config %s: %w", path, err)

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nkeys"
 
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
@@ -141,5 +145,58 @@ func TestStatus(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestStatusWithCredentials: status reaches an appliance whose client port
+// requires a user or an nkey; a refused password is not echoed.
+func TestStatusWithCredentials(t *testing.T) {
+	user, _ := nkeys.CreateUser()
+	pub, _ := user.PublicKey()
+	seed, _ := user.Seed()
+	seedFile := filepath.Join(t.TempDir(), "user.nk")
+	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := appliance.DefaultConfig()
+	cfg.Name = "auth"
+	cfg.DataDir = t.TempDir()
+	cfg.Devices.Listen = "127.0.0.1:0"
+	cfg.NATS.Listen = "127.0.0.1:0"
+	cfg.NATS.JetStream = false
+	cfg.NATS.User, cfg.NATS.Password = "ops", "0ps-pass"
+	cfg.NATS.NKeys = []string{pub}
+	cfg.HTTP.Listen = ""
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := appliance.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-a.Ready()
+	withUser := strings.Replace(a.NATSURL(), "nats://", "nats://ops:0ps-pass@", 1)
+	for name, args := range map[string][]string{
+		"password": {"--nats", withUser},
+		"nkey":     {"--nats", a.NATSURL(), "--nkey", seedFile},
+	} {
+		var out bytes.Buffer
+		if err := newApp(nil, &out, &out).RunContext(ctx, append([]string{"edgegate", "status"}, args...)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		} else if !strings.Contains(out.String(), "socket") {
+			t.Errorf("%s: status output lacks the socket:\n%s", name, out.String())
+		}
+	}
+	wrong := strings.Replace(a.NATSURL(), "nats://", "nats://ops:guessed-it@", 1)
+	var out bytes.Buffer
+	err = newApp(nil, &out, &out).RunContext(ctx, []string{"edgegate", "status", "--nats", wrong})
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("status with a wrong password: %v, want an authorization error", err)
+	}
+	if strings.Contains(err.Error(), "guessed-it") {
+		t.Errorf("the error shows the password: %v", err)
 	}
 }

@@ -126,6 +126,12 @@ func TestBadConfig(t *testing.T) {
 		{"heartbeat too slow", "", []string{"--lease.heartbeat", "4s"}, "lease.heartbeat"},
 		{"cluster without redis", "", []string{"--nats.cluster.listen", "127.0.0.1:6222"}, "lease.redis"},
 		{"not yaml", "::: [", nil, "yaml"},
+		{"password without user", "nats:\n  password: x\n", nil, "nats.password"},
+		{"not an nkey", "", []string{"--nats.nkeys", "SUAJ"}, "nats.nkeys[0]"},
+		{"route user without password", "", []string{"--nats.cluster.user", "r"}, "nats.cluster.user"},
+		{"client CA without certificate", "", []string{"--nats.tls_client_ca", "/etc/ca.pem"}, "nats.tls_client_ca"},
+		{"route key without certificate", "", []string{"--nats.cluster.tls_key", "/etc/k.pem"}, "nats.cluster.tls_cert"},
+		{"redis TLS without rediss", "", []string{"--lease.redis", "redis://127.0.0.1:6379", "--lease.redis_tls_ca", "/etc/ca.pem"}, "lease.redis_tls_ca"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,15 +18,14 @@ func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
 		Usage: "show the cluster: appliances, parser pools, controllers in flight with their leases, queues",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "nats", Usage: "NATS URL of any appliance of the cluster", Value: "nats://127.0.0.1:4222", EnvVars: []string{"EDGEGATE_NATS_URL"}},
+		Flags: append(natsFlags("NATS URL of any appliance of the cluster"),
 			&cli.DurationFlag{Name: "wait", Usage: "how long to collect answers", Value: 500 * time.Millisecond},
 			&cli.BoolFlag{Name: "json", Usage: "print the answers as JSON"},
-		},
+		),
 		Action: func(c *cli.Context) error {
-			nc, err := nats.Connect(c.String("nats"), nats.Name("edgegate status"))
+			nc, err := connectNATS(c, "edgegate status")
 			if err != nil {
-				return fmt.Errorf("status: connect %s: %w", c.String("nats"), err)
+				return fmt.Errorf("status: %w", err)
 			}
 			defer nc.Close()
 			answers, err := collectStatus(nc, c.Duration("wait"))

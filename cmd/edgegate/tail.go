@@ -18,17 +18,16 @@ func tailCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "tail",
 		Usage: "print parsed records (or dead letters) as they are published",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "nats", Usage: "NATS URL of an appliance", Value: "nats://127.0.0.1:4222", EnvVars: []string{"EDGEGATE_NATS_URL"}},
+		Flags: append(natsFlags("NATS URL of an appliance"),
 			&cli.StringFlag{Name: "controller", Usage: "only this controller"},
 			&cli.BoolFlag{Name: "dead", Usage: "dead letters instead of parsed records"},
 			&cli.IntFlag{Name: "count", Usage: "exit after this many records; 0 = run until interrupted"},
 			&cli.BoolFlag{Name: "json", Usage: "one JSON object per line"},
-		},
+		),
 		Action: func(c *cli.Context) error {
-			nc, err := nats.Connect(c.String("nats"), nats.Name("edgegate tail"), nats.MaxReconnects(-1))
+			nc, err := connectNATS(c, "edgegate tail", nats.MaxReconnects(-1))
 			if err != nil {
-				return fmt.Errorf("tail: connect %s: %w", c.String("nats"), err)
+				return fmt.Errorf("tail: %w", err)
 			}
 			defer nc.Close()
 			id := c.String("controller")

@@ -4,11 +4,16 @@ package redistest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +27,8 @@ type Server struct {
 	port int
 	cmd  *exec.Cmd
 	exit chan struct{}
+	args []string    // extra redis-server arguments, kept for Restart
+	tls  *tls.Config // readiness checks dial with TLS when set
 }
 
 // Start starts redis-server on a free loopback port and stops it when the
@@ -35,9 +42,45 @@ func Start(t testing.TB, args ...string) *Server {
 		}
 		t.Skip("redis-server not found on PATH: skipping this Redis test (install redis-server to run it; CI requires it)")
 	}
-	s := &Server{t: t, dir: t.TempDir()}
+	s := &Server{t: t, dir: t.TempDir(), args: args}
 	s.port = freePort(t)
-	s.start(args...)
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// StartTLS starts redis-server with TLS only (no plain port), requiring
+// client certificates signed by caFile, with extra ACL lines such as
+// "user default off". Readiness is checked over TLS without credentials:
+// an authentication error means the server is up.
+func StartTLS(t testing.TB, certFile, keyFile, caFile string, aclLines ...string) *Server {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	dir := t.TempDir()
+	acl := filepath.Join(dir, "users.acl")
+	if err := os.WriteFile(acl, []byte(strings.Join(aclLines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	// The server's own certificate serves as the readiness check's client
+	// certificate (the test CA signs it for both uses).
+	port := freePort(t)
+	args := []string{"--port", "0", "--tls-port", strconv.Itoa(port), "--tls-cert-file", certFile, "--tls-key-file", keyFile,
+		"--tls-ca-cert-file", caFile, "--tls-auth-clients", "yes", "--aclfile", acl}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return Start(t) // fails or skips with the message of Start
+	}
+	s := &Server{t: t, dir: dir, port: port, args: args,
+		tls: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"}}
+	s.start()
 	t.Cleanup(s.Kill)
 	return s
 }
@@ -52,14 +95,14 @@ func freePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func (s *Server) start(extra ...string) {
+func (s *Server) start() {
 	s.t.Helper()
 	args := []string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", s.dir,
 		"--protected-mode", "no", "--loglevel", "warning",
 	}
-	args = append(args, extra...)
+	args = append(args, s.args...) // a later --port wins
 	s.cmd = exec.Command("redis-server", args...)
 	logf, err := os.OpenFile(s.dir+"/redis.log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -72,14 +115,15 @@ func (s *Server) start(extra ...string) {
 	}
 	s.exit = make(chan struct{})
 	go func(cmd *exec.Cmd, exit chan struct{}) { cmd.Wait(); close(exit) }(s.cmd, s.exit)
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), TLSConfig: s.tls})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := c.Ping(ctx).Err()
 		cancel()
-		if err == nil {
+		var rerr redis.Error
+		if err == nil || errors.As(err, &rerr) { // NOAUTH and the like: it answers
 			return
 		}
 		select {
