@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/edgegate/edgegate/lease"
@@ -114,6 +115,11 @@ func appendStr8(b []byte, s string) []byte {
 
 // AppendAssign appends the encoding of a to b.
 func AppendAssign(b []byte, a *Assign) []byte {
+	n := 1 + 1 + len(a.Controller) + 8 + 1 + len(a.Token.Owner) + 8 + 4
+	for i := range a.Msgs {
+		n += 20 + len(a.Msgs[i].Payload)
+	}
+	b = slices.Grow(b, n) // one allocation for the whole batch
 	b = append(b, KindAssign)
 	b = appendStr8(b, a.Controller)
 	b = binary.BigEndian.AppendUint64(b, a.Token.Fence)

@@ -91,7 +91,8 @@ type Client struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced on every state change
+	changed  chan struct{} // closed and replaced on a state change while waiting is set
+	waiting  bool          // somebody waits on changed
 	pend     []pending     // unacknowledged, in seq order
 	seq      uint64        // last seq assigned
 	welcome  egp.Welcome
@@ -464,10 +465,15 @@ func (c *Client) countError(code egp.Code) {
 	c.mu.Unlock()
 }
 
-// notifyLocked wakes everybody waiting for a change.
+// notifyLocked wakes everybody waiting for a change. Without waiters it
+// does nothing (an ACK then costs no channel).
 func (c *Client) notifyLocked() {
+	if !c.waiting {
+		return
+	}
 	close(c.changed)
 	c.changed = make(chan struct{})
+	c.waiting = false
 }
 
 func (c *Client) fail(err error) {
@@ -482,6 +488,7 @@ func (c *Client) fail(err error) {
 // waitLocked waits for a state change or ctx; it returns with mu held.
 func (c *Client) waitLocked(ctx context.Context) error {
 	w := c.changed
+	c.waiting = true
 	c.mu.Unlock()
 	defer c.mu.Lock()
 	select {

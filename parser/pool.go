@@ -293,7 +293,7 @@ func (p *Pool) publishReady() {
 // lease, heartbeating, then release and report.
 func (p *Pool) runBatch(ctx context.Context, j job) {
 	a := j.a
-	log := p.log.With("controller", a.Controller, "fence", a.Token.Fence)
+	log := &batchLog{base: p.log, a: a}
 	// The lease is valid until the socket's view of it minus a margin for
 	// the transit of the assignment and clock rate differences.
 	margin := p.cfg.TTL / 10
@@ -308,7 +308,7 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 	// the controller. The lease's validity then runs from this heartbeat.
 	if err := hb.confirm(ctx); err != nil {
 		p.stats.leaseLost.Add(1)
-		log.Warn("parser: lease not confirmed, batch not started", "err", err)
+		log.get().Warn("parser: lease not confirmed, batch not started", "err", err)
 		p.reply(log, j.reply, &coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence})
 		return
 	}
@@ -330,7 +330,7 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 	switch {
 	case lost:
 		p.stats.leaseLost.Add(1)
-		log.Warn("parser: lease lost, batch fenced", "handled", len(statuses), "of", len(a.Msgs))
+		log.get().Warn("parser: lease lost, batch fenced", "handled", len(statuses), "of", len(a.Msgs))
 	case len(statuses) == 0:
 		// Stopped before the first message finished: hand the batch back.
 		o.Released = p.release(log, a, 0, false) == nil
@@ -344,18 +344,18 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 	p.reply(log, j.reply, &o)
 }
 
-func (p *Pool) reply(log *slog.Logger, to string, o *coord.Outcome) {
+func (p *Pool) reply(log *batchLog, to string, o *coord.Outcome) {
 	if to == "" {
 		return
 	}
 	if err := p.nc.Publish(to, coord.AppendOutcome(nil, o)); err != nil {
-		log.Warn("parser: outcome", "err", err)
+		log.get().Warn("parser: outcome", "err", err)
 	}
 }
 
 // release releases the lease, recording done when setDone; without setDone
 // the record is left as the grant found it. Errors are logged here.
-func (p *Pool) release(log *slog.Logger, a *coord.Assign, done uint64, setDone bool) error {
+func (p *Pool) release(log *batchLog, a *coord.Assign, done uint64, setDone bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Heartbeat)
 	defer cancel()
 	var err error
@@ -366,14 +366,14 @@ func (p *Pool) release(log *slog.Logger, a *coord.Assign, done uint64, setDone b
 	}
 	if err != nil {
 		p.stats.leaseLost.Add(1)
-		log.Warn("parser: release failed, batch fenced", "err", err)
+		log.get().Warn("parser: release failed, batch fenced", "err", err)
 	}
 	return err
 }
 
 // handle runs the handler on m with retries. It returns false when ctx was
 // cancelled before the message was finished.
-func (p *Pool) handle(ctx context.Context, log *slog.Logger, a *coord.Assign, cm *coord.Msg) (egp.Status, bool) {
+func (p *Pool) handle(ctx context.Context, log *batchLog, a *coord.Assign, cm *coord.Msg) (egp.Status, bool) {
 	m := &Message{
 		Controller: a.Controller, Seq: cm.Seq, Fence: a.Token.Fence,
 		Received: cm.Received, Payload: cm.Payload,
@@ -402,7 +402,7 @@ func (p *Pool) handle(ctx context.Context, log *slog.Logger, a *coord.Assign, cm
 		} else {
 			p.stats.transient.Add(1)
 			if attempt == 1 || attempt%50 == 0 {
-				log.Warn("parser: handler failed, retrying", "seq", m.Seq, "attempt", attempt, "err", err)
+				log.get().Warn("parser: handler failed, retrying", "seq", m.Seq, "attempt", attempt, "err", err)
 			}
 		}
 		if !sleep(ctx, backoff) {
@@ -414,8 +414,8 @@ func (p *Pool) handle(ctx context.Context, log *slog.Logger, a *coord.Assign, cm
 
 // deadLetter stores m as a dead letter, retrying store errors like a
 // transient handler error.
-func (p *Pool) deadLetter(ctx context.Context, log *slog.Logger, m *Message, cause error) (egp.Status, bool) {
-	log.Warn("parser: message dead-lettered", "seq", m.Seq, "attempts", m.Attempt, "err", cause)
+func (p *Pool) deadLetter(ctx context.Context, log *batchLog, m *Message, cause error) (egp.Status, bool) {
+	log.get().Warn("parser: message dead-lettered", "seq", m.Seq, "attempts", m.Attempt, "err", cause)
 	p.stats.dead.Add(1)
 	if p.cfg.DeadLetter == nil {
 		return egp.StatusDeadLettered, true
@@ -429,7 +429,7 @@ func (p *Pool) deadLetter(ctx context.Context, log *slog.Logger, m *Message, cau
 		if ctx.Err() != nil {
 			return 0, false
 		}
-		log.Warn("parser: dead letter failed, retrying", "seq", m.Seq, "err", err)
+		log.get().Warn("parser: dead letter failed, retrying", "seq", m.Seq, "err", err)
 		if !sleep(ctx, backoff) {
 			return 0, false
 		}
@@ -459,4 +459,19 @@ func (p *Pool) Healthy() error {
 		return fmt.Errorf("parser pool silent for %v", age.Round(time.Millisecond))
 	}
 	return nil
+}
+
+// batchLog is a batch's logger, built on first use: most batches log
+// nothing, and building it costs allocations per batch.
+type batchLog struct {
+	base *slog.Logger
+	a    *coord.Assign
+	l    *slog.Logger
+}
+
+func (b *batchLog) get() *slog.Logger {
+	if b.l == nil {
+		b.l = b.base.With("controller", b.a.Controller, "fence", b.a.Token.Fence)
+	}
+	return b.l
 }
