@@ -203,11 +203,16 @@ func Simulate(ctx context.Context, cfg SimConfig, progress func(SimReport)) (Sim
 	for i, c := range clients {
 		wg.Go(func() {
 			id := fmt.Sprintf("%s%06d", cfg.Prefix, i)
+			// Paced devices send what their rate allows every tick, a tick
+			// being the rate's period but at least 2ms: a timer per message
+			// would cost the simulator more CPU than the gateway spends.
 			var tick *time.Ticker
+			var due float64 // messages the rate allows and not yet sent
+			period := time.Duration(0)
 			if cfg.Rate > 0 {
+				period = max(time.Duration(float64(time.Second)/cfg.Rate), 2*time.Millisecond)
 				// Devices start at random offsets within one period, so that
 				// they do not all send at the same instant.
-				period := time.Duration(float64(time.Second) / cfg.Rate)
 				select {
 				case <-ctx.Done():
 					errs <- ctx.Err()
@@ -217,15 +222,19 @@ func Simulate(ctx context.Context, cfg SimConfig, progress func(SimReport)) (Sim
 				tick = time.NewTicker(period)
 				defer tick.Stop()
 			}
+			last := time.Now()
 			for n := 0; n < cfg.Messages; n++ {
-				if tick != nil {
+				for tick != nil && due < 1 {
 					select {
 					case <-ctx.Done():
 						errs <- ctx.Err()
 						return
-					case <-tick.C:
+					case now := <-tick.C:
+						due += now.Sub(last).Seconds() * cfg.Rate
+						last = now
 					}
 				}
+				due--
 				if _, err := c.Send(ctx, payload(id, n)); err != nil {
 					errs <- fmt.Errorf("%s: %w", id, err)
 					return

@@ -40,9 +40,10 @@ type session struct {
 
 	wmu     sync.Mutex
 	wbuf    []byte
-	wclose  bool // close after writing wbuf
-	wsig    chan struct{}
-	written chan struct{} // closed when the writer exits
+	spare   []byte        // the other buffer while a writer runs
+	wclose  bool          // close after writing wbuf
+	writing bool          // a writer goroutine runs (or has closed the connection)
+	written chan struct{} // closed when the connection is closed
 }
 
 // acceptLoop accepts device connections until the listener is closed.
@@ -171,7 +172,6 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 	sess := &session{
 		s: s, conn: conn, lines: lines, id: hello.ID, opened: time.Now(),
 		persistent: !lines && hello.Flags&egp.FlagPersistentSeq != 0,
-		wsig:       make(chan struct{}, 1),
 		written:    make(chan struct{}),
 	}
 	log = log.With("controller", sess.id)
@@ -200,7 +200,6 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 			Version: egp.Version, AckMode: ack, MaxFrame: uint32(s.cfg.MaxFrame), LastSeq: lastSeq,
 		})
 	}
-	go sess.writeLoop()
 	sess.signal()
 	log.Debug("socket: session opened", "persistent", sess.persistent, "last_seq", lastSeq)
 
@@ -483,47 +482,56 @@ func (sess *session) write(f func([]byte) []byte) {
 }
 
 func (sess *session) signal() {
-	select {
-	case sess.wsig <- struct{}{}:
-	default:
+	sess.wmu.Lock()
+	start := !sess.writing
+	sess.writing = true
+	sess.wmu.Unlock()
+	if start {
+		go sess.writeLoop()
 	}
 }
 
-// writeLoop writes what accumulated in wbuf, one write per wake-up, and
-// closes the connection once wclose is set and everything is written.
+// writeLoop writes what accumulated in wbuf, one write per round, until
+// wbuf is empty; then it exits, so that an idle session has no writer
+// goroutine (signal starts one again). Once wclose is set and everything
+// is written, it closes the connection and stays the last writer.
 func (sess *session) writeLoop() {
-	defer close(sess.written)
-	defer sess.conn.Close()
-	var buf []byte
-	for range sess.wsig {
+	for {
 		sess.wmu.Lock()
-		buf, sess.wbuf = sess.wbuf, buf[:0]
+		buf := sess.wbuf
+		sess.wbuf, sess.spare = sess.spare[:0], nil
 		closing := sess.wclose
-		sess.wmu.Unlock()
-		if len(buf) > 0 {
-			// A device that does not read its ACKs for writeTimeout is
-			// dropped: its unread ACKs would pile up here.
-			deadline := time.Now().Add(writeTimeout)
-			if closing {
-				deadline = time.Now().Add(time.Second)
-			}
-			sess.conn.SetWriteDeadline(deadline)
-			if _, err := sess.conn.Write(buf); err != nil {
-				sess.s.closeSession(sess)
+		if len(buf) == 0 {
+			if !closing {
+				sess.writing = false // idle: no goroutine, no buffers kept
+				sess.wbuf = nil
+				sess.wmu.Unlock()
 				return
 			}
-		}
-		if cap(buf) > 64<<10 {
-			buf = nil
-		}
-		if closing {
-			sess.wmu.Lock()
-			rest := len(sess.wbuf)
 			sess.wmu.Unlock()
-			if rest == 0 {
-				return
-			}
-			sess.signal()
+			sess.conn.Close()
+			close(sess.written)
+			return
+		}
+		sess.wmu.Unlock()
+		// A device that does not read its ACKs for writeTimeout is
+		// dropped: its unread ACKs would pile up here.
+		deadline := time.Now().Add(writeTimeout)
+		if closing {
+			deadline = time.Now().Add(time.Second)
+		}
+		sess.conn.SetWriteDeadline(deadline)
+		if _, err := sess.conn.Write(buf); err != nil {
+			sess.s.closeSession(sess)
+			sess.wmu.Lock()
+			sess.wbuf = nil // nothing more can be written
+			sess.wmu.Unlock()
+			continue // closing now: the next round closes
+		}
+		if cap(buf) <= 64<<10 {
+			sess.wmu.Lock()
+			sess.spare = buf[:0]
+			sess.wmu.Unlock()
 		}
 	}
 }
