@@ -80,6 +80,7 @@ type Pool struct {
 
 	work     chan job
 	announce chan struct{}
+	tails    sync.WaitGroup // batches releasing and reporting (finish)
 
 	mu      sync.Mutex
 	free    int
@@ -206,6 +207,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		hcancel()
 		<-done
 	}
+	p.tails.Wait() // releases and outcomes of the last batches
 	p.log.Info("parser pool stopped")
 	return nil
 }
@@ -326,6 +328,16 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 	}
 	lost := hb.stop()
 
+	// The release and the outcome need Redis and NATS round trips but no
+	// worker: they run on their own, and the worker takes the next batch
+	// (of another controller: the socket dispatches this one again only
+	// after the outcome, which follows the release).
+	p.tails.Go(func() { p.finish(log, j, lost, done, statuses) })
+}
+
+// finish releases a batch's lease and reports its outcome to the socket.
+func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []byte) {
+	a := j.a
 	o := coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence}
 	switch {
 	case lost:
