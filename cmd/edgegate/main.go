@@ -51,6 +51,7 @@ func newApp(run func(context.Context, appliance.Config) error, stdout, stderr io
 			simulateCommand(),
 			tailCommand(),
 			statusCommand(),
+			benchCommand(),
 			versionCommand(),
 		},
 	}

@@ -1,0 +1,41 @@
+// Package bench measures edgegate against the machine's ceilings, the
+// seed's one-message-per-lock scheme and a JetStream partitioned consumer
+// group peer, on one workload: controllers that each send an ordered
+// stream of messages, handled strictly in order per controller.
+package bench
+
+import (
+	"time"
+)
+
+// Workload is what every contender is asked to do.
+type Workload struct {
+	// Controllers each send Messages messages of Size bytes, in order.
+	Controllers, Messages, Size int
+	// Window is the most unacknowledged messages per controller.
+	Window int
+	// Workers is the number of handler goroutines (parser workers, group
+	// members' workers).
+	Workers int
+}
+
+// Result is one measured run.
+type Result struct {
+	Scenario    string        `json:"scenario"`
+	Controllers int           `json:"controllers"`
+	Messages    int64         `json:"messages"` // handled and acknowledged
+	Elapsed     time.Duration `json:"elapsed_ns"`
+	Rate        float64       `json:"rate"` // messages per second
+	// Latency from send to acknowledgement; zero when not measured.
+	P50  time.Duration `json:"p50_ns"`
+	P99  time.Duration `json:"p99_ns"`
+	P999 time.Duration `json:"p999_ns"`
+	// CPU is the CPU time of the measured process over the run divided by
+	// the elapsed time (2.0 = two cores busy); negative when not measured.
+	CPU float64 `json:"cpu"`
+	// RSS is the measured process's resident set at the end of the run in
+	// bytes; negative when not measured.
+	RSS int64 `json:"rss"`
+	// Note says what the figure includes or leaves out.
+	Note string `json:"note,omitempty"`
+}

@@ -1,0 +1,116 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/edgegate/edgegate/embed"
+	"github.com/edgegate/edgegate/lease"
+)
+
+// NATSCeiling measures embedded NATS publish → subscribe of n messages of
+// size bytes over in-process connections: the most any design built on
+// this server could move, with no work per message.
+func NATSCeiling(ctx context.Context, size, n int) (Result, error) {
+	s, err := embed.New(embed.Config{Name: "bench-ceiling"})
+	if err != nil {
+		return Result{}, err
+	}
+	defer s.Shutdown()
+	pub, err := s.Connect("bench-pub")
+	if err != nil {
+		return Result{}, err
+	}
+	defer pub.Close()
+	sub, err := s.Connect("bench-sub")
+	if err != nil {
+		return Result{}, err
+	}
+	defer sub.Close()
+	done := make(chan struct{})
+	got := 0
+	if _, err := sub.Subscribe("bench.ceiling", func(*nats.Msg) {
+		if got++; got == n {
+			close(done)
+		}
+	}); err != nil {
+		return Result{}, err
+	}
+	if err := sub.Flush(); err != nil {
+		return Result{}, err
+	}
+	payload := make([]byte, size)
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if err := pub.Publish("bench.ceiling", payload); err != nil {
+			return Result{}, err
+		}
+	}
+	pub.Flush()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	case <-time.After(time.Minute):
+		return Result{}, fmt.Errorf("bench: NATS ceiling: %d of %d delivered (slow consumer?)", got, n)
+	}
+	el := time.Since(start)
+	return Result{Scenario: "ceiling/nats-pubsub", Controllers: 1, Messages: int64(n), Elapsed: el, Rate: float64(n) / el.Seconds(),
+		CPU: -1, RSS: -1, Note: fmt.Sprintf("%d-byte messages, in-process connections, no work per message", size)}, nil
+}
+
+// RedisCeiling measures the lease scripts: acquire + release pairs per
+// second against Redis at url, from conc goroutines on their own
+// controllers, for d.
+func RedisCeiling(ctx context.Context, url string, conc int, d time.Duration) (Result, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return Result{}, err
+	}
+	opts.PoolSize = conc + 2
+	c := redis.NewClient(opts)
+	defer c.Close()
+	store := lease.NewRedis(c, "edgegate-bench", opts.DB)
+	rctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	counts := make([]int64, conc)
+	errs := make([]error, conc)
+	start := time.Now()
+	run := start.UnixNano() // ids of their own: a lock left by an earlier run does not matter
+	for g := 0; g < conc; g++ {
+		wg.Go(func() {
+			id := fmt.Sprintf("ceiling-%d-%d", run, g)
+			for rctx.Err() == nil {
+				gr, err := store.Acquire(rctx, id, "bench", 10*time.Second)
+				if err != nil {
+					if rctx.Err() == nil {
+						errs[g] = err
+					}
+					return
+				}
+				if err := store.Release(ctx, id, gr.Token, uint64(counts[g]+1)); err != nil {
+					errs[g] = err
+					return
+				}
+				counts[g]++
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	var n int64
+	for g := range counts {
+		if errs[g] != nil {
+			return Result{}, fmt.Errorf("bench: Redis ceiling: %w", errs[g])
+		}
+		n += counts[g]
+	}
+	return Result{Scenario: fmt.Sprintf("ceiling/redis-acquire+release-x%d", conc), Controllers: conc, Messages: n, Elapsed: el,
+		Rate: float64(n) / el.Seconds(), CPU: -1, RSS: -1, Note: "lease script pairs per second (a message per pair in a one-message-per-lock design)"}, nil
+}

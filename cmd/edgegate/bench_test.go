@@ -1,0 +1,60 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/bench"
+)
+
+// TestBenchCommand: `edgegate bench` runs the appliance under test as a
+// child process, prints the table, and writes the JSON report and the
+// chart.
+func TestBenchCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the edgegate binary")
+	}
+	dir := t.TempDir()
+	jsonPath, chartPath := filepath.Join(dir, "bench.json"), filepath.Join(dir, "bench.svg")
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err := newApp(nil, &out, &errOut).RunContext(ctx, []string{"edgegate", "bench", "--exe", edgegateBinary(t),
+		"--controllers", "1,3", "--messages", "300", "--runs", "1", "--workers", "4", "--scenarios", "edgegate", "--redis", "",
+		"--json", jsonPath, "--chart", chartPath})
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "edgegate/memory/discard") || !strings.Contains(out.String(), "@half-load") {
+		t.Errorf("table:\n%s", out.String())
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range rep.Summaries {
+		// A child process: its CPU and memory are measured.
+		if s.CPU < 0 || s.RSS <= 0 {
+			t.Errorf("%s: CPU %.2f, RSS %d not measured", s.Scenario, s.CPU, s.RSS)
+		}
+	}
+	if len(rep.Summaries) != 5 { // 2 configurations × 2 counts + half load
+		t.Errorf("%d summaries, want 5", len(rep.Summaries))
+	}
+	if fi, err := os.Stat(chartPath); err != nil || fi.Size() < 1000 {
+		t.Errorf("chart: %v", err)
+	}
+	if err := newApp(nil, &out, &errOut).RunContext(ctx, []string{"edgegate", "bench", "--controllers", "0"}); err == nil {
+		t.Error("--controllers 0 accepted")
+	}
+}
