@@ -32,8 +32,9 @@ type EdgegateConfig struct {
 	JetStream bool
 	// Rate, when above zero, paces every device at this many messages per
 	// second: a latency measurement at a given load instead of a
-	// throughput one.
-	Rate float64
+	// throughput one. Load is that rate as a fraction of the throughput,
+	// for the scenario's name.
+	Rate, Load float64
 }
 
 // scenario names the configuration in results.
@@ -48,7 +49,7 @@ func (c EdgegateConfig) scenario() string {
 	}
 	name := "edgegate/" + store + "/" + h
 	if c.Rate > 0 {
-		name += "@half-load"
+		name += fmt.Sprintf("@%.0f%%-load", 100*c.Load)
 	}
 	return name
 }

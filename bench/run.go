@@ -25,6 +25,9 @@ type Options struct {
 	Size, Workers int
 	// Runs is how often each figure is measured; the median is reported.
 	Runs int
+	// Loads are the fractions of the no-op throughput at which ACK latency
+	// is measured with paced devices. Nil means 0.5 and 0.1.
+	Loads []float64
 	// Redis is the Redis URL of the Redis scenarios; empty skips them.
 	Redis string
 	// Scenarios selects groups: ceiling, edgegate, seed, peer. Empty means
@@ -109,6 +112,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Progress == nil {
 		o.Progress = func(string) {}
 	}
+	if o.Loads == nil {
+		o.Loads = []float64{0.5, 0.1}
+	}
 	rep := &Report{Started: time.Now(), Options: o,
 		Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
 	type job struct {
@@ -167,44 +173,49 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	rep.summarize()
 	if o.wants("edgegate") {
-		if err := rep.halfLoad(ctx, o); err != nil {
+		if err := rep.partLoad(ctx, o); err != nil {
 			return rep, err
 		}
 	}
 	return rep, nil
 }
 
-// halfLoad measures ACK latency at half the throughput measured for the
-// no-op handler (Redis leases when there are, else in-process), at the
-// controller count nearest 100: devices paced, not saturating.
-func (rep *Report) halfLoad(ctx context.Context, o Options) error {
+// partLoad measures ACK latency at fractions (Options.Loads) of the
+// throughput measured for the no-op handler (Redis leases when there are,
+// else in-process), at the controller count nearest 100: devices paced,
+// not saturating.
+func (rep *Report) partLoad(ctx context.Context, o Options) error {
 	c := o.Controllers[0]
 	for _, n := range o.Controllers {
 		if absInt(n-100) < absInt(c-100) {
 			c = n
 		}
 	}
-	ec := EdgegateConfig{Exe: o.Exe, Handler: "discard", Redis: o.Redis}
+	base := EdgegateConfig{Exe: o.Exe, Handler: "discard", Redis: o.Redis}
 	var full Summary
 	for _, s := range rep.Summaries {
-		if s.Scenario == ec.scenario() && s.Controllers == c {
+		if s.Scenario == base.scenario() && s.Controllers == c {
 			full = s
 		}
 	}
 	if full.Rate == 0 {
 		return nil
 	}
-	ec.Rate = full.Rate / 2 / float64(c)
-	// About 3 s of messages at that pace.
-	w := Workload{Controllers: c, Messages: max(o.MinPerController, int(3*ec.Rate)), Size: o.Size, Window: Window(c), Workers: o.Workers}
-	for run := 0; run < o.Runs; run++ {
-		r, err := Edgegate(ctx, w, ec)
-		if err != nil {
-			return fmt.Errorf("%s: %w", ec.scenario(), err)
+	for _, load := range o.Loads {
+		ec := base
+		ec.Load, ec.Rate = load, full.Rate*load/float64(c)
+		// About 3 s of messages at that pace.
+		w := Workload{Controllers: c, Messages: max(o.MinPerController, int(3*ec.Rate)), Size: o.Size, Window: Window(c), Workers: o.Workers}
+		for run := 0; run < o.Runs; run++ {
+			r, err := Edgegate(ctx, w, ec)
+			if err != nil {
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %v", ec.scenario(), err))
+				continue
+			}
+			r.Note = fmt.Sprintf("devices paced at %.0f msg/s each, %.0f msg/s in all: %.0f%% of the no-op throughput", ec.Rate, ec.Rate*float64(c), 100*load)
+			rep.Results = append(rep.Results, r)
+			o.Progress(fmt.Sprintf("[load %.0f%% %d/%d] %-32s %6d controllers %12.0f msg/s  p99 %v", 100*load, run+1, o.Runs, r.Scenario, r.Controllers, r.Rate, r.P99.Round(time.Microsecond)))
 		}
-		r.Note = fmt.Sprintf("devices paced at %.0f msg/s each, %.0f msg/s in all: half the no-op throughput", ec.Rate, ec.Rate*float64(c))
-		rep.Results = append(rep.Results, r)
-		o.Progress(fmt.Sprintf("[half load %d/%d] %-32s %6d controllers %12.0f msg/s  p99 %v", run+1, o.Runs, r.Scenario, r.Controllers, r.Rate, r.P99.Round(time.Microsecond)))
 	}
 	rep.Summaries, rep.Ratios = nil, nil
 	rep.summarize()

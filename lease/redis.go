@@ -26,6 +26,7 @@ type Redis struct {
 	c      redis.UniversalClient
 	prefix string
 	db     int
+	pipe   pipeliner // script calls made together share a round trip
 }
 
 // NewRedis returns a store on c with key prefix ("edgegate" when empty).
@@ -34,7 +35,7 @@ func NewRedis(c redis.UniversalClient, prefix string, db int) *Redis {
 	if prefix == "" {
 		prefix = "edgegate"
 	}
-	return &Redis{c: c, prefix: prefix, db: db}
+	return &Redis{c: c, prefix: prefix, db: db, pipe: pipeliner{c: c}}
 }
 
 // Client returns the Redis client.
@@ -117,7 +118,7 @@ func redisErr(op string, err error) error { return fmt.Errorf("lease: redis %s: 
 // Acquire implements Store.
 func (s *Redis) Acquire(ctx context.Context, id, owner string, ttl time.Duration) (Grant, error) {
 	k := s.Keys(id)
-	v, err := acquireScript.Run(ctx, s.c, k[:4], owner, ms(ttl)).Result()
+	v, err := s.pipe.run(ctx, acquireScript, k[:4], owner, ms(ttl)).Result()
 	if errors.Is(err, redis.Nil) {
 		return Grant{}, ErrHeld
 	}
@@ -143,7 +144,7 @@ func (s *Redis) Acquire(ctx context.Context, id, owner string, ttl time.Duration
 // Heartbeat implements Store.
 func (s *Redis) Heartbeat(ctx context.Context, id string, tok Token, ttl time.Duration) error {
 	k := s.Keys(id)
-	n, err := heartbeatScript.Run(ctx, s.c, k[1:3], tok.String(), ms(ttl)).Int()
+	n, err := s.pipe.run(ctx, heartbeatScript, k[1:3], tok.String(), ms(ttl)).Int()
 	if err != nil {
 		return redisErr("heartbeat", err)
 	}
@@ -156,7 +157,7 @@ func (s *Redis) Heartbeat(ctx context.Context, id string, tok Token, ttl time.Du
 // Release implements Store.
 func (s *Redis) Release(ctx context.Context, id string, tok Token, done uint64) error {
 	k := s.Keys(id)
-	n, err := releaseScript.Run(ctx, s.c, k[1:5], tok.String(), done, tok.Fence).Int()
+	n, err := s.pipe.run(ctx, releaseScript, k[1:5], tok.String(), done, tok.Fence).Int()
 	if err != nil {
 		return redisErr("release", err)
 	}
@@ -169,7 +170,7 @@ func (s *Redis) Release(ctx context.Context, id string, tok Token, done uint64) 
 // Abandon implements Store.
 func (s *Redis) Abandon(ctx context.Context, id string, tok Token) error {
 	k := s.Keys(id)
-	n, err := abandonScript.Run(ctx, s.c, k[1:3], tok.String()).Int()
+	n, err := s.pipe.run(ctx, abandonScript, k[1:3], tok.String()).Int()
 	if err != nil {
 		return redisErr("abandon", err)
 	}
@@ -182,7 +183,7 @@ func (s *Redis) Abandon(ctx context.Context, id string, tok Token) error {
 // Inspect implements Store.
 func (s *Redis) Inspect(ctx context.Context, id string) (State, error) {
 	k := s.Keys(id)
-	v, err := inspectScript.Run(ctx, s.c, k[1:5]).Result()
+	v, err := s.pipe.run(ctx, inspectScript, k[1:5]).Result()
 	if err != nil {
 		return State{}, redisErr("inspect", err)
 	}

@@ -2,6 +2,8 @@ package lease_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,5 +97,61 @@ func TestRedisNotify(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("release of a watched lock never woke")
 		}
+	}
+}
+
+// TestRedisConcurrentCallsPipelined: many goroutines acquiring and
+// releasing at once (their calls share pipelines), some giving up early,
+// with Redis forgetting its scripts midway: every call that succeeds
+// has its effect, none hangs, and the scripts are loaded again.
+func TestRedisConcurrentCallsPipelined(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client()
+	s := lease.NewRedis(c, "pipe", 0)
+	const goroutines, rounds = 48, 150
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	deadline := time.Now().Add(time.Minute)
+	for g := 0; g < goroutines; g++ {
+		wg.Go(func() {
+			id := fmt.Sprintf("ctrl-%d", g)
+			var done uint64
+			for r := 0; r < rounds; r++ {
+				if time.Now().After(deadline) {
+					errs <- fmt.Errorf("%s: still running after a minute", id)
+					return
+				}
+				if g%8 == 0 && r%10 == 0 {
+					// A caller that gives up at once: its call may or may
+					// not have been sent; the others must not be stuck.
+					ctx, cancel := context.WithCancel(context.Background())
+					cancel()
+					s.Inspect(ctx, id)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				gr, err := s.Acquire(ctx, id, "o", 10*time.Second)
+				if err == nil {
+					done++
+					err = s.Release(ctx, id, gr.Token, done)
+				}
+				cancel()
+				if err != nil {
+					errs <- fmt.Errorf("%s round %d: %w", id, r, err)
+					return
+				}
+			}
+			got, err := s.Done(context.Background(), id)
+			if err != nil || got != rounds {
+				errs <- fmt.Errorf("%s: done record %d (%v), want %d", id, got, err, rounds)
+			}
+		})
+		if g == goroutines/2 {
+			c.ScriptFlush(context.Background()) // NOSCRIPT for what follows
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

@@ -27,6 +27,7 @@ simulated devices. See BENCHMARKS.md.`,
 			&cli.IntFlag{Name: "size", Usage: "payload bytes", Value: 64},
 			&cli.IntFlag{Name: "workers", Usage: "parser workers (and peer workers)", Value: 16},
 			&cli.IntFlag{Name: "runs", Usage: "runs per figure; the median is reported", Value: 3},
+			&cli.StringFlag{Name: "loads", Usage: "fractions of the no-op throughput at which ACK latency is measured with paced devices", Value: "0.5,0.1"},
 			&cli.StringFlag{Name: "redis", Usage: `Redis for the Redis scenarios: a redis:// URL, "auto" (start redis-server from PATH on a free port) or "" (skip them)`, Value: "auto"},
 			&cli.StringFlag{Name: "scenarios", Usage: "groups to run: ceiling, edgegate, seed, peer (comma-separated)", Value: "ceiling,edgegate,seed,peer"},
 			&cli.StringFlag{Name: "exe", Usage: "edgegate binary the appliance under test runs as (default: this one)", TakesFile: true},
@@ -42,6 +43,14 @@ simulated devices. See BENCHMARKS.md.`,
 				}
 				counts = append(counts, n)
 			}
+			var loads []float64
+			for _, f := range splitList([]string{c.String("loads")}) {
+				l, err := strconv.ParseFloat(f, 64)
+				if err != nil || l <= 0 || l > 1 {
+					return fmt.Errorf("bench: --loads: %q is not a fraction in (0, 1]", f)
+				}
+				loads = append(loads, l)
+			}
 			exe := c.String("exe")
 			if exe == "" {
 				var err error
@@ -51,7 +60,7 @@ simulated devices. See BENCHMARKS.md.`,
 			}
 			o := bench.Options{
 				Exe: exe, Controllers: counts, Messages: c.Int("messages"), MinPerController: c.Int("min-per-controller"),
-				Size: c.Int("size"), Workers: c.Int("workers"), Runs: c.Int("runs"), Scenarios: splitList([]string{c.String("scenarios")}),
+				Size: c.Int("size"), Workers: c.Int("workers"), Runs: c.Int("runs"), Loads: loads, Scenarios: splitList([]string{c.String("scenarios")}),
 				Progress: func(line string) { fmt.Fprintln(c.App.ErrWriter, line) },
 			}
 			switch r := c.String("redis"); r {

@@ -31,7 +31,7 @@ func TestBenchCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, errOut.String())
 	}
-	if !strings.Contains(out.String(), "edgegate/memory/discard") || !strings.Contains(out.String(), "@half-load") {
+	if !strings.Contains(out.String(), "edgegate/memory/discard") || !strings.Contains(out.String(), "@50%-load") {
 		t.Errorf("table:\n%s", out.String())
 	}
 	b, err := os.ReadFile(jsonPath)
@@ -48,8 +48,8 @@ func TestBenchCommand(t *testing.T) {
 			t.Errorf("%s: CPU %.2f, RSS %d not measured", s.Scenario, s.CPU, s.RSS)
 		}
 	}
-	if len(rep.Summaries) != 5 { // 2 configurations × 2 counts + half load
-		t.Errorf("%d summaries, want 5", len(rep.Summaries))
+	if len(rep.Summaries) != 6 { // 2 configurations × 2 counts + 2 loads
+		t.Errorf("%d summaries, want 6", len(rep.Summaries))
 	}
 	if fi, err := os.Stat(chartPath); err != nil || fi.Size() < 1000 {
 		t.Errorf("chart: %v", err)
