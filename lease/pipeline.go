@@ -105,16 +105,9 @@ func (p *pipeliner) send(batch []*pcall) {
 		}
 		return
 	}
-	// One deadline for the pipeline: the latest of the callers'.
-	var deadline time.Time
-	for _, c := range batch {
-		if d, ok := c.ctx.Deadline(); ok && d.After(deadline) {
-			deadline = d
-		}
-	}
 	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if !deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(ctx, deadline)
+	if d, ok := pipelineDeadline(batch); ok {
+		ctx, cancel = context.WithDeadline(ctx, d)
 	}
 	defer cancel()
 	pipe := p.c.Pipeline()
@@ -130,4 +123,21 @@ func (p *pipeliner) send(batch []*pcall) {
 			close(c.wake)
 		}
 	}
+}
+
+// pipelineDeadline is the deadline of a pipeline: the latest of its
+// callers', none when a caller has none (the client's own timeouts still
+// apply). A caller's deadline never cuts short another's call.
+func pipelineDeadline(batch []*pcall) (time.Time, bool) {
+	var deadline time.Time
+	for _, c := range batch {
+		d, ok := c.ctx.Deadline()
+		if !ok {
+			return time.Time{}, false
+		}
+		if d.After(deadline) {
+			deadline = d
+		}
+	}
+	return deadline, true
 }
