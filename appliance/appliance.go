@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/embed"
 	"github.com/edgegate/edgegate/lease"
 	"github.com/edgegate/edgegate/parser"
@@ -38,6 +39,7 @@ import (
 type Appliance struct {
 	cfg     Config
 	log     *slog.Logger
+	clock   *coord.Clock // shared by the socket and the parser pool
 	nats    *embed.Server
 	store   lease.Store
 	pool    *parser.Pool
@@ -76,7 +78,7 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		log = NewLogger(os.Stderr, cfg.LogLevel, true)
 	}
 	log = log.With("appliance", cfg.Name)
-	a = &Appliance{cfg: cfg, log: log, ready: make(chan struct{})}
+	a = &Appliance{cfg: cfg, log: log, ready: make(chan struct{}), clock: coord.NewClock()}
 	started := a // a is nil again once an error is returned
 	defer func() {
 		if err != nil {
@@ -162,6 +164,7 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 			return nil, err
 		}
 		a.sock, err = socket.New(socket.Config{
+			Clock:          a.clock,
 			TokenFile:      cfg.Devices.Tokens,
 			TLS:            tlsCfg,
 			MaxPerIP:       cfg.Devices.MaxPerIP,
@@ -249,6 +252,7 @@ func (a *Appliance) newParser(ctx context.Context) error {
 		}
 	}
 	a.pool, err = parser.New(parser.Config{
+		Clock:      a.clock,
 		Name:       cfg.Name,
 		Workers:    cfg.Parser.Workers,
 		Handler:    h,

@@ -15,6 +15,7 @@ import (
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/lease"
 	"github.com/edgegate/edgegate/parser"
 )
 
@@ -363,5 +364,41 @@ func TestTwoAppliancesInOneProcess(t *testing.T) {
 	}
 	if apps[0].NATSURL() == apps[1].NATSURL() {
 		t.Fatalf("both appliances report NATS at %s", apps[0].NATSURL())
+	}
+}
+
+// countingStore counts the heartbeats a lease store receives.
+type countingStore struct {
+	lease.Store
+	heartbeats atomic.Int64
+}
+
+func (s *countingStore) Heartbeat(ctx context.Context, id string, tok lease.Token, ttl time.Duration) error {
+	s.heartbeats.Add(1)
+	return s.Store.Heartbeat(ctx, id, tok, ttl)
+}
+
+// TestLocalBatchesNeedNoConfirmation: a parser pool that shares its
+// process (and clock) with the socket starts short batches without a
+// confirming heartbeat: the assignment says until when the lease is held.
+func TestLocalBatchesNeedNoConfirmation(t *testing.T) {
+	store := &countingStore{Store: lease.NewMemory()}
+	cfg := testConfig(t, "local")
+	cfg.LeaseStore = store
+	cfg.Lease.TTL, cfg.Lease.Heartbeat = 5*time.Second, time.Second // short batches end long before a heartbeat is due
+	cfg.Handler = parser.HandlerFunc(func(context.Context, *parser.Message) error { return nil })
+	a := start(t, cfg)
+	c := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "local-1"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sendAll(ctx, c, "local-1", 300); err != nil {
+		t.Fatal(err)
+	}
+	st := a.ParserStats()
+	if st.Batches == 0 || st.Unconfirmed != st.Batches {
+		t.Errorf("%d of %d batches started without confirmation, want all", st.Unconfirmed, st.Batches)
+	}
+	if n := store.heartbeats.Load(); n != 0 {
+		t.Errorf("%d heartbeats for batches of a few milliseconds", n)
 	}
 }

@@ -82,7 +82,11 @@ type Assign struct {
 	// sent; the parser stops the batch if it cannot confirm a heartbeat by
 	// then.
 	Valid time.Duration
-	Msgs  []Msg
+	// Clock is the ID of the sender's Clock (0: none) and Deadline the time
+	// on it until which the lease is surely held.
+	Clock    uint64
+	Deadline int64
+	Msgs     []Msg
 }
 
 // Answer is a parser pool's immediate reply to an assignment.
@@ -115,7 +119,7 @@ func appendStr8(b []byte, s string) []byte {
 
 // AppendAssign appends the encoding of a to b.
 func AppendAssign(b []byte, a *Assign) []byte {
-	n := 1 + 1 + len(a.Controller) + 8 + 1 + len(a.Token.Owner) + 8 + 4
+	n := 1 + 1 + len(a.Controller) + 8 + 1 + len(a.Token.Owner) + 8 + 16 + 4
 	for i := range a.Msgs {
 		n += 20 + len(a.Msgs[i].Payload)
 	}
@@ -125,6 +129,8 @@ func AppendAssign(b []byte, a *Assign) []byte {
 	b = binary.BigEndian.AppendUint64(b, a.Token.Fence)
 	b = appendStr8(b, a.Token.Owner)
 	b = binary.BigEndian.AppendUint64(b, uint64(a.Valid))
+	b = binary.BigEndian.AppendUint64(b, a.Clock)
+	b = binary.BigEndian.AppendUint64(b, uint64(a.Deadline))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(a.Msgs)))
 	for i := range a.Msgs {
 		m := &a.Msgs[i]
@@ -248,6 +254,8 @@ func DecodeAssign(b []byte) (*Assign, error) {
 	a.Token.Fence = d.u64()
 	a.Token.Owner = d.str8()
 	a.Valid = time.Duration(d.u64())
+	a.Clock = d.u64()
+	a.Deadline = int64(d.u64())
 	n := d.u32()
 	if d.err == nil && uint64(n)*20 > uint64(len(d.b)) {
 		return nil, fmt.Errorf("%w: %d messages in %d bytes", ErrMalformed, n, len(d.b))

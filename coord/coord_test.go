@@ -17,6 +17,8 @@ func TestAssignRoundTrip(t *testing.T) {
 			Controller: rapid.StringMatching(`[A-Za-z0-9_:-]{1,128}`).Draw(t, "id"),
 			Token:      lease.Token{Fence: rapid.Uint64().Draw(t, "fence"), Owner: rapid.StringMatching(`[A-Za-z0-9]{0,30}`).Draw(t, "owner")},
 			Valid:      time.Duration(rapid.Int64Range(0, int64(time.Hour)).Draw(t, "valid")),
+			Clock:      rapid.Uint64().Draw(t, "clock"),
+			Deadline:   rapid.Int64().Draw(t, "deadline"),
 		}
 		n := rapid.IntRange(0, 20).Draw(t, "n")
 		for i := 0; i < n; i++ {
@@ -30,7 +32,7 @@ func TestAssignRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
-		if got.Controller != a.Controller || got.Token != a.Token || got.Valid != a.Valid || len(got.Msgs) != len(a.Msgs) {
+		if got.Controller != a.Controller || got.Token != a.Token || got.Valid != a.Valid || got.Clock != a.Clock || got.Deadline != a.Deadline || len(got.Msgs) != len(a.Msgs) {
 			t.Fatalf("got %+v, want %+v", got, a)
 		}
 		for i := range a.Msgs {

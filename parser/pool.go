@@ -52,6 +52,10 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff between retries of a failed
 	// message. Zero means 20ms and 2s.
 	RetryMin, RetryMax time.Duration
+	// Clock, shared with the sockets of the same process, lets the pool
+	// skip the confirming heartbeat of their assignments (see coord.Clock).
+	// Nil means every assignment is confirmed.
+	Clock *coord.Clock
 	// Logger receives the logs. Nil means discard.
 	Logger *slog.Logger
 }
@@ -303,16 +307,28 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 
 	bctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	hb := newHeartbeat(p, a, valid, cancel)
 	// Confirm the lease with the store before the first message: the
 	// assignment may have been delayed (a stopped process, a slow network)
 	// past the lease it was sent under, while another parser already got
 	// the controller. The lease's validity then runs from this heartbeat.
-	if err := hb.confirm(ctx); err != nil {
-		p.stats.leaseLost.Add(1)
-		log.get().Warn("parser: lease not confirmed, batch not started", "err", err)
-		p.reply(log, j.reply, &coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence})
-		return
+	// A socket of this process says on the shared clock until when the
+	// lease is surely held: with at least a heartbeat period left, no
+	// confirmation is needed.
+	confirm := true
+	if c := p.cfg.Clock; c != nil && a.Clock == c.ID() {
+		if held := c.Time(a.Deadline).Add(-margin); time.Until(held) > p.cfg.Heartbeat {
+			valid, confirm = held, false
+			p.stats.unconfirmed.Add(1)
+		}
+	}
+	hb := newHeartbeat(p, a, valid, cancel)
+	if confirm {
+		if err := hb.confirm(ctx); err != nil {
+			p.stats.leaseLost.Add(1)
+			log.get().Warn("parser: lease not confirmed, batch not started", "err", err)
+			p.reply(log, j.reply, &coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence})
+			return
+		}
 	}
 	go hb.loop(bctx)
 

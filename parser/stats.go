@@ -12,11 +12,15 @@ import (
 // Stats counts what a pool did.
 type Stats struct {
 	batches, messages, dead, transient, busy, leaseLost, malformed atomic.Uint64
+	unconfirmed                                                    atomic.Uint64 // batches started without a confirming heartbeat (shared clock)
 }
 
 // StatsSnapshot is a copy of the counters.
 type StatsSnapshot struct {
 	Batches, Messages, DeadLettered, TransientErrors, Busy, LeaseLost, Malformed uint64
+	// Unconfirmed counts batches started without a confirming heartbeat:
+	// their socket shares this process's clock.
+	Unconfirmed uint64
 }
 
 // Stats returns the pool's counters.
@@ -25,7 +29,7 @@ func (p *Pool) Stats() StatsSnapshot {
 	return StatsSnapshot{
 		Batches: s.batches.Load(), Messages: s.messages.Load(), DeadLettered: s.dead.Load(),
 		TransientErrors: s.transient.Load(), Busy: s.busy.Load(), LeaseLost: s.leaseLost.Load(),
-		Malformed: s.malformed.Load(),
+		Malformed: s.malformed.Load(), Unconfirmed: s.unconfirmed.Load(),
 	}
 }
 
@@ -46,7 +50,7 @@ func (p *Pool) onStatus(m *nats.Msg) {
 		Counters: map[string]uint64{
 			"batches": st.Batches, "messages": st.Messages, "dead_lettered": st.DeadLettered,
 			"transient_errors": st.TransientErrors, "busy": st.Busy, "lease_lost": st.LeaseLost,
-			"malformed": st.Malformed,
+			"malformed": st.Malformed, "unconfirmed": st.Unconfirmed,
 		},
 	})
 	m.Respond(b)

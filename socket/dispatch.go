@@ -170,6 +170,10 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 	}
 
 	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: s.cfg.TTL - time.Since(start), Msgs: make([]coord.Msg, len(batch))}
+	if s.cfg.Clock != nil {
+		// The lock expires no sooner than a TTL after the acquire began.
+		a.Clock, a.Deadline = s.cfg.Clock.ID(), s.cfg.Clock.At(start.Add(s.cfg.TTL))
+	}
 	for i, m := range batch {
 		a.Msgs[i] = coord.Msg{Seq: m.seq, Received: m.recv, Payload: m.payload}
 	}

@@ -55,6 +55,9 @@ type Config struct {
 	TTL time.Duration
 	// CheckInterval is the period of the failure detection. Zero means 1s.
 	CheckInterval time.Duration
+	// Clock, shared with the parser pool of the same process, lets that
+	// pool skip the confirming heartbeat (see coord.Clock). Nil means none.
+	Clock *coord.Clock
 	// Dispatchers is the number of goroutines acquiring leases and sending
 	// assignments. Zero means 16.
 	Dispatchers int
