@@ -116,7 +116,7 @@ func TestKeepAliveDetectsVanishedGateway(t *testing.T) {
 func TestKeepAliveGatewayThatAnswers(t *testing.T) {
 	g := newSilentGateway(t)
 	g.pong = true
-	ka := 100 * time.Millisecond
+	ka := 400 * time.Millisecond
 	c, err := Dial(context.Background(), Config{Addrs: []string{g.ln.Addr().String()}, ID: "ka-2", Reconnect: true, KeepAlive: ka})
 	if err != nil {
 		t.Fatal(err)
