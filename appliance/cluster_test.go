@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -243,5 +244,43 @@ func TestRedisUnreachable(t *testing.T) {
 	}
 	if errs == 0 {
 		t.Errorf("no lease store errors counted while Redis was unreachable")
+	}
+}
+
+// TestFreshControllerAfterRedisRestart: right after Redis restarted empty,
+// the first grant of a controller this socket never had is fresh like
+// every grant; the socket checks the run_id then, instead of waiting for
+// its check loop, and pauses for a lease before dispatching it (another
+// appliance's parser might still work under a lease Redis forgot).
+func TestFreshControllerAfterRedisRestart(t *testing.T) {
+	redis := redistest.Start(t)
+	var pausedBefore atomic.Int64 // pauses seen when "after" was first handled; -1: not yet
+	pausedBefore.Store(-1)
+	var a *appliance.Appliance
+	var ready atomic.Bool
+	cfg := testConfig(t, "fresh")
+	cfg.Lease.Redis = redis.URL()
+	cfg.Lease.CheckInterval = time.Hour // only the fresh grant can notice the restart
+	cfg.Handler = parser.HandlerFunc(func(_ context.Context, m *parser.Message) error {
+		if m.Controller == "after" && ready.Load() {
+			pausedBefore.CompareAndSwap(-1, int64(a.SocketStats().Pauses))
+		}
+		return nil
+	})
+	a = start(t, cfg)
+	ready.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "before"})
+	if err := sendAll(ctx, first, "before", 5); err != nil {
+		t.Fatal(err)
+	}
+	redis.Restart()
+	c := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "after"})
+	if err := sendAll(ctx, c, "after", 5); err != nil {
+		t.Fatal(err)
+	}
+	if p := pausedBefore.Load(); p != 1 {
+		t.Errorf("the new controller was handled after %d pauses, want 1: dispatched before the socket knew of the restart", p)
 	}
 }

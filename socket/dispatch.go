@@ -125,8 +125,19 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 		return
 	}
 	s.stats.acquired.Add(1)
+	if g.Fresh {
+		// A fresh fence is a new controller, or a store that lost its data
+		// (a restart): then other parsers may still work under leases the
+		// store forgot, and the check loop may not have noticed the new
+		// run_id yet. Check it now (pausing when it changed) rather than
+		// dispatch into that window.
+		s.checkEpoch(ctx)
+	}
 	s.mu.Lock()
 	lostData := g.Fresh && c.granted
+	// A fresh grant during a pause (the epoch check above may just have
+	// started one) waits for the pause to end like the rest.
+	inPause := !lostData && g.Fresh && time.Now().Before(s.paused)
 	c.granted = true
 	if c.watched {
 		c.watched = false
@@ -144,6 +155,15 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 	s.mu.Unlock()
 	if lostData {
 		s.abandon(c.id, g.Token)
+		return
+	}
+	if inPause {
+		s.abandon(c.id, g.Token)
+		s.mu.Lock()
+		s.unpickLocked(c)
+		c.state, c.n = stIdle, 0
+		s.makeRunnableLocked(c) // dispatched when the pause ends
+		s.mu.Unlock()
 		return
 	}
 
