@@ -3,7 +3,6 @@ package appliance_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"testing"
 
 	"github.com/edgegate/edgegate/appliance"
@@ -22,22 +21,13 @@ func BenchmarkEndToEnd(b *testing.B) {
 	for _, tt := range []struct{ controllers, window int }{{1, 256}, {100, 256}, {1000, 1}} {
 		controllers := tt.controllers
 		b.Run(fmt.Sprintf("controllers=%d/window=%d", controllers, tt.window), func(b *testing.B) {
-			cfg := appliance.DefaultConfig()
-			cfg.Name, cfg.DataDir = "bench", b.TempDir()
-			cfg.Devices.Listen, cfg.NATS.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "", ""
-			cfg.NATS.JetStream = false
+			cfg := testConfig(b, "bench")
+			d := appliance.DefaultConfig() // default leases and workers, not the tests' fast ones
+			cfg.Lease, cfg.Parser.Workers = d.Lease, d.Parser.Workers
 			cfg.Parser.Handler = "discard"
-			cfg.Logger = slog.New(slog.DiscardHandler)
+			a := start(b, cfg)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			a, err := appliance.New(ctx, cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- a.Run(ctx) }()
-			defer func() { cancel(); <-done }()
-			<-a.Ready()
 			clients := make([]*device.Client, controllers)
 			for i := range clients {
 				c, err := device.Dial(ctx, device.Config{Addrs: []string{a.DeviceAddr()}, ID: fmt.Sprintf("b-%d", i), Window: tt.window})

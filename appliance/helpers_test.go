@@ -56,7 +56,7 @@ func upperChild() int {
 }
 
 // testLogger logs to the test output when -v is given, else discards.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	t.Helper()
 	if !testing.Verbose() {
 		return slog.New(slog.DiscardHandler)
@@ -65,7 +65,7 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // testConfig is a single appliance on loopback with fast leases.
-func testConfig(t *testing.T, name string) appliance.Config {
+func testConfig(t testing.TB, name string) appliance.Config {
 	t.Helper()
 	cfg := appliance.DefaultConfig()
 	cfg.Name = name
@@ -83,7 +83,7 @@ func testConfig(t *testing.T, name string) appliance.Config {
 }
 
 // start runs an appliance until the test ends.
-func start(t *testing.T, cfg appliance.Config) *appliance.Appliance {
+func start(t testing.TB, cfg appliance.Config) *appliance.Appliance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := appliance.New(ctx, cfg)

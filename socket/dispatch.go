@@ -342,8 +342,7 @@ func (s *Server) ackLocked(c *controller, k int, statuses []byte) {
 		sess := m.sess
 		if sess != last {
 			if last != nil {
-				last.wmu.Unlock()
-				last.signal()
+				last.unlockAndWrite()
 			}
 			sess.wmu.Lock()
 			last = sess
@@ -358,8 +357,7 @@ func (s *Server) ackLocked(c *controller, k int, statuses []byte) {
 		}
 	}
 	if last != nil {
-		last.wmu.Unlock()
-		last.signal()
+		last.unlockAndWrite()
 	}
 	s.popLocked(c, k)
 }

@@ -200,7 +200,8 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 			Version: egp.Version, AckMode: ack, MaxFrame: uint32(s.cfg.MaxFrame), LastSeq: lastSeq,
 		})
 	}
-	sess.signal()
+	sess.wmu.Lock()
+	sess.unlockAndWrite() // the WELCOME
 	log.Debug("socket: session opened", "persistent", sess.persistent, "last_seq", lastSeq)
 
 	if lines {
@@ -351,8 +352,7 @@ func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string)
 		}
 	}
 	sess.wclose = true
-	sess.wmu.Unlock()
-	sess.signal()
+	sess.unlockAndWrite()
 }
 
 // readFrames reads DATA, PING and PONG frames until an error.
@@ -477,12 +477,12 @@ func (sess *session) write(f func([]byte) []byte) {
 		return
 	}
 	sess.wbuf = f(sess.wbuf)
-	sess.wmu.Unlock()
-	sess.signal()
+	sess.unlockAndWrite()
 }
 
-func (sess *session) signal() {
-	sess.wmu.Lock()
+// unlockAndWrite releases wmu, held by the caller after appending to wbuf
+// or setting wclose, and starts a writer unless one runs.
+func (sess *session) unlockAndWrite() {
 	start := !sess.writing
 	sess.writing = true
 	sess.wmu.Unlock()
@@ -493,7 +493,7 @@ func (sess *session) signal() {
 
 // writeLoop writes what accumulated in wbuf, one write per round, until
 // wbuf is empty; then it exits, so that an idle session has no writer
-// goroutine (signal starts one again). Once wclose is set and everything
+// goroutine (unlockAndWrite starts one again). Once wclose is set and everything
 // is written, it closes the connection and stays the last writer.
 func (sess *session) writeLoop() {
 	for {

@@ -21,23 +21,10 @@ import (
 // TestSimulateAndTail is the README's demo: an appliance on its defaults
 // (loopback ports), `simulate` against it and `tail` of the output.
 func TestSimulateAndTail(t *testing.T) {
-	cfg := appliance.DefaultConfig()
-	cfg.Name = "demo"
-	cfg.DataDir = t.TempDir()
-	cfg.Devices.Listen = "127.0.0.1:0"
-	cfg.NATS.Listen = "127.0.0.1:0"
-	cfg.HTTP.Listen = ""
-	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg := loopbackConfig(t, "demo")
+	a := runAppliance(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := appliance.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	<-a.Ready()
 
 	var tailOut, tailErr lockedBuffer
 	var wg sync.WaitGroup
@@ -99,15 +86,9 @@ func (l *lockedBuffer) String() string {
 // while a handler holds a batch, the controller in flight with its lease.
 func TestStatus(t *testing.T) {
 	hold := make(chan struct{})
-	cfg := appliance.DefaultConfig()
-	cfg.Name = "stat"
-	cfg.DataDir = t.TempDir()
-	cfg.Devices.Listen = "127.0.0.1:0"
-	cfg.NATS.Listen = "127.0.0.1:0"
+	cfg := loopbackConfig(t, "stat")
 	cfg.NATS.JetStream = false
-	cfg.HTTP.Listen = ""
 	cfg.Parser.Workers = 3
-	cfg.Logger = slog.New(slog.DiscardHandler)
 	cfg.Handler = parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
 		select {
 		case <-hold:
@@ -115,16 +96,9 @@ func TestStatus(t *testing.T) {
 		}
 		return nil
 	})
+	a := runAppliance(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := appliance.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	<-a.Ready()
 	dev, err := device.Dial(ctx, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "held-1"})
 	if err != nil {
 		t.Fatal(err)
@@ -158,26 +132,13 @@ func TestStatusWithCredentials(t *testing.T) {
 	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := appliance.DefaultConfig()
-	cfg.Name = "auth"
-	cfg.DataDir = t.TempDir()
-	cfg.Devices.Listen = "127.0.0.1:0"
-	cfg.NATS.Listen = "127.0.0.1:0"
+	cfg := loopbackConfig(t, "auth")
 	cfg.NATS.JetStream = false
 	cfg.NATS.User, cfg.NATS.Password = "ops", "0ps-pass"
 	cfg.NATS.NKeys = []string{pub}
-	cfg.HTTP.Listen = ""
-	cfg.Logger = slog.New(slog.DiscardHandler)
+	a := runAppliance(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := appliance.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	<-a.Ready()
 	withUser := strings.Replace(a.NATSURL(), "nats://", "nats://ops:0ps-pass@", 1)
 	for name, args := range map[string][]string{
 		"password": {"--nats", withUser},
@@ -205,11 +166,40 @@ func TestStatusWithCredentials(t *testing.T) {
 	}
 	wrong := strings.Replace(a.NATSURL(), "nats://", "nats://ops:guessed-it@", 1)
 	var out bytes.Buffer
-	err = newApp(nil, &out, &out).RunContext(ctx, []string{"edgegate", "status", "--nats", wrong})
+	err := newApp(nil, &out, &out).RunContext(ctx, []string{"edgegate", "status", "--nats", wrong})
 	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
 		t.Fatalf("status with a wrong password: %v, want an authorization error", err)
 	}
 	if strings.Contains(err.Error(), "guessed-it") {
 		t.Errorf("the error shows the password: %v", err)
 	}
+}
+
+// loopbackConfig is an appliance on its defaults with every listener on a
+// free loopback port (HTTP off) and no logs.
+func loopbackConfig(t *testing.T, name string) appliance.Config {
+	cfg := appliance.DefaultConfig()
+	cfg.Name = name
+	cfg.DataDir = t.TempDir()
+	cfg.Devices.Listen = "127.0.0.1:0"
+	cfg.NATS.Listen = "127.0.0.1:0"
+	cfg.HTTP.Listen = ""
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	return cfg
+}
+
+// runAppliance runs an appliance until the test ends and returns it ready.
+func runAppliance(t *testing.T, cfg appliance.Config) *appliance.Appliance {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := appliance.New(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-a.Ready()
+	return a
 }
