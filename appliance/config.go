@@ -202,6 +202,9 @@ type ParserConfig struct {
 type HTTPConfig struct {
 	// Listen is the HTTP address. Empty disables it.
 	Listen string
+	// Pprof serves Go's profiles under /debug/pprof/ (off by default: a
+	// profile shows internals, and taking one costs CPU).
+	Pprof bool
 }
 
 // LogConfig configures logging.

@@ -112,6 +112,16 @@ func TestHTTPEndpoints(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	// Profiles are served only when http.pprof asks for them.
+	if code, _ := get("/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without http.pprof: %d, want 404", code)
+	}
+	pcfg := testConfig(t, "http-pprof")
+	pcfg.HTTP.Listen, pcfg.HTTP.Pprof = "127.0.0.1:0", true
+	a = start(t, pcfg)
+	if code, body := get("/debug/pprof/goroutine?debug=1"); code != 200 || !strings.Contains(body, "goroutine profile") {
+		t.Errorf("/debug/pprof/goroutine with http.pprof: %d %.80q", code, body)
+	}
 }
 
 // TestReload: a reloaded configuration changes the log level live; a bad

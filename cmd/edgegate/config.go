@@ -77,6 +77,7 @@ var settings = []setting{
 	{key: "parser.attempts", usage: "tries of a message the handler calls bad before it is dead-lettered", ptr: func(c *appliance.Config) any { return &c.Parser.Attempts }},
 	{key: "parser.validate_json", usage: "publish handler: dead-letter payloads that are not valid JSON", ptr: func(c *appliance.Config) any { return &c.Parser.ValidateJSON }},
 	{key: "http.listen", usage: `HTTP for /metrics, /healthz, /readyz; "" disables it`, ptr: func(c *appliance.Config) any { return &c.HTTP.Listen }},
+	{key: "http.pprof", usage: "serve Go's profiles under /debug/pprof/ on the HTTP address", ptr: func(c *appliance.Config) any { return &c.HTTP.Pprof }},
 	{key: "log.level", usage: "debug, info, warn or error", ptr: func(c *appliance.Config) any { return &c.Log.Level }},
 }
 
