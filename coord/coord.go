@@ -86,7 +86,12 @@ type Assign struct {
 	// on it until which the lease is surely held.
 	Clock    uint64
 	Deadline int64
-	Msgs     []Msg
+	// Keep asks the parser to keep the lease when the batch is done (record
+	// done and extend, Outcome.Kept) instead of releasing it: the socket
+	// expects more messages of the controller soon and will send them under
+	// the same token, or release the lease itself.
+	Keep bool
+	Msgs []Msg
 }
 
 // Answer is a parser pool's immediate reply to an assignment.
@@ -106,9 +111,20 @@ type Outcome struct {
 	// could not be confirmed): the work is fenced and nothing may be
 	// acknowledged.
 	Released bool
+	// Kept is true when the parser recorded Done and still holds the lease
+	// (Assign.Keep): valid for a lease TTL from a moment after the
+	// assignment was sent. The socket sends the next batch under the same
+	// token or releases the lease.
+	Kept     bool
 	Done     uint64
 	Statuses []byte // one egp.Status per message of the batch, in order
 }
+
+// Outcome flags.
+const (
+	outcomeReleased byte = 1 << iota
+	outcomeKept
+)
 
 // ErrMalformed is returned for a message that cannot be decoded.
 var ErrMalformed = errors.New("coord: malformed message")
@@ -119,7 +135,7 @@ func appendStr8(b []byte, s string) []byte {
 
 // AppendAssign appends the encoding of a to b.
 func AppendAssign(b []byte, a *Assign) []byte {
-	n := 1 + 1 + len(a.Controller) + 8 + 1 + len(a.Token.Owner) + 8 + 16 + 4
+	n := 1 + 1 + len(a.Controller) + 8 + 1 + len(a.Token.Owner) + 8 + 16 + 1 + 4
 	for i := range a.Msgs {
 		n += 20 + len(a.Msgs[i].Payload)
 	}
@@ -131,6 +147,11 @@ func AppendAssign(b []byte, a *Assign) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(a.Valid))
 	b = binary.BigEndian.AppendUint64(b, a.Clock)
 	b = binary.BigEndian.AppendUint64(b, uint64(a.Deadline))
+	keep := byte(0)
+	if a.Keep {
+		keep = 1
+	}
+	b = append(b, keep)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(a.Msgs)))
 	for i := range a.Msgs {
 		m := &a.Msgs[i]
@@ -160,11 +181,14 @@ func AppendOutcome(b []byte, o *Outcome) []byte {
 	b = append(b, KindOutcome)
 	b = appendStr8(b, o.Controller)
 	b = binary.BigEndian.AppendUint64(b, o.Fence)
-	rel := byte(0)
+	flags := byte(0)
 	if o.Released {
-		rel = 1
+		flags |= outcomeReleased
 	}
-	b = append(b, rel)
+	if o.Kept {
+		flags |= outcomeKept
+	}
+	b = append(b, flags)
 	b = binary.BigEndian.AppendUint64(b, o.Done)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(o.Statuses)))
 	return append(b, o.Statuses...)
@@ -256,6 +280,7 @@ func DecodeAssign(b []byte) (*Assign, error) {
 	a.Valid = time.Duration(d.u64())
 	a.Clock = d.u64()
 	a.Deadline = int64(d.u64())
+	a.Keep = d.u8() == 1
 	n := d.u32()
 	if d.err == nil && uint64(n)*20 > uint64(len(d.b)) {
 		return nil, fmt.Errorf("%w: %d messages in %d bytes", ErrMalformed, n, len(d.b))
@@ -285,7 +310,9 @@ func DecodeAnswer(b []byte) (Answer, error) {
 func DecodeOutcome(b []byte) (Outcome, error) {
 	d := decoder{b: b}
 	d.kind(KindOutcome)
-	o := Outcome{Controller: d.str8(), Fence: d.u64(), Released: d.u8() == 1, Done: d.u64()}
+	o := Outcome{Controller: d.str8(), Fence: d.u64()}
+	flags := d.u8()
+	o.Released, o.Kept, o.Done = flags&outcomeReleased != 0, flags&outcomeKept != 0, d.u64()
 	o.Statuses = d.bytes(int(d.u32()))
 	return o, d.finish()
 }

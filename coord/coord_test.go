@@ -19,6 +19,7 @@ func TestAssignRoundTrip(t *testing.T) {
 			Valid:      time.Duration(rapid.Int64Range(0, int64(time.Hour)).Draw(t, "valid")),
 			Clock:      rapid.Uint64().Draw(t, "clock"),
 			Deadline:   rapid.Int64().Draw(t, "deadline"),
+			Keep:       rapid.Bool().Draw(t, "keep"),
 		}
 		n := rapid.IntRange(0, 20).Draw(t, "n")
 		for i := 0; i < n; i++ {
@@ -32,7 +33,7 @@ func TestAssignRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
-		if got.Controller != a.Controller || got.Token != a.Token || got.Valid != a.Valid || got.Clock != a.Clock || got.Deadline != a.Deadline || len(got.Msgs) != len(a.Msgs) {
+		if got.Controller != a.Controller || got.Token != a.Token || got.Valid != a.Valid || got.Clock != a.Clock || got.Deadline != a.Deadline || got.Keep != a.Keep || len(got.Msgs) != len(a.Msgs) {
 			t.Fatalf("got %+v, want %+v", got, a)
 		}
 		for i := range a.Msgs {
@@ -49,10 +50,15 @@ func TestAnswerOutcomeRoundTrip(t *testing.T) {
 	if got, err := DecodeAnswer(AppendAnswer(nil, &ans)); err != nil || got != ans {
 		t.Fatalf("answer: got %+v, %v; want %+v", got, err, ans)
 	}
-	o := Outcome{Controller: "c-1", Fence: 9, Released: true, Done: 77, Statuses: []byte{0, 1, 0}}
-	got, err := DecodeOutcome(AppendOutcome(nil, &o))
-	if err != nil || got.Controller != o.Controller || got.Fence != o.Fence || !got.Released || got.Done != 77 || !bytes.Equal(got.Statuses, o.Statuses) {
-		t.Fatalf("outcome: got %+v, %v; want %+v", got, err, o)
+	for _, o := range []Outcome{
+		{Controller: "c-1", Fence: 9, Released: true, Done: 77, Statuses: []byte{0, 1, 0}},
+		{Controller: "c-1", Fence: 9, Released: true, Kept: true, Done: 78, Statuses: []byte{0}},
+		{Controller: "c-2", Fence: 10},
+	} {
+		got, err := DecodeOutcome(AppendOutcome(nil, &o))
+		if err != nil || got.Controller != o.Controller || got.Fence != o.Fence || got.Released != o.Released || got.Kept != o.Kept || got.Done != o.Done || !bytes.Equal(got.Statuses, o.Statuses) {
+			t.Fatalf("outcome: got %+v, %v; want %+v", got, err, o)
+		}
 	}
 }
 

@@ -78,6 +78,19 @@ func (s *Memory) Heartbeat(_ context.Context, id string, tok Token, ttl time.Dur
 	return nil
 }
 
+// Keep implements Store.
+func (s *Memory) Keep(_ context.Context, id string, tok Token, ttl time.Duration, done uint64) error {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entry(id, now)
+	if !e.locked || e.tok != tok {
+		return ErrLost
+	}
+	e.expires, e.hb, e.done = now.Add(ttl), now, done
+	return nil
+}
+
 // Release implements Store.
 func (s *Memory) Release(_ context.Context, id string, tok Token, done uint64) error {
 	now := s.now()

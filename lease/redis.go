@@ -88,6 +88,17 @@ redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
 return 1
 `)
 
+// KEYS: lock hb done. ARGV: token ttl_ms done. Returns 1, or 0 when the
+// lock is not ours.
+var keepScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+` + nowMs + `
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3])
+return 1
+`)
+
 // KEYS: lock hb done rel. ARGV: token done fence. Returns 1 or 0.
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -147,6 +158,19 @@ func (s *Redis) Heartbeat(ctx context.Context, id string, tok Token, ttl time.Du
 	n, err := s.pipe.run(ctx, heartbeatScript, k[1:3], tok.String(), ms(ttl)).Int()
 	if err != nil {
 		return redisErr("heartbeat", err)
+	}
+	if n != 1 {
+		return ErrLost
+	}
+	return nil
+}
+
+// Keep implements Store.
+func (s *Redis) Keep(ctx context.Context, id string, tok Token, ttl time.Duration, done uint64) error {
+	k := s.Keys(id)
+	n, err := s.pipe.run(ctx, keepScript, k[1:4], tok.String(), ms(ttl), done).Int()
+	if err != nil {
+		return redisErr("keep", err)
 	}
 	if n != 1 {
 		return ErrLost

@@ -96,6 +96,44 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 				t.Fatalf("lock %+v after stale releases, want still %v", st, g.Token)
 			}
 		}},
+		{"keep records done and extends the same grant", func(t *testing.T, s lease.Store) {
+			g, _ := s.Acquire(ctx, "c1", "p", ttl)
+			// Kept past several TTLs, the lease stays with the same fence
+			// and the done record follows every batch.
+			end := time.Now().Add(2 * ttl)
+			for i := uint64(1); time.Now().Before(end); i++ {
+				if err := s.Keep(ctx, "c1", g.Token, ttl, 10*i); err != nil {
+					t.Fatalf("keep %d: %v", i, err)
+				}
+				st, err := s.Inspect(ctx, "c1")
+				if err != nil || !st.Locked || st.Token != g.Token || st.Done != 10*i || st.Stale(ttl) {
+					t.Fatalf("after keep %d: %+v, %v; want locked by %v, done %d, not stale", i, st, err, g.Token, 10*i)
+				}
+				if _, err := s.Acquire(ctx, "c1", "q", ttl); !errors.Is(err, lease.ErrHeld) {
+					t.Fatalf("acquire while kept: got %v, want ErrHeld", err)
+				}
+				time.Sleep(ttl / 5) // the batch period under test, not a readiness wait
+			}
+			stale := lease.Token{Fence: g.Token.Fence, Owner: "q"}
+			if err := s.Keep(ctx, "c1", stale, ttl, 999); !errors.Is(err, lease.ErrLost) {
+				t.Fatalf("keep with another token: got %v, want ErrLost", err)
+			}
+			if d, _ := s.Done(ctx, "c1"); d == 999 {
+				t.Fatalf("a keep with another token recorded done %d", d)
+			}
+			// Released after the last keep, the next grant sees its done.
+			if err := s.Abandon(ctx, "c1", g.Token); err != nil {
+				t.Fatalf("abandon after keep: %v", err)
+			}
+			want, _ := s.Done(ctx, "c1")
+			g2, err := s.Acquire(ctx, "c1", "q", ttl)
+			if err != nil || g2.Done != want || g2.Token.Fence <= g.Token.Fence {
+				t.Fatalf("grant after keep and abandon %+v, %v: want done %d, fence > %d", g2, err, want, g.Token.Fence)
+			}
+			if err := s.Keep(ctx, "c1", g.Token, ttl, 1); !errors.Is(err, lease.ErrLost) {
+				t.Fatalf("keep of a released grant: got %v, want ErrLost", err)
+			}
+		}},
 		{"abandon frees the lock and keeps done", func(t *testing.T, s lease.Store) {
 			g, _ := s.Acquire(ctx, "c1", "p", ttl)
 			s.Release(ctx, "c1", g.Token, 7)

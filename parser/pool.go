@@ -89,10 +89,19 @@ type Pool struct {
 	mu      sync.Mutex
 	free    int
 	stopped bool
+	kept    map[string]keptLease // leases kept after a batch (Assign.Keep), by controller
 
 	stats          Stats
 	handlerSeconds prometheus.Histogram
 	announced      atomic.Int64 // unix nanos of the last ready announcement
+}
+
+// keptLease is a lease the pool kept after a batch: surely held until
+// until (a TTL less a margin after the keep began), whoever sends the next
+// batch under it and however late that arrives.
+type keptLease struct {
+	fence uint64
+	until time.Time
 }
 
 type job struct {
@@ -146,6 +155,7 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Pool, error) {
 		work:     make(chan job, cfg.Workers),
 		announce: make(chan struct{}, 1),
 		free:     cfg.Workers,
+		kept:     make(map[string]keptLease),
 
 		handlerSeconds: newHandlerHistogram(),
 	}
@@ -271,10 +281,41 @@ func (p *Pool) announceLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			p.pruneKept()
 		case <-p.announce:
 		}
 		p.publishReady()
 	}
+}
+
+// pruneKept forgets kept leases that ran out (the socket released them,
+// or sent no more).
+func (p *Pool) pruneKept() {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, k := range p.kept {
+		if now.After(k.until) {
+			delete(p.kept, id)
+		}
+	}
+}
+
+// takeKept returns until when a's lease is surely held if this pool kept
+// it after the controller's previous batch (zero if not), and forgets it:
+// the batch's own end records it again.
+func (p *Pool) takeKept(a *coord.Assign) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k, ok := p.kept[a.Controller]
+	if !ok {
+		return time.Time{}
+	}
+	delete(p.kept, a.Controller)
+	if k.fence != a.Token.Fence {
+		return time.Time{}
+	}
+	return k.until
 }
 
 func (p *Pool) publishReady() {
@@ -314,12 +355,18 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 	// A socket of this process says on the shared clock until when the
 	// lease is surely held: with at least a heartbeat period left, no
 	// confirmation is needed.
+	// A batch under a lease this pool kept after the controller's previous
+	// batch needs no confirmation either: the keep confirmed it.
 	confirm := true
 	if c := p.cfg.Clock; c != nil && a.Clock == c.ID() {
 		if held := c.Time(a.Deadline).Add(-margin); time.Until(held) > p.cfg.Heartbeat {
 			valid, confirm = held, false
 			p.stats.unconfirmed.Add(1)
 		}
+	}
+	if held := p.takeKept(a); confirm && time.Until(held) > p.cfg.Heartbeat {
+		valid, confirm = held, false
+		p.stats.unconfirmed.Add(1)
 	}
 	hb := newHeartbeat(p, a, valid, cancel)
 	if confirm {
@@ -362,6 +409,11 @@ func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []b
 	case len(statuses) == 0:
 		// Stopped before the first message finished: hand the batch back.
 		o.Released = p.release(log, a, 0, false) == nil
+	case a.Keep && p.keep(log, a, done):
+		o.Released, o.Kept, o.Done, o.Statuses = true, true, done, statuses
+		p.stats.batches.Add(1)
+		p.stats.kept.Add(1)
+		p.stats.messages.Add(uint64(len(statuses)))
 	default:
 		if err := p.release(log, a, done, true); err == nil {
 			o.Released, o.Done, o.Statuses = true, done, statuses
@@ -370,6 +422,31 @@ func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []b
 		}
 	}
 	p.reply(log, j.reply, &o)
+}
+
+// keep records done and extends the lease for the controller's next batch,
+// when the socket asked for it and the pool is not stopping. False means
+// release instead; a lease found lost stays lost (release fails too).
+func (p *Pool) keep(log *batchLog, a *coord.Assign, done uint64) bool {
+	p.mu.Lock()
+	stopped := p.stopped
+	p.mu.Unlock()
+	if stopped {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Heartbeat)
+	defer cancel()
+	start := time.Now()
+	if err := p.store.Keep(ctx, a.Controller, a.Token, p.cfg.TTL, done); err != nil {
+		if !errors.Is(err, lease.ErrLost) {
+			log.get().Warn("parser: keeping the lease failed, releasing it", "err", err)
+		}
+		return false
+	}
+	p.mu.Lock()
+	p.kept[a.Controller] = keptLease{fence: a.Token.Fence, until: start.Add(p.cfg.TTL - p.cfg.TTL/10)}
+	p.mu.Unlock()
+	return true
 }
 
 func (p *Pool) reply(log *batchLog, to string, o *coord.Outcome) {

@@ -12,15 +12,19 @@ import (
 // Stats counts what a pool did.
 type Stats struct {
 	batches, messages, dead, transient, busy, leaseLost, malformed atomic.Uint64
-	unconfirmed                                                    atomic.Uint64 // batches started without a confirming heartbeat (shared clock)
+	unconfirmed                                                    atomic.Uint64 // batches started without a confirming heartbeat (shared clock, kept lease)
+	kept                                                           atomic.Uint64 // batches that ended keeping their lease
 }
 
 // StatsSnapshot is a copy of the counters.
 type StatsSnapshot struct {
 	Batches, Messages, DeadLettered, TransientErrors, Busy, LeaseLost, Malformed uint64
 	// Unconfirmed counts batches started without a confirming heartbeat:
-	// their socket shares this process's clock.
+	// their socket shares this process's clock, or the lease was kept after
+	// the controller's previous batch.
 	Unconfirmed uint64
+	// Kept counts batches that ended keeping their lease for the next one.
+	Kept uint64
 }
 
 // Stats returns the pool's counters.
@@ -29,7 +33,7 @@ func (p *Pool) Stats() StatsSnapshot {
 	return StatsSnapshot{
 		Batches: s.batches.Load(), Messages: s.messages.Load(), DeadLettered: s.dead.Load(),
 		TransientErrors: s.transient.Load(), Busy: s.busy.Load(), LeaseLost: s.leaseLost.Load(),
-		Malformed: s.malformed.Load(), Unconfirmed: s.unconfirmed.Load(),
+		Malformed: s.malformed.Load(), Unconfirmed: s.unconfirmed.Load(), Kept: s.kept.Load(),
 	}
 }
 
@@ -50,7 +54,7 @@ func (p *Pool) onStatus(m *nats.Msg) {
 		Counters: map[string]uint64{
 			"batches": st.Batches, "messages": st.Messages, "dead_lettered": st.DeadLettered,
 			"transient_errors": st.TransientErrors, "busy": st.Busy, "lease_lost": st.LeaseLost,
-			"malformed": st.Malformed, "unconfirmed": st.Unconfirmed,
+			"malformed": st.Malformed, "unconfirmed": st.Unconfirmed, "kept": st.Kept,
 		},
 	})
 	m.Respond(b)

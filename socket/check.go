@@ -69,6 +69,11 @@ func (s *Server) check(ctx context.Context) {
 		case c.state == stWaiting:
 			c.state = stIdle
 			s.makeRunnableLocked(c)
+		case c.held && c.state == stIdle && now.After(c.heldUntil):
+			// Nothing came for Hold: give the lease back, so that a
+			// device moving to another appliance finds it free.
+			s.releaseHeldLocked(c)
+			s.forgetIfIdleLocked(c)
 		}
 	}
 	s.mu.Unlock()

@@ -56,6 +56,14 @@ type controller struct {
 	sentAt    time.Time
 	released  time.Time // the check loop saw the lease released without the outcome
 	granted   bool      // a lease of this controller was granted to this socket before
+	// The lease kept by pool after the last batch (coord.Outcome.Kept), with
+	// no batch out: the next batch goes under tok without an acquire. It is
+	// surely held until keptFrom + TTL (the keep ran after that batch was
+	// sent); the socket releases it after heldUntil when nothing came.
+	held      bool
+	keptFrom  time.Time
+	heldUntil time.Time
+	lastEnd   time.Time // when the last batch's outcome arrived
 	unseen    bool      // its pool has not answered the assignment it was picked for
 	watched   bool      // its lock deletions wake this socket (while waiting)
 }
@@ -115,7 +123,7 @@ func (s *Server) makeRunnableLocked(c *controller) {
 
 // forgetIfIdleLocked drops c from the table when nothing refers to it.
 func (s *Server) forgetIfIdleLocked(c *controller) {
-	if c.state == stIdle && c.sess == nil && len(c.q) == 0 && c.slots == 0 {
+	if c.state == stIdle && !c.held && c.sess == nil && len(c.q) == 0 && c.slots == 0 {
 		delete(s.ctrls, c.id)
 	}
 }

@@ -85,8 +85,23 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		s.pruneLocked(c)
 		if len(c.q) == 0 {
 			c.state = stIdle
+			if c.sess == nil {
+				s.releaseHeldLocked(c)
+			}
 			s.forgetIfIdleLocked(c)
 			continue
+		}
+		// A lease its pool kept goes on there when that pool has a free
+		// worker; otherwise it is released and the batch goes elsewhere.
+		var held *lease.Token
+		if c.held {
+			c.held = false
+			tok := c.tok
+			if hp := c.pool; s.pools[hp.id] == hp && hp.free > 0 {
+				p, held = hp, &tok
+			} else {
+				s.releaseLocked(c.id, tok)
+			}
 		}
 		p.free--
 		p.unseen++
@@ -94,15 +109,34 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		c.state, c.pool, c.n = stDispatching, p, min(len(c.q), s.cfg.Batch)
 		batch := make([]*msg, c.n)
 		copy(batch, c.q)
+		// Ask the parser to keep the lease when more messages are queued
+		// or the controller's last batch ended a moment ago (a steady
+		// stream): its next batch then needs no acquire.
+		keep := s.cfg.Hold > 0 && (len(c.q) > c.n || time.Since(c.lastEnd) < s.cfg.Hold)
 		s.mu.Unlock()
-		s.dispatch(ctx, c, p, batch)
+		if held != nil {
+			s.continueBatch(ctx, c, p, *held, keep, batch)
+		} else {
+			s.dispatch(ctx, c, p, keep, batch)
+		}
 		s.mu.Lock()
 	}
 }
 
+// continueBatch sends a batch under the lease c's pool kept after the
+// previous one: no acquire, and the pool needs no confirmation. Called
+// without the lock, c in stDispatching.
+func (s *Server) continueBatch(ctx context.Context, c *controller, p *pool, tok lease.Token, keep bool, batch []*msg) {
+	s.mu.Lock()
+	from, done := c.keptFrom, c.grantDone
+	s.mu.Unlock()
+	s.stats.continued.Add(1)
+	s.assign(c, p, lease.Grant{Token: tok, Done: done}, from, keep, batch)
+}
+
 // dispatch acquires c's lease for p and sends it the batch. Called without
 // the lock; c is in stDispatching, so nobody else touches its batch.
-func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*msg) {
+func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, keep bool, batch []*msg) {
 	start := time.Now()
 	actx, cancel := context.WithTimeout(ctx, s.cfg.TTL)
 	g, err := s.store.Acquire(actx, c.id, p.id, s.cfg.TTL)
@@ -166,7 +200,12 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 		s.mu.Unlock()
 		return
 	}
+	s.assign(c, p, g, start, keep, batch)
+}
 
+// assign sends batch to p under g's lease, surely held until from + TTL.
+// Called without the lock, c in stDispatching.
+func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, keep bool, batch []*msg) {
 	// A device that keeps its seq across sessions gets its duplicates (seqs
 	// the done record covers) acknowledged without the handler.
 	dups := 0
@@ -189,10 +228,11 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 		}
 	}
 
-	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: s.cfg.TTL - time.Since(start), Msgs: make([]coord.Msg, len(batch))}
+	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: s.cfg.TTL - time.Since(from), Keep: keep, Msgs: make([]coord.Msg, len(batch))}
 	if s.cfg.Clock != nil {
-		// The lock expires no sooner than a TTL after the acquire began.
-		a.Clock, a.Deadline = s.cfg.Clock.ID(), s.cfg.Clock.At(start.Add(s.cfg.TTL))
+		// The lock expires no sooner than a TTL after the acquire began
+		// (or after the previous batch under it was sent).
+		a.Clock, a.Deadline = s.cfg.Clock.ID(), s.cfg.Clock.At(from.Add(s.cfg.TTL))
 	}
 	for i, m := range batch {
 		a.Msgs[i] = coord.Msg{Seq: m.seq, Received: m.recv, Payload: m.payload}
@@ -201,7 +241,7 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, batch []*
 	c.state, c.tok, c.grantDone, c.sentAt, c.released = stAssigned, g.Token, g.Done, time.Now(), time.Time{}
 	s.inflight++
 	s.mu.Unlock()
-	err = s.nc.PublishMsg(&nats.Msg{Subject: p.subject, Reply: s.inbox + "." + c.id, Data: coord.AppendAssign(nil, &a)})
+	err := s.nc.PublishMsg(&nats.Msg{Subject: p.subject, Reply: s.inbox + "." + c.id, Data: coord.AppendAssign(nil, &a)})
 	if err != nil {
 		s.log.Warn("socket: send assignment", "controller", c.id, "err", err)
 		s.mu.Lock()
@@ -249,7 +289,10 @@ func (s *Server) unpickLocked(c *controller) {
 // granted before, so that the first grant of each does not pause again.
 func (s *Server) pauseLocked(why string) {
 	for _, c := range s.ctrls {
-		c.granted = false
+		// Held leases may be among the lost ones: they are forgotten, not
+		// released (they expire by themselves).
+		c.granted, c.held = false, false
+		s.forgetIfIdleLocked(c)
 	}
 	until := time.Now().Add(s.cfg.TTL)
 	if until.After(s.paused) {
@@ -450,7 +493,8 @@ func (s *Server) onOutcome(o coord.Outcome) {
 		p.free++
 		s.runCond.Signal()
 	}
-	if o.Released && len(o.Statuses) <= c.n {
+	final := o.Released && len(o.Statuses) <= c.n
+	if final {
 		if len(o.Statuses) > 0 {
 			s.metrics.ackLatency.Observe(time.Since(c.q[0].recv).Seconds())
 		}
@@ -458,8 +502,29 @@ func (s *Server) onOutcome(o coord.Outcome) {
 	} else {
 		s.stats.redispatched.Add(1)
 	}
-	c.n, c.state = 0, stIdle
+	now := time.Now()
+	c.n, c.state, c.lastEnd = 0, stIdle, now
+	if o.Kept {
+		if final && !s.stopping && c.sess != nil {
+			c.held, c.keptFrom, c.heldUntil, c.grantDone = true, c.sentAt, now.Add(s.cfg.Hold), o.Done
+		} else {
+			s.releaseLocked(c.id, c.tok)
+		}
+	}
 	s.makeRunnableLocked(c)
+}
+
+// releaseLocked releases a held lease on its own goroutine.
+func (s *Server) releaseLocked(id string, tok lease.Token) {
+	s.releases.Go(func() { s.abandon(id, tok) })
+}
+
+// releaseHeldLocked releases c's held lease, if any.
+func (s *Server) releaseHeldLocked(c *controller) {
+	if c.held {
+		c.held = false
+		s.releaseLocked(c.id, c.tok)
+	}
 }
 
 // requeueLocked puts c's batch back at the head of its queue after its

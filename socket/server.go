@@ -55,6 +55,13 @@ type Config struct {
 	TTL time.Duration
 	// CheckInterval is the period of the failure detection. Zero means 1s.
 	CheckInterval time.Duration
+	// Hold is how long a controller's lease stays with its parser pool after
+	// a batch when no more messages are queued: messages that arrive by then
+	// are sent under the same lease, with no lease store call before the
+	// batch. An idle lease is released by the next failure detection round
+	// after Hold. Zero means TTL/5; negative means leases are released after
+	// every batch.
+	Hold time.Duration
 	// Clock, shared with the parser pool of the same process, lets that
 	// pool skip the confirming heartbeat (see coord.Clock). Nil means none.
 	Clock *coord.Clock
@@ -128,6 +135,9 @@ func (c *Config) setDefaults() {
 	if c.CheckInterval <= 0 {
 		c.CheckInterval = d.CheckInterval
 	}
+	if c.Hold == 0 {
+		c.Hold = c.TTL / 5
+	}
 	if c.Dispatchers <= 0 {
 		c.Dispatchers = d.Dispatchers
 	}
@@ -175,6 +185,7 @@ type Server struct {
 	epoch     string    // the lease store's epoch (Redis run_id) last seen
 	watch     lease.Subscription
 	sessWG    sync.WaitGroup
+	releases  sync.WaitGroup // releases of held leases running on their own
 	closeOnce sync.Once
 
 	stats     stats
@@ -334,6 +345,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	wg.Wait()
 	s.sessWG.Wait()
+	s.releases.Wait()
 	s.log.Info("socket stopped")
 	return nil
 }
@@ -362,6 +374,9 @@ func (s *Server) drain() {
 					"batch", c.n, "queued", len(c.q), "since", time.Since(c.sentAt).Round(time.Millisecond))
 			}
 		}
+	}
+	for _, c := range s.ctrls {
+		s.releaseHeldLocked(c)
 	}
 	for sess := range s.sessions {
 		s.closeSessionLocked(sess, egp.CodeShuttingDown, "the appliance is stopping")

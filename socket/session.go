@@ -341,6 +341,11 @@ func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string)
 		s.pruneLocked(c)
 		c.space.Broadcast()
 		s.memCond.Broadcast()
+		if c.sess == nil && c.state == stIdle {
+			// The device is gone (perhaps to another appliance, which
+			// then needs the lease): release a held one now.
+			s.releaseHeldLocked(c)
+		}
 		s.forgetIfIdleLocked(c)
 	}
 	sess.wmu.Lock()

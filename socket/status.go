@@ -27,7 +27,7 @@ func (s *Server) onStatus(m *nats.Msg) {
 		Counters: map[string]uint64{
 			"received": st.Received, "acked": st.Acked, "dead_lettered": st.DeadLettered,
 			"suppressed": st.Suppressed, "out_of_order": st.OutOfOrder, "dropped": st.Dropped,
-			"takeovers": st.Takeovers, "batches": st.Batches, "batch_messages": st.BatchMsgs,
+			"takeovers": st.Takeovers, "batches": st.Batches, "batch_messages": st.BatchMsgs, "continued": st.Continued,
 			"redispatched": st.Redispatched, "busy": st.Busy, "lease_held": st.LeaseHeld,
 			"store_errors": st.StoreErrors, "pauses": st.Pauses, "refused": st.Refused,
 		},
@@ -40,10 +40,13 @@ func (s *Server) onStatus(m *nats.Msg) {
 	s.mu.Lock()
 	out.Paused = time.Now().Before(s.paused)
 	for _, c := range s.ctrls {
-		if len(c.q) == 0 && !c.inFlight() {
+		if len(c.q) == 0 && !c.inFlight() && !c.held {
 			continue
 		}
 		cs := coord.ControllerStatus{ID: c.id, State: c.state.String(), Queued: len(c.q), Connected: c.sess != nil}
+		if c.held && c.state == stIdle {
+			cs.State = "held"
+		}
 		if c.inFlight() {
 			cs.Batch, cs.Fence = c.n, c.tok.Fence
 			if c.pool != nil {
