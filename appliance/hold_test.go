@@ -113,7 +113,7 @@ func TestHeldLeaseFollowsDevice(t *testing.T) {
 		t.Errorf("every batch from the other appliance was confirmed (%d batches, %d kept)", ps.Batches, ps.Kept)
 	}
 	c1.Close()
-	// Well within the socket's hold (TTL/5, 6 s) and the lease: only a
+	// Well within the socket's hold (TTL/2, 15 s) and the lease: only a
 	// release when the device left lets this through.
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel2()

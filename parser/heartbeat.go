@@ -146,13 +146,16 @@ func (c leaseContext) Deadline() (time.Time, bool) {
 	return c.hb.valid, true
 }
 
-func (c leaseContext) Err() error {
+func (c leaseContext) Err() error { return c.errAt(time.Now()) }
+
+// errAt is Err with the clock read by the caller.
+func (c leaseContext) errAt(now time.Time) error {
 	if err := c.Context.Err(); err != nil {
 		return err
 	}
 	c.hb.mu.Lock()
 	defer c.hb.mu.Unlock()
-	if time.Now().After(c.hb.valid) {
+	if now.After(c.hb.valid) {
 		return context.DeadlineExceeded
 	}
 	return nil

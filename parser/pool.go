@@ -381,8 +381,12 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 
 	statuses := make([]byte, 0, len(a.Msgs))
 	var done uint64
+	lctx := leaseContext{bctx, hb}
+	now := time.Now()
 	for i := range a.Msgs {
-		st, ok := p.handle(leaseContext{bctx, hb}, log, a, &a.Msgs[i])
+		var st egp.Status
+		var ok bool
+		st, now, ok = p.handle(lctx, now, log, a, &a.Msgs[i])
 		if !ok {
 			break
 		}
@@ -476,9 +480,11 @@ func (p *Pool) release(log *batchLog, a *coord.Assign, done uint64, setDone bool
 	return err
 }
 
-// handle runs the handler on m with retries. It returns false when ctx was
-// cancelled before the message was finished.
-func (p *Pool) handle(ctx context.Context, log *batchLog, a *coord.Assign, cm *coord.Msg) (egp.Status, bool) {
+// handle runs the handler on m with retries, starting at now (the clock
+// read once per message boundary: a batch of short messages is mostly
+// clock reads otherwise). It returns the time it finished, and false when
+// ctx was cancelled before the message was finished.
+func (p *Pool) handle(ctx leaseContext, now time.Time, log *batchLog, a *coord.Assign, cm *coord.Msg) (egp.Status, time.Time, bool) {
 	m := &Message{
 		Controller: a.Controller, Seq: cm.Seq, Fence: a.Token.Fence,
 		Received: cm.Received, Payload: cm.Payload,
@@ -486,23 +492,25 @@ func (p *Pool) handle(ctx context.Context, log *batchLog, a *coord.Assign, cm *c
 	backoff := p.cfg.RetryMin
 	permanent := 0
 	for attempt := 1; ; attempt++ {
-		if ctx.Err() != nil {
-			return 0, false
+		if ctx.errAt(now) != nil {
+			return 0, now, false
 		}
 		m.Attempt = attempt
-		t0 := time.Now()
 		err := p.cfg.Handler.Handle(ctx, m)
-		p.handlerSeconds.Observe(time.Since(t0).Seconds())
+		end := time.Now()
+		p.handlerSeconds.Observe(end.Sub(now).Seconds())
+		now = end
 		if err == nil {
-			return egp.StatusProcessed, true
+			return egp.StatusProcessed, now, true
 		}
 		if ctx.Err() != nil {
-			return 0, false
+			return 0, now, false
 		}
 		if IsPermanent(err) {
 			permanent++
 			if permanent >= p.cfg.Attempts {
-				return p.deadLetter(ctx, log, m, err)
+				st, ok := p.deadLetter(ctx, log, m, err)
+				return st, time.Now(), ok
 			}
 		} else {
 			p.stats.transient.Add(1)
@@ -511,8 +519,9 @@ func (p *Pool) handle(ctx context.Context, log *batchLog, a *coord.Assign, cm *c
 			}
 		}
 		if !sleep(ctx, backoff) {
-			return 0, false
+			return 0, now, false
 		}
+		now = time.Now()
 		backoff = min(backoff*2, p.cfg.RetryMax)
 	}
 }

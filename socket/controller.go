@@ -57,9 +57,9 @@ type controller struct {
 	released  time.Time // the check loop saw the lease released without the outcome
 	granted   bool      // a lease of this controller was granted to this socket before
 	// The lease kept by pool after the last batch (coord.Outcome.Kept), with
-	// no batch out: the next batch goes under tok without an acquire. It is
-	// surely held until keptFrom + TTL (the keep ran after that batch was
-	// sent); the socket releases it after heldUntil when nothing came.
+	// no batch out: the next batch goes under tok without an acquire until
+	// heldUntil (keptFrom + Hold). It is surely held until keptFrom + TTL
+	// (the keep ran after that batch was sent at keptFrom).
 	held      bool
 	keptFrom  time.Time
 	heldUntil time.Time

@@ -92,12 +92,13 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 			continue
 		}
 		// A lease its pool kept goes on there when that pool has a free
-		// worker; otherwise it is released and the batch goes elsewhere.
+		// worker and the hold has not run out; otherwise it is released
+		// and the batch goes elsewhere.
 		var held *lease.Token
 		if c.held {
 			c.held = false
 			tok := c.tok
-			if hp := c.pool; s.pools[hp.id] == hp && hp.free > 0 {
+			if hp := c.pool; s.pools[hp.id] == hp && hp.free > 0 && time.Now().Before(c.heldUntil) {
 				p, held = hp, &tok
 			} else {
 				s.releaseLocked(c.id, tok)
@@ -109,10 +110,12 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		c.state, c.pool, c.n = stDispatching, p, min(len(c.q), s.cfg.Batch)
 		batch := make([]*msg, c.n)
 		copy(batch, c.q)
-		// Ask the parser to keep the lease when more messages are queued
-		// or the controller's last batch ended a moment ago (a steady
-		// stream): its next batch then needs no acquire.
-		keep := s.cfg.Hold > 0 && (len(c.q) > c.n || time.Since(c.lastEnd) < s.cfg.Hold)
+		// Ask the parser to keep the lease when more messages are queued,
+		// the controller's last batch ended a moment ago (a steady stream)
+		// or this is its first batch (a device that just connected mostly
+		// has more to send): its next batch then needs no acquire. A sparse
+		// device's batches are released at once.
+		keep := s.cfg.Hold > 0 && (len(c.q) > c.n || c.lastEnd.IsZero() || time.Since(c.lastEnd) < s.cfg.Hold)
 		s.mu.Unlock()
 		if held != nil {
 			s.continueBatch(ctx, c, p, *held, keep, batch)
@@ -506,7 +509,7 @@ func (s *Server) onOutcome(o coord.Outcome) {
 	c.n, c.state, c.lastEnd = 0, stIdle, now
 	if o.Kept {
 		if final && !s.stopping && c.sess != nil {
-			c.held, c.keptFrom, c.heldUntil, c.grantDone = true, c.sentAt, now.Add(s.cfg.Hold), o.Done
+			c.held, c.keptFrom, c.heldUntil, c.grantDone = true, c.sentAt, c.sentAt.Add(s.cfg.Hold), o.Done
 		} else {
 			s.releaseLocked(c.id, c.tok)
 		}

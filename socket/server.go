@@ -55,12 +55,15 @@ type Config struct {
 	TTL time.Duration
 	// CheckInterval is the period of the failure detection. Zero means 1s.
 	CheckInterval time.Duration
-	// Hold is how long a controller's lease stays with its parser pool after
-	// a batch when no more messages are queued: messages that arrive by then
-	// are sent under the same lease, with no lease store call before the
-	// batch. An idle lease is released by the next failure detection round
-	// after Hold. Zero means TTL/5; negative means leases are released after
-	// every batch.
+	// Hold is how long a controller's lease may stay with its parser pool
+	// after a batch was sent, for the batches that follow: they go under the
+	// same lease, with no lease store call before them. A parser keeps the
+	// lease when its batch is done only if the socket asks (more messages
+	// queued, the controller's first batch, or its previous batch ended
+	// less than Hold ago);
+	// a lease held with nothing to send is released by the first failure
+	// detection round after Hold, and at once when the device goes. Zero
+	// means TTL/2; negative means leases are released after every batch.
 	Hold time.Duration
 	// Clock, shared with the parser pool of the same process, lets that
 	// pool skip the confirming heartbeat (see coord.Clock). Nil means none.
@@ -84,9 +87,10 @@ type Config struct {
 	// MaxPerIP is the most connections from one source address. Zero means
 	// no limit.
 	MaxPerIP int
-	// IdleTimeout closes an EGP/1 session that sent nothing for this long;
-	// after half of it the gateway sends a PING, which a live device
-	// answers. Zero means sessions never time out.
+	// IdleTimeout closes an EGP/1 session that sent nothing for this long
+	// (to one and a half times as long); after half of it (to all of it)
+	// the gateway sends a PING, which a live device answers. Zero means
+	// sessions never time out.
 	IdleTimeout time.Duration
 	// Logger receives the logs. Nil means discard.
 	Logger *slog.Logger
@@ -136,7 +140,7 @@ func (c *Config) setDefaults() {
 		c.CheckInterval = d.CheckInterval
 	}
 	if c.Hold == 0 {
-		c.Hold = c.TTL / 5
+		c.Hold = c.TTL / 2
 	}
 	if c.Dispatchers <= 0 {
 		c.Dispatchers = d.Dispatchers
@@ -322,6 +326,9 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Go(func() { s.dispatchLoop(lctx) })
 	}
 	wg.Go(func() { s.checkLoop(lctx) })
+	if s.cfg.IdleTimeout > 0 {
+		wg.Go(func() { s.idleLoop(lctx) })
+	}
 	if s.ln != nil {
 		wg.Go(func() { s.acceptLoop(lctx, s.ln, false) })
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,8 +33,12 @@ type session struct {
 	opened     time.Time
 
 	// Guarded by Server.mu.
-	ctrl   *controller
-	closed bool
+	ctrl    *controller
+	closed  bool
+	waiting bool // the reader waits for queue space (backpressure is not idleness)
+	pinged  bool // the idle loop sent a PING that nothing answered yet
+
+	heard atomic.Bool // a frame arrived since the idle loop last looked
 
 	lastSeq  uint64 // reader goroutine only
 	warnedSq bool   // reader goroutine only: an out-of-order seq was logged
@@ -363,28 +368,10 @@ func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string)
 // readFrames reads DATA, PING and PONG frames until an error.
 func (sess *session) readFrames(r *egp.Reader) error {
 	s := sess.s
-	idle := s.cfg.IdleTimeout
-	pinged := false
+	// Idleness is judged by the idle loop (idleLoop), not by read
+	// deadlines: a deadline per frame costs a timer update and two clock
+	// reads per message.
 	for {
-		if idle > 0 {
-			// Quiet for half the idle timeout: PING; quiet for all of it:
-			// close. A frame once begun must arrive within the timeout.
-			sess.conn.SetReadDeadline(time.Now().Add(idle / 2))
-			if err := r.Wait(); err != nil {
-				if !errors.Is(err, os.ErrDeadlineExceeded) {
-					return err
-				}
-				if pinged {
-					s.stats.idleClosed.Add(1)
-					return fmt.Errorf("idle for %v: %w", idle, net.ErrClosed)
-				}
-				pinged = true
-				sess.write(func(w []byte) []byte { return egp.AppendPing(w, []byte("edgegate")) })
-				continue
-			}
-			pinged = false
-			sess.conn.SetReadDeadline(time.Now().Add(idle))
-		}
 		h, err := r.Next()
 		if err != nil {
 			return err
@@ -396,14 +383,14 @@ func (sess *session) readFrames(r *egp.Reader) error {
 			}
 			size := int64(h.Len-8) + msgOverhead
 			s.mu.Lock()
+			sess.waiting = true
 			ok := s.reserveLocked(sess, size)
+			sess.waiting = false
 			s.mu.Unlock()
 			if !ok {
 				return net.ErrClosed
 			}
-			if idle > 0 { // the wait for queue space does not count
-				sess.conn.SetReadDeadline(time.Now().Add(idle))
-			}
+			sess.heard.Store(true) // the wait for queue space does not count
 			body, err := r.Body(h)
 			if err != nil {
 				s.mu.Lock()
@@ -413,18 +400,58 @@ func (sess *session) readFrames(r *egp.Reader) error {
 			}
 			seq, payload, _ := egp.ParseData(body)
 			sess.receive(seq, payload, size)
+			sess.heard.Store(true)
 		case egp.TypePing:
 			b, err := r.Scratch(h)
 			if err != nil {
 				return err
 			}
 			sess.write(func(w []byte) []byte { return egp.AppendPong(w, b) })
+			sess.heard.Store(true)
 		case egp.TypePong:
 			if _, err := r.Scratch(h); err != nil {
 				return err
 			}
+			sess.heard.Store(true)
 		default:
 			return &egp.Error{Code: egp.CodeProtocol, Reason: h.Type.String() + " is not expected from a device after HELLO"}
+		}
+	}
+}
+
+// idleLoop closes EGP/1 sessions that send nothing for IdleTimeout: every
+// half of it, a session that sent no frame since the last look gets a
+// PING, and one that did not answer that either is closed. A device thus
+// gets its PING after a half to a whole IdleTimeout of silence and is
+// closed after one to one and a half. A frame once begun must be complete
+// by then too; a reader waiting for queue space is never idle.
+func (s *Server) idleLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.IdleTimeout / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.sweepIdle()
+	}
+}
+
+func (s *Server) sweepIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sess := range s.sessions {
+		switch {
+		case sess.lines || sess.closed:
+		case sess.heard.Swap(false) || sess.waiting:
+			sess.pinged = false
+		case !sess.pinged:
+			sess.pinged = true
+			sess.write(func(w []byte) []byte { return egp.AppendPing(w, []byte("edgegate")) })
+		default:
+			s.stats.idleClosed.Add(1)
+			sess.conn.SetReadDeadline(time.Now()) // its reader fails now and closes the session
 		}
 	}
 }
