@@ -69,14 +69,29 @@ func TestLeaseKeptAcrossBatches(t *testing.T) {
 }
 
 // TestHeldLeaseFollowsDevice: a lease kept for a controller does not hold
-// the controller back when its device moves to another appliance: the
-// socket releases it as soon as the device is gone, long before the lease
-// (30 s here) would expire. Its batches ran on the other appliance's parser
-// pool (this one has none), which took them under the lease it kept
+// the controller back when its device moves to another appliance, long
+// before the lease (30 s here) would expire: the old socket releases it as
+// soon as the device is gone, and when that socket cannot (it lost Redis),
+// the parser pool that kept the lease releases it when the device's new
+// session is announced. The batches ran on the other appliance's parser
+// pool (the first has none), which took them under the lease it kept
 // without a confirming heartbeat.
 func TestHeldLeaseFollowsDevice(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		socketCutOff bool // the first appliance loses Redis before the device moves
+	}{
+		{"released by the socket", false},
+		{"released by the parser pool", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testHeldLeaseFollowsDevice(t, tt.socketCutOff) })
+	}
+}
+
+func testHeldLeaseFollowsDevice(t *testing.T, socketCutOff bool) {
 	const id, each = "mover", 200
 	redis := redistest.Start(t)
+	px := newProxy(t, redis.Addr())
 	j := newJournal(nil)
 	var apps []*appliance.Appliance
 	var peers []string
@@ -91,6 +106,7 @@ func TestHeldLeaseFollowsDevice(t *testing.T) {
 		cfg.Handler = j.on(name)
 		if i == 0 {
 			cfg.Parser.Workers = 0 // intake only: its devices use hold-1's parsers
+			cfg.Lease.Redis = "redis://" + px.Addr() + "/0"
 		}
 		a := start(t, cfg)
 		apps = append(apps, a)
@@ -111,6 +127,10 @@ func TestHeldLeaseFollowsDevice(t *testing.T) {
 	}
 	if ps := apps[1].ParserStats(); ps.Unconfirmed == 0 {
 		t.Errorf("every batch from the other appliance was confirmed (%d batches, %d kept)", ps.Batches, ps.Kept)
+	}
+	if socketCutOff {
+		px.Block() // hold-0 can no longer release anything
+		t.Cleanup(px.Unblock)
 	}
 	c1.Close()
 	// Well within the socket's hold (TTL/2, 15 s) and the lease: only a

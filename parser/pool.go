@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,6 +181,17 @@ func (p *Pool) Run(ctx context.Context) error {
 		return fmt.Errorf("parser: subscribe: %w", err)
 	}
 	defer stsub.Unsubscribe()
+	// A new device session of a controller means its old socket may be
+	// gone: a lease kept for it (no batch running) is released, so that the
+	// new session's socket need not wait for it to expire. Should the old
+	// socket still send under it, the batch fails its confirmation and is
+	// fenced.
+	ssub, err := p.nc.Subscribe(coord.SessionSubject("*"), p.onSession)
+	if err != nil {
+		sub.Unsubscribe()
+		return fmt.Errorf("parser: subscribe: %w", err)
+	}
+	defer ssub.Unsubscribe()
 	qsub, err := p.nc.Subscribe(coord.SubjectReadyQuery, func(*nats.Msg) {
 		select {
 		case p.announce <- struct{}{}:
@@ -299,6 +311,27 @@ func (p *Pool) pruneKept() {
 			delete(p.kept, id)
 		}
 	}
+}
+
+// onSession releases the lease kept for a controller that opened a new
+// device session somewhere.
+func (p *Pool) onSession(m *nats.Msg) {
+	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	p.mu.Lock()
+	k, ok := p.kept[id]
+	delete(p.kept, id)
+	p.mu.Unlock()
+	if !ok || time.Now().After(k.until) {
+		return
+	}
+	p.tails.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Heartbeat)
+		defer cancel()
+		err := p.store.Abandon(ctx, id, lease.Token{Fence: k.fence, Owner: p.id})
+		if err != nil && !errors.Is(err, lease.ErrLost) {
+			p.log.Warn("parser: releasing a kept lease for a new session failed; it expires by itself", "controller", id, "err", err)
+		}
+	})
 }
 
 // takeKept returns until when a's lease is surely held if this pool kept
