@@ -86,11 +86,13 @@ type Assign struct {
 	// on it until which the lease is surely held.
 	Clock    uint64
 	Deadline int64
-	// Keep asks the parser to keep the lease when the batch is done (record
-	// done and extend, Outcome.Kept) instead of releasing it: the socket
-	// expects more messages of the controller soon and will send them under
-	// the same token, or release the lease itself.
-	Keep bool
+	// Hold, when above zero, asks the parser to keep the lease when the
+	// batch is done instead of releasing it (Outcome.Kept): record done and
+	// set the lock to expire Hold later. The socket expects more messages of
+	// the controller soon and sends them under the same token; unused, the
+	// lease expires by itself after Hold (the socket releases it at once
+	// when the device goes).
+	Hold time.Duration
 	Msgs []Msg
 }
 
@@ -112,9 +114,9 @@ type Outcome struct {
 	// acknowledged.
 	Released bool
 	// Kept is true when the parser recorded Done and still holds the lease
-	// (Assign.Keep): valid for a lease TTL from a moment after the
-	// assignment was sent. The socket sends the next batch under the same
-	// token or releases the lease.
+	// (Assign.Hold): valid for Hold from a moment after the assignment was
+	// sent. The socket sends the next batch under the same token, or lets
+	// the lease go.
 	Kept     bool
 	Done     uint64
 	Statuses []byte // one egp.Status per message of the batch, in order
@@ -135,7 +137,7 @@ func appendStr8(b []byte, s string) []byte {
 
 // AppendAssign appends the encoding of a to b.
 func AppendAssign(b []byte, a *Assign) []byte {
-	n := 1 + 1 + len(a.Controller) + 8 + 1 + len(a.Token.Owner) + 8 + 16 + 1 + 4
+	n := 1 + 1 + len(a.Controller) + 8 + 1 + len(a.Token.Owner) + 8 + 16 + 8 + 4
 	for i := range a.Msgs {
 		n += 20 + len(a.Msgs[i].Payload)
 	}
@@ -147,11 +149,7 @@ func AppendAssign(b []byte, a *Assign) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(a.Valid))
 	b = binary.BigEndian.AppendUint64(b, a.Clock)
 	b = binary.BigEndian.AppendUint64(b, uint64(a.Deadline))
-	keep := byte(0)
-	if a.Keep {
-		keep = 1
-	}
-	b = append(b, keep)
+	b = binary.BigEndian.AppendUint64(b, uint64(a.Hold))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(a.Msgs)))
 	for i := range a.Msgs {
 		m := &a.Msgs[i]
@@ -280,7 +278,7 @@ func DecodeAssign(b []byte) (*Assign, error) {
 	a.Valid = time.Duration(d.u64())
 	a.Clock = d.u64()
 	a.Deadline = int64(d.u64())
-	a.Keep = d.u8() == 1
+	a.Hold = time.Duration(d.u64())
 	n := d.u32()
 	if d.err == nil && uint64(n)*20 > uint64(len(d.b)) {
 		return nil, fmt.Errorf("%w: %d messages in %d bytes", ErrMalformed, n, len(d.b))

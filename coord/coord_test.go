@@ -19,7 +19,7 @@ func TestAssignRoundTrip(t *testing.T) {
 			Valid:      time.Duration(rapid.Int64Range(0, int64(time.Hour)).Draw(t, "valid")),
 			Clock:      rapid.Uint64().Draw(t, "clock"),
 			Deadline:   rapid.Int64().Draw(t, "deadline"),
-			Keep:       rapid.Bool().Draw(t, "keep"),
+			Hold:       time.Duration(rapid.Int64Range(0, int64(time.Hour)).Draw(t, "hold")),
 		}
 		n := rapid.IntRange(0, 20).Draw(t, "n")
 		for i := 0; i < n; i++ {
@@ -33,7 +33,7 @@ func TestAssignRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
-		if got.Controller != a.Controller || got.Token != a.Token || got.Valid != a.Valid || got.Clock != a.Clock || got.Deadline != a.Deadline || got.Keep != a.Keep || len(got.Msgs) != len(a.Msgs) {
+		if got.Controller != a.Controller || got.Token != a.Token || got.Valid != a.Valid || got.Clock != a.Clock || got.Deadline != a.Deadline || got.Hold != a.Hold || len(got.Msgs) != len(a.Msgs) {
 			t.Fatalf("got %+v, want %+v", got, a)
 		}
 		for i := range a.Msgs {

@@ -61,9 +61,19 @@ func (h *heartbeat) confirm(ctx context.Context) error {
 	}
 }
 
+// next is the wait before the next heartbeat: a Heartbeat period, or half
+// of what is left of the lease when that is less (a batch under a kept
+// lease may start with little of it left).
+func (h *heartbeat) next() time.Duration {
+	h.mu.Lock()
+	left := time.Until(h.valid)
+	h.mu.Unlock()
+	return max(min(h.p.cfg.Heartbeat, left/2), time.Millisecond)
+}
+
 func (h *heartbeat) loop(ctx context.Context) {
 	defer close(h.exited)
-	tick := time.NewTicker(h.p.cfg.Heartbeat)
+	tick := time.NewTimer(h.next())
 	defer tick.Stop()
 	h.mu.Lock()
 	deadline := time.NewTimer(time.Until(h.valid))
@@ -104,6 +114,7 @@ func (h *heartbeat) loop(ctx context.Context) {
 					"controller", h.a.Controller, "err", err)
 			}
 		}
+		tick.Reset(h.next())
 	}
 }
 

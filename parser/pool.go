@@ -397,7 +397,8 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 			p.stats.unconfirmed.Add(1)
 		}
 	}
-	if held := p.takeKept(a); confirm && time.Until(held) > p.cfg.Heartbeat {
+	// Its first heartbeat comes early enough (see heartbeat.loop).
+	if held := p.takeKept(a); confirm && time.Until(held) > margin {
 		valid, confirm = held, false
 		p.stats.unconfirmed.Add(1)
 	}
@@ -446,7 +447,7 @@ func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []b
 	case len(statuses) == 0:
 		// Stopped before the first message finished: hand the batch back.
 		o.Released = p.release(log, a, 0, false) == nil
-	case a.Keep && p.keep(log, a, done):
+	case a.Hold > 0 && p.keep(log, a, done):
 		o.Released, o.Kept, o.Done, o.Statuses = true, true, done, statuses
 		p.stats.batches.Add(1)
 		p.stats.kept.Add(1)
@@ -461,8 +462,8 @@ func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []b
 	p.reply(log, j.reply, &o)
 }
 
-// keep records done and extends the lease for the controller's next batch,
-// when the socket asked for it and the pool is not stopping. False means
+// keep records done and keeps the lease for the controller's next batch,
+// for a.Hold, when the socket asked for it and the pool is not stopping. False means
 // release instead; a lease found lost stays lost (release fails too).
 func (p *Pool) keep(log *batchLog, a *coord.Assign, done uint64) bool {
 	p.mu.Lock()
@@ -474,14 +475,14 @@ func (p *Pool) keep(log *batchLog, a *coord.Assign, done uint64) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Heartbeat)
 	defer cancel()
 	start := time.Now()
-	if err := p.store.Keep(ctx, a.Controller, a.Token, p.cfg.TTL, done); err != nil {
+	if err := p.store.Keep(ctx, a.Controller, a.Token, a.Hold, done); err != nil {
 		if !errors.Is(err, lease.ErrLost) {
 			log.get().Warn("parser: keeping the lease failed, releasing it", "err", err)
 		}
 		return false
 	}
 	p.mu.Lock()
-	p.kept[a.Controller] = keptLease{fence: a.Token.Fence, until: start.Add(p.cfg.TTL - p.cfg.TTL/10)}
+	p.kept[a.Controller] = keptLease{fence: a.Token.Fence, until: start.Add(a.Hold - p.cfg.TTL/10)}
 	p.mu.Unlock()
 	return true
 }

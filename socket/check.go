@@ -70,8 +70,9 @@ func (s *Server) check(ctx context.Context) {
 			c.state = stIdle
 			s.makeRunnableLocked(c)
 		case c.held && c.state == stIdle && now.After(c.heldUntil):
-			// Nothing came for Hold: give the lease back, so that a
-			// device moving to another appliance finds it free.
+			// Nothing came in time. The lease would expire by itself a
+			// moment later (Hold after the keep); released now, the
+			// controller's next message need not wait for that.
 			s.releaseHeldLocked(c)
 			s.forgetIfIdleLocked(c)
 		}

@@ -94,14 +94,14 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		// A lease its pool kept goes on there when that pool has a free
 		// worker and the hold has not run out; otherwise it is released
 		// and the batch goes elsewhere.
-		var held *lease.Token
+		var held, drop *lease.Token
 		if c.held {
 			c.held = false
 			tok := c.tok
 			if hp := c.pool; s.pools[hp.id] == hp && hp.free > 0 && time.Now().Before(c.heldUntil) {
 				p, held = hp, &tok
 			} else {
-				s.releaseLocked(c.id, tok)
+				drop = &tok // released before the acquire, which would find it held
 			}
 		}
 		p.free--
@@ -115,12 +115,19 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		// or this is its first batch (a device that just connected mostly
 		// has more to send): its next batch then needs no acquire. A sparse
 		// device's batches are released at once.
-		keep := s.cfg.Hold > 0 && (len(c.q) > c.n || c.lastEnd.IsZero() || time.Since(c.lastEnd) < s.cfg.Hold)
+		var hold time.Duration
+		if s.cfg.Hold > 0 && (len(c.q) > c.n || c.lastEnd.IsZero() || time.Since(c.lastEnd) < s.cfg.Hold) {
+			hold = s.cfg.Hold
+		}
 		s.mu.Unlock()
-		if held != nil {
-			s.continueBatch(ctx, c, p, *held, keep, batch)
-		} else {
-			s.dispatch(ctx, c, p, keep, batch)
+		switch {
+		case held != nil:
+			s.continueBatch(ctx, c, p, *held, hold, batch)
+		case drop != nil:
+			s.abandon(c.id, *drop)
+			fallthrough
+		default:
+			s.dispatch(ctx, c, p, hold, batch)
 		}
 		s.mu.Lock()
 	}
@@ -129,17 +136,17 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 // continueBatch sends a batch under the lease c's pool kept after the
 // previous one: no acquire, and the pool needs no confirmation. Called
 // without the lock, c in stDispatching.
-func (s *Server) continueBatch(ctx context.Context, c *controller, p *pool, tok lease.Token, keep bool, batch []*msg) {
+func (s *Server) continueBatch(ctx context.Context, c *controller, p *pool, tok lease.Token, hold time.Duration, batch []*msg) {
 	s.mu.Lock()
 	from, done := c.keptFrom, c.grantDone
 	s.mu.Unlock()
 	s.stats.continued.Add(1)
-	s.assign(c, p, lease.Grant{Token: tok, Done: done}, from, keep, batch)
+	s.assign(c, p, lease.Grant{Token: tok, Done: done}, from, s.cfg.Hold, hold, batch)
 }
 
 // dispatch acquires c's lease for p and sends it the batch. Called without
 // the lock; c is in stDispatching, so nobody else touches its batch.
-func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, keep bool, batch []*msg) {
+func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time.Duration, batch []*msg) {
 	start := time.Now()
 	actx, cancel := context.WithTimeout(ctx, s.cfg.TTL)
 	g, err := s.store.Acquire(actx, c.id, p.id, s.cfg.TTL)
@@ -203,12 +210,13 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, keep bool
 		s.mu.Unlock()
 		return
 	}
-	s.assign(c, p, g, start, keep, batch)
+	s.assign(c, p, g, start, s.cfg.TTL, hold, batch)
 }
 
-// assign sends batch to p under g's lease, surely held until from + TTL.
-// Called without the lock, c in stDispatching.
-func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, keep bool, batch []*msg) {
+// assign sends batch to p under g's lease, surely held until from + valid,
+// asking the parser to keep it for hold afterwards (0: release it). Called
+// without the lock, c in stDispatching.
+func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, valid, hold time.Duration, batch []*msg) {
 	// A device that keeps its seq across sessions gets its duplicates (seqs
 	// the done record covers) acknowledged without the handler.
 	dups := 0
@@ -231,11 +239,11 @@ func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, k
 		}
 	}
 
-	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: s.cfg.TTL - time.Since(from), Keep: keep, Msgs: make([]coord.Msg, len(batch))}
+	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: valid - time.Since(from), Hold: hold, Msgs: make([]coord.Msg, len(batch))}
 	if s.cfg.Clock != nil {
 		// The lock expires no sooner than a TTL after the acquire began
-		// (or after the previous batch under it was sent).
-		a.Clock, a.Deadline = s.cfg.Clock.ID(), s.cfg.Clock.At(from.Add(s.cfg.TTL))
+		// (or a hold after the previous batch under it was sent).
+		a.Clock, a.Deadline = s.cfg.Clock.ID(), s.cfg.Clock.At(from.Add(valid))
 	}
 	for i, m := range batch {
 		a.Msgs[i] = coord.Msg{Seq: m.seq, Received: m.recv, Payload: m.payload}
@@ -509,7 +517,9 @@ func (s *Server) onOutcome(o coord.Outcome) {
 	c.n, c.state, c.lastEnd = 0, stIdle, now
 	if o.Kept {
 		if final && !s.stopping && c.sess != nil {
-			c.held, c.keptFrom, c.heldUntil, c.grantDone = true, c.sentAt, c.sentAt.Add(s.cfg.Hold), o.Done
+			// Sent by then, the next batch still finds the lease held for
+			// a while (its pool starts it without confirmation).
+			c.held, c.keptFrom, c.heldUntil, c.grantDone = true, c.sentAt, c.sentAt.Add(s.cfg.Hold-s.cfg.TTL/5), o.Done
 		} else {
 			s.releaseLocked(c.id, c.tok)
 		}
