@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -22,6 +23,10 @@ var errStopping = errors.New("the appliance is stopping")
 
 // writeTimeout bounds one write to a device.
 const writeTimeout = 30 * time.Second
+
+// manyConns is the number of open device connections beyond which new ones
+// get a small read buffer.
+const manyConns = 1000
 
 // session is one device connection after its HELLO.
 type session struct {
@@ -78,6 +83,13 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 			s.conns++
 			s.perIP[host]++
 		}
+		// A box with many devices reads each with a smaller buffer: 10,000
+		// connections × 4 KiB is 40 MiB, and many devices mostly send
+		// little each. A few pipelining devices get fewer read calls.
+		bufSize := 4096
+		if s.conns > manyConns {
+			bufSize = 1024
+		}
 		s.mu.Unlock()
 		if full || fullIP || stopping {
 			code, why := egp.CodeBusy, "connection limit reached"
@@ -102,7 +114,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 				s.mu.Unlock()
 				s.stats.connections.Add(-1)
 			}()
-			s.serveConn(ctx, conn, lines)
+			s.serveConn(ctx, conn, lines, bufSize)
 		})
 	}
 }
@@ -118,9 +130,28 @@ func rejectConn(conn net.Conn, lines bool, code egp.Code, why string) {
 	conn.Close()
 }
 
+// connLog is a connection's logger, built on first use (two With calls
+// per connection add up with 10,000 devices).
+type connLog struct {
+	base *slog.Logger
+	conn net.Conn
+	id   string // the controller, once known
+	l    *slog.Logger
+}
+
+func (c *connLog) get() *slog.Logger {
+	if c.l == nil {
+		c.l = c.base.With("remote", c.conn.RemoteAddr().String())
+		if c.id != "" {
+			c.l = c.l.With("controller", c.id)
+		}
+	}
+	return c.l
+}
+
 // serveConn runs one device connection: HELLO, WELCOME, then messages.
-func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
-	log := s.log.With("remote", conn.RemoteAddr().String())
+func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool, bufSize int) {
+	log := &connLog{base: s.log, conn: conn} // built when it logs: most connections never do
 	s.mu.Lock()
 	s.greeting[conn] = struct{}{}
 	stopping := s.stopping
@@ -143,7 +174,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 			hello.ID, hello.Token, err = egp.ParseLinesHello(line)
 		}
 	} else {
-		er = egp.NewReader(conn, uint32(s.cfg.MaxFrame), 4096)
+		er = egp.NewReader(conn, uint32(s.cfg.MaxFrame), bufSize)
 		hello, err = readHello(er)
 	}
 	s.mu.Lock()
@@ -163,13 +194,13 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 			return
 		}
 		s.stats.protoError(code)
-		log.Info("socket: device refused before HELLO", "code", code, "err", err)
+		log.get().Info("socket: device refused before HELLO", "code", code, "err", err)
 		rejectConn(conn, lines, code, err.Error())
 		return
 	}
 	if t := s.tokens.Load(); t != nil && !t.check(hello.ID, hello.Token) {
 		s.stats.protoError(egp.CodeAuth)
-		log.Info("socket: device refused: wrong token", "controller", hello.ID)
+		log.get().Info("socket: device refused: wrong token", "controller", hello.ID)
 		rejectConn(conn, lines, egp.CodeAuth, "token refused for controller "+hello.ID)
 		return
 	}
@@ -179,7 +210,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 		persistent: !lines && hello.Flags&egp.FlagPersistentSeq != 0,
 		written:    make(chan struct{}),
 	}
-	log = log.With("controller", sess.id)
+	log.id = sess.id
 	lastSeq, err := s.open(ctx, sess, hello.Flags&egp.FlagSeqReset != 0)
 	if err != nil {
 		// Stopping, or the lease store cannot tell the done record: the
@@ -190,7 +221,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 			code = egp.CodeShuttingDown
 		}
 		s.stats.protoError(code)
-		log.Warn("socket: session refused", "code", code, "err", err)
+		log.get().Warn("socket: session refused", "code", code, "err", err)
 		rejectConn(conn, lines, code, err.Error())
 		return
 	}
@@ -207,7 +238,9 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 	}
 	sess.wmu.Lock()
 	sess.unlockAndWrite() // the WELCOME
-	log.Debug("socket: session opened", "persistent", sess.persistent, "last_seq", lastSeq)
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		log.get().Debug("socket: session opened", "persistent", sess.persistent, "last_seq", lastSeq)
+	}
 
 	if lines {
 		err = sess.readLines(lr)
@@ -217,9 +250,9 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool) {
 	var pe *egp.Error
 	if errors.As(err, &pe) {
 		s.stats.protoError(pe.Code)
-		log.Info("socket: protocol error, closing", "code", pe.Code, "err", pe.Reason)
+		log.get().Info("socket: protocol error, closing", "code", pe.Code, "err", pe.Reason)
 	} else if err != nil && !isEOF(err) && !errors.Is(err, net.ErrClosed) {
-		log.Debug("socket: connection error", "err", err)
+		log.get().Debug("socket: connection error", "err", err)
 	}
 	s.mu.Lock()
 	if pe != nil {
