@@ -33,13 +33,6 @@ func NewReader(r io.Reader, maxFrame uint32, bufSize int) *Reader {
 	return &Reader{r: bufio.NewReaderSize(r, bufSize), max: maxFrame}
 }
 
-// Wait blocks until the next frame's first byte is available, without
-// consuming it: a read deadline that passes here leaves the stream intact.
-func (r *Reader) Wait() error {
-	_, err := r.r.Peek(1)
-	return err
-}
-
 // Buffered returns the number of bytes read from the stream but not yet
 // consumed.
 func (r *Reader) Buffered() int { return r.r.Buffered() }

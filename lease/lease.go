@@ -88,9 +88,9 @@ type Store interface {
 	Acquire(ctx context.Context, id, owner string, ttl time.Duration) (Grant, error)
 	// Heartbeat extends the lock held by tok for ttl and records a heartbeat.
 	Heartbeat(ctx context.Context, id string, tok Token, ttl time.Duration) error
-	// Keep records done as the last seq handled and extends the lock held by
-	// tok for ttl, with a heartbeat: a batch finished, and the holder keeps
-	// the lease for the controller's next batch (DESIGN §9).
+	// Keep records done as the last seq handled and sets the lock held by
+	// tok to expire ttl from now, with a heartbeat: a batch finished, and
+	// the holder keeps the lease for the controller's next batch (DESIGN §9).
 	Keep(ctx context.Context, id string, tok Token, ttl time.Duration, done uint64) error
 	// Release deletes the lock held by tok and records done as the last seq
 	// handled.

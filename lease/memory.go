@@ -67,6 +67,17 @@ func (s *Memory) Acquire(_ context.Context, id, owner string, ttl time.Duration)
 
 // Heartbeat implements Store.
 func (s *Memory) Heartbeat(_ context.Context, id string, tok Token, ttl time.Duration) error {
+	return s.extend(id, tok, ttl, nil)
+}
+
+// Keep implements Store.
+func (s *Memory) Keep(_ context.Context, id string, tok Token, ttl time.Duration, done uint64) error {
+	return s.extend(id, tok, ttl, &done)
+}
+
+// extend sets tok's lock to expire ttl from now with a heartbeat, and
+// records done when given.
+func (s *Memory) extend(id string, tok Token, ttl time.Duration, done *uint64) error {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -75,19 +86,9 @@ func (s *Memory) Heartbeat(_ context.Context, id string, tok Token, ttl time.Dur
 		return ErrLost
 	}
 	e.expires, e.hb = now.Add(ttl), now
-	return nil
-}
-
-// Keep implements Store.
-func (s *Memory) Keep(_ context.Context, id string, tok Token, ttl time.Duration, done uint64) error {
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.entry(id, now)
-	if !e.locked || e.tok != tok {
-		return ErrLost
+	if done != nil {
+		e.done = *done
 	}
-	e.expires, e.hb, e.done = now.Add(ttl), now, done
 	return nil
 }
 

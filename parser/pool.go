@@ -90,7 +90,7 @@ type Pool struct {
 	mu      sync.Mutex
 	free    int
 	stopped bool
-	kept    map[string]keptLease // leases kept after a batch (Assign.Keep), by controller
+	kept    map[string]keptLease // leases kept after a batch (Assign.Hold), by controller
 
 	stats          Stats
 	handlerSeconds prometheus.Histogram
@@ -98,8 +98,8 @@ type Pool struct {
 }
 
 // keptLease is a lease the pool kept after a batch: surely held until
-// until (a TTL less a margin after the keep began), whoever sends the next
-// batch under it and however late that arrives.
+// until (Assign.Hold less a margin after the keep began), whoever sends the
+// next batch under it and however late that arrives.
 type keptLease struct {
 	fence uint64
 	until time.Time
@@ -463,8 +463,8 @@ func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []b
 }
 
 // keep records done and keeps the lease for the controller's next batch,
-// for a.Hold, when the socket asked for it and the pool is not stopping. False means
-// release instead; a lease found lost stays lost (release fails too).
+// for a.Hold, when the pool is not stopping. False means release instead;
+// a lease found lost stays lost (release fails too).
 func (p *Pool) keep(log *batchLog, a *coord.Assign, done uint64) bool {
 	p.mu.Lock()
 	stopped := p.stopped

@@ -69,7 +69,7 @@ func (s *Server) check(ctx context.Context) {
 		case c.state == stWaiting:
 			c.state = stIdle
 			s.makeRunnableLocked(c)
-		case c.held && c.state == stIdle && now.After(c.heldUntil):
+		case c.held && c.state == stIdle && now.After(s.holdEnds(c)):
 			// Nothing came in time. The lease would expire by itself a
 			// moment later (Hold after the keep); released now, the
 			// controller's next message need not wait for that.

@@ -56,16 +56,21 @@ type controller struct {
 	sentAt    time.Time
 	released  time.Time // the check loop saw the lease released without the outcome
 	granted   bool      // a lease of this controller was granted to this socket before
-	// The lease kept by pool after the last batch (coord.Outcome.Kept), with
-	// no batch out: the next batch goes under tok without an acquire until
-	// heldUntil (keptFrom + Hold). It is surely held until keptFrom + TTL
-	// (the keep ran after that batch was sent at keptFrom).
-	held      bool
-	keptFrom  time.Time
-	heldUntil time.Time
-	lastEnd   time.Time // when the last batch's outcome arrived
-	unseen    bool      // its pool has not answered the assignment it was picked for
-	watched   bool      // its lock deletions wake this socket (while waiting)
+	// held: pool kept the lease after the last batch (coord.Outcome.Kept)
+	// and no batch is out; the next one goes under tok without an acquire
+	// (see Server.holdEnds).
+	held    bool
+	lastEnd time.Time // when the last batch's outcome arrived
+	unseen  bool      // its pool has not answered the assignment it was picked for
+	watched bool      // its lock deletions wake this socket (while waiting)
+}
+
+// holdEnds is when c's held lease is too old to send under: the keep ran
+// after the last batch was sent (sentAt) and holds the lease Hold from
+// then; two margins are left for the next batch to arrive and start
+// without confirmation.
+func (s *Server) holdEnds(c *controller) time.Time {
+	return c.sentAt.Add(s.cfg.Hold - s.cfg.TTL/5)
 }
 
 // inFlight reports whether a parser may be running the controller's batch.

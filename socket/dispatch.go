@@ -94,16 +94,17 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		// A lease its pool kept goes on there when that pool has a free
 		// worker and the hold has not run out; otherwise it is released
 		// and the batch goes elsewhere.
-		var held, drop *lease.Token
+		var cont, drop bool
+		tok, done := c.tok, c.grantDone
 		if c.held {
 			c.held = false
-			tok := c.tok
-			if hp := c.pool; s.pools[hp.id] == hp && hp.free > 0 && time.Now().Before(c.heldUntil) {
-				p, held = hp, &tok
+			if hp := c.pool; s.pools[hp.id] == hp && hp.free > 0 && time.Now().Before(s.holdEnds(c)) {
+				p, cont = hp, true
 			} else {
-				drop = &tok // released before the acquire, which would find it held
+				drop = true // released before the acquire, which would find it held
 			}
 		}
+		from := c.sentAt // when the batch the lease was kept after was sent
 		p.free--
 		p.unseen++
 		c.unseen = true
@@ -121,27 +122,18 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		switch {
-		case held != nil:
-			s.continueBatch(ctx, c, p, *held, hold, batch)
-		case drop != nil:
-			s.abandon(c.id, *drop)
+		case cont:
+			// No acquire, and the pool needs no confirmation.
+			s.stats.continued.Add(1)
+			s.assign(c, p, lease.Grant{Token: tok, Done: done}, from, s.cfg.Hold, hold, batch)
+		case drop:
+			s.abandon(c.id, tok)
 			fallthrough
 		default:
 			s.dispatch(ctx, c, p, hold, batch)
 		}
 		s.mu.Lock()
 	}
-}
-
-// continueBatch sends a batch under the lease c's pool kept after the
-// previous one: no acquire, and the pool needs no confirmation. Called
-// without the lock, c in stDispatching.
-func (s *Server) continueBatch(ctx context.Context, c *controller, p *pool, tok lease.Token, hold time.Duration, batch []*msg) {
-	s.mu.Lock()
-	from, done := c.keptFrom, c.grantDone
-	s.mu.Unlock()
-	s.stats.continued.Add(1)
-	s.assign(c, p, lease.Grant{Token: tok, Done: done}, from, s.cfg.Hold, hold, batch)
 }
 
 // dispatch acquires c's lease for p and sends it the batch. Called without
@@ -513,13 +505,10 @@ func (s *Server) onOutcome(o coord.Outcome) {
 	} else {
 		s.stats.redispatched.Add(1)
 	}
-	now := time.Now()
-	c.n, c.state, c.lastEnd = 0, stIdle, now
+	c.n, c.state, c.lastEnd = 0, stIdle, time.Now()
 	if o.Kept {
 		if final && !s.stopping && c.sess != nil {
-			// Sent by then, the next batch still finds the lease held for
-			// a while (its pool starts it without confirmation).
-			c.held, c.keptFrom, c.heldUntil, c.grantDone = true, c.sentAt, c.sentAt.Add(s.cfg.Hold-s.cfg.TTL/5), o.Done
+			c.held, c.grantDone = true, o.Done
 		} else {
 			s.releaseLocked(c.id, c.tok)
 		}
