@@ -163,8 +163,13 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		if err != nil {
 			return nil, err
 		}
+		var local socket.LocalPool
+		if a.pool != nil {
+			local = a.pool // batches for it skip NATS
+		}
 		a.sock, err = socket.New(socket.Config{
 			Clock:          a.clock,
+			Local:          local,
 			TokenFile:      cfg.Devices.Tokens,
 			TLS:            tlsCfg,
 			MaxPerIP:       cfg.Devices.MaxPerIP,

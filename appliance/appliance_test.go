@@ -152,6 +152,9 @@ func TestEndToEnd(t *testing.T) {
 	if st.Acked != controllers*messages || st.Redispatched != 0 {
 		t.Errorf("socket stats %+v: want %d acked, nothing redispatched", st, controllers*messages)
 	}
+	if st.Direct != st.Batches {
+		t.Errorf("%d of %d batches went to the appliance's own parser pool directly: want all (no NATS in between)", st.Direct, st.Batches)
+	}
 	t.Logf("max concurrent handler calls %d; %d batches for %d messages", maxRunning, st.Batches, st.BatchMsgs)
 }
 

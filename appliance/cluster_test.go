@@ -106,6 +106,11 @@ func TestClusterSharedRedis(t *testing.T) {
 	if ranOn["node-1"]+ranOn["node-2"] == 0 {
 		t.Errorf("node-0's controllers ran only on node-0's single worker (%v): no spill to peers", ranOn)
 	}
+	// node-0's socket handed batches to its own pool directly and to the
+	// others' over NATS.
+	if st := apps[0].SocketStats(); st.Direct == 0 || st.Direct == st.Batches {
+		t.Errorf("node-0 sent %d of %d batches to its own pool directly: want some, not all", st.Direct, st.Batches)
+	}
 	t.Logf("node-0's controllers ran on %v; max concurrent calls %d", ranOn, maxRunning)
 }
 

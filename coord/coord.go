@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgegate/edgegate/lease"
@@ -38,6 +39,17 @@ func PoolSubject(pool string) string { return prefixPool + pool }
 
 // SocketSubject is the subject a socket receives answers and outcomes on.
 func SocketSubject(socket string) string { return prefixSocket + socket }
+
+// SocketOf returns the socket ID in a reply subject under SocketSubject
+// ("" if it is none).
+func SocketOf(reply string) string {
+	rest, ok := strings.CutPrefix(reply, prefixSocket)
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(rest, ".")
+	return id
+}
 
 // ParsedSubject is the subject of a controller's parsed records.
 func ParsedSubject(controller string) string { return prefixParsed + controller }
@@ -94,6 +106,9 @@ type Assign struct {
 	// when the device goes).
 	Hold time.Duration
 	Msgs []Msg
+	// Socket is the ID of the socket that sent the assignment. It is not in
+	// the encoding: over NATS it is in the reply subject (SocketOf).
+	Socket string
 }
 
 // Answer is a parser pool's immediate reply to an assignment.

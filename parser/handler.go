@@ -14,7 +14,7 @@ type Message struct {
 	// output carries it so that a consumer can reject stale work.
 	Fence    uint64
 	Received time.Time // when the appliance read it from the device
-	Payload  []byte    // valid only during Handle
+	Payload  []byte    // valid only during Handle, and read-only (it may be the socket's own copy, sent again if the batch is)
 	Attempt  int       // 1 on the first attempt
 }
 

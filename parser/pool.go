@@ -90,7 +90,10 @@ type Pool struct {
 	mu      sync.Mutex
 	free    int
 	stopped bool
-	kept    map[string]keptLease // leases kept after a batch (Assign.Hold), by controller
+	// exhausted is set when the last free worker was taken since the last
+	// ready announcement: the next one goes out at once, not coalesced.
+	exhausted bool
+	kept      map[string]keptLease // leases kept after a batch (Assign.Hold), by controller
 
 	stats          Stats
 	handlerSeconds prometheus.Histogram
@@ -101,13 +104,15 @@ type Pool struct {
 // until (Assign.Hold less a margin after the keep began), whoever sends the
 // next batch under it and however late that arrives.
 type keptLease struct {
-	fence uint64
-	until time.Time
+	fence  uint64
+	until  time.Time
+	socket string // the socket that sent the batch
 }
 
 type job struct {
 	a     *coord.Assign
-	reply string
+	reply string              // NATS subject of the outcome
+	out   func(coord.Outcome) // or, for an in-process assignment (Offer), its callback
 	recv  time.Time
 }
 
@@ -248,6 +253,39 @@ func (p *Pool) onAssign(msg *nats.Msg) {
 		p.log.Warn("parser: malformed assignment dropped", "err", err, "reply", msg.Reply)
 		return
 	}
+	a.Socket = coord.SocketOf(msg.Reply)
+	ok := p.take(job{a: a, reply: msg.Reply, recv: recv})
+	ans := coord.Answer{Controller: a.Controller, Fence: a.Token.Fence, Accepted: ok, Pool: p.id}
+	if msg.Reply != "" {
+		if err := p.nc.Publish(msg.Reply, coord.AppendAnswer(nil, &ans)); err != nil {
+			p.log.Warn("parser: answer", "controller", a.Controller, "err", err)
+		}
+	}
+}
+
+// Offer takes an assignment from a socket of the same process directly,
+// without NATS (socket.Config.Local): the same protocol with the answer as
+// the result and the outcome as a call. True means a worker took it, and
+// outcome is then called once, on another goroutine, when the batch is
+// over; false means busy (every worker is, or the pool is stopping). The
+// payloads in a are read, never changed, until then.
+func (p *Pool) Offer(a *coord.Assign, outcome func(coord.Outcome)) bool {
+	p.stats.direct.Add(1)
+	return p.take(job{a: a, out: outcome, recv: time.Now()})
+}
+
+// Free returns how many workers are idle (0 once the pool stops).
+func (p *Pool) Free() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return 0
+	}
+	return p.free
+}
+
+// take queues j for a worker if one is free.
+func (p *Pool) take(j job) bool {
 	// The send never blocks: every job in the channel or running holds one
 	// of the free slots, and the channel has room for all of them. It is
 	// done under mu so that Run cannot close the channel meanwhile.
@@ -255,18 +293,16 @@ func (p *Pool) onAssign(msg *nats.Msg) {
 	ok := !p.stopped && p.free > 0
 	if ok {
 		p.free--
-		p.work <- job{a: a, reply: msg.Reply, recv: recv}
-	}
-	p.mu.Unlock()
-	ans := coord.Answer{Controller: a.Controller, Fence: a.Token.Fence, Accepted: ok, Pool: p.id}
-	if msg.Reply != "" {
-		if err := p.nc.Publish(msg.Reply, coord.AppendAnswer(nil, &ans)); err != nil {
-			p.log.Warn("parser: answer", "controller", a.Controller, "err", err)
+		p.work <- j
+		if p.free == 0 {
+			p.exhausted = true
 		}
 	}
+	p.mu.Unlock()
 	if !ok {
 		p.stats.busy.Add(1)
 	}
+	return ok
 }
 
 func (p *Pool) workerLoop(ctx context.Context) {
@@ -282,12 +318,21 @@ func (p *Pool) workerLoop(ctx context.Context) {
 	}
 }
 
-// announceLoop publishes ready announcements when a worker frees up and
-// every Announce period while workers are free.
+// announceGap is the least time between two ready announcements made
+// because workers freed up, unless every worker was busy in between:
+// sockets count the workers they took and got back themselves, and an
+// announcement per batch costs every socket a JSON decode.
+const announceGap = 5 * time.Millisecond
+
+// announceLoop publishes ready announcements when a worker frees up (at
+// once after all were busy, else at most every announceGap) and every
+// Announce period.
 func (p *Pool) announceLoop(ctx context.Context) {
 	t := time.NewTicker(p.cfg.Announce)
 	defer t.Stop()
 	p.publishReady()
+	last := time.Now()
+	var soon <-chan time.Time // a coalesced announcement is due then
 	for {
 		select {
 		case <-ctx.Done():
@@ -295,8 +340,21 @@ func (p *Pool) announceLoop(ctx context.Context) {
 		case <-t.C:
 			p.pruneKept()
 		case <-p.announce:
+			if soon != nil {
+				continue
+			}
+			p.mu.Lock()
+			exhausted := p.exhausted
+			p.mu.Unlock()
+			if wait := announceGap - time.Since(last); wait > 0 && !exhausted {
+				soon = time.After(wait)
+				continue
+			}
+		case <-soon:
 		}
+		soon = nil
 		p.publishReady()
+		last = time.Now()
 	}
 }
 
@@ -314,12 +372,20 @@ func (p *Pool) pruneKept() {
 }
 
 // onSession releases the lease kept for a controller that opened a new
-// device session somewhere.
+// device session on another socket. A new session on the socket the lease
+// was kept for is that socket's own business: it goes on under the lease,
+// or releases it when the device goes (and its announcement of the
+// session may arrive after the batch that kept the lease, which it sent to
+// this pool directly, not over NATS).
 func (p *Pool) onSession(m *nats.Msg) {
 	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 	p.mu.Lock()
 	k, ok := p.kept[id]
-	delete(p.kept, id)
+	if ok && k.socket != "" && k.socket == string(m.Data) {
+		ok = false
+	} else {
+		delete(p.kept, id)
+	}
 	p.mu.Unlock()
 	if !ok || time.Now().After(k.until) {
 		return
@@ -354,6 +420,7 @@ func (p *Pool) takeKept(a *coord.Assign) time.Time {
 func (p *Pool) publishReady() {
 	p.mu.Lock()
 	free := p.free
+	p.exhausted = false
 	if p.stopped {
 		free = 0
 	}
@@ -407,7 +474,7 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 		if err := hb.confirm(ctx); err != nil {
 			p.stats.leaseLost.Add(1)
 			log.get().Warn("parser: lease not confirmed, batch not started", "err", err)
-			p.reply(log, j.reply, &coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence})
+			p.reply(log, j, &coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence})
 			return
 		}
 	}
@@ -459,7 +526,7 @@ func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []b
 			p.stats.messages.Add(uint64(len(statuses)))
 		}
 	}
-	p.reply(log, j.reply, &o)
+	p.reply(log, j, &o)
 }
 
 // keep records done and keeps the lease for the controller's next batch,
@@ -482,16 +549,21 @@ func (p *Pool) keep(log *batchLog, a *coord.Assign, done uint64) bool {
 		return false
 	}
 	p.mu.Lock()
-	p.kept[a.Controller] = keptLease{fence: a.Token.Fence, until: start.Add(a.Hold - p.cfg.TTL/10)}
+	p.kept[a.Controller] = keptLease{fence: a.Token.Fence, until: start.Add(a.Hold - p.cfg.TTL/10), socket: a.Socket}
 	p.mu.Unlock()
 	return true
 }
 
-func (p *Pool) reply(log *batchLog, to string, o *coord.Outcome) {
-	if to == "" {
+// reply reports a batch's outcome to the socket that assigned it.
+func (p *Pool) reply(log *batchLog, j job, o *coord.Outcome) {
+	if j.out != nil {
+		j.out(*o)
 		return
 	}
-	if err := p.nc.Publish(to, coord.AppendOutcome(nil, o)); err != nil {
+	if j.reply == "" {
+		return
+	}
+	if err := p.nc.Publish(j.reply, coord.AppendOutcome(nil, o)); err != nil {
 		log.get().Warn("parser: outcome", "err", err)
 	}
 }

@@ -25,6 +25,7 @@ type pool struct {
 	unseen                 int
 	seen                   time.Time
 	local                  bool
+	direct                 LocalPool // the pool of this process: batches go to it without NATS
 }
 
 // onReady records a parser pool's announcement.
@@ -39,6 +40,9 @@ func (s *Server) onReady(m *nats.Msg) {
 	p := s.pools[r.Pool]
 	if p == nil {
 		p = &pool{id: r.Pool, appliance: r.Appliance, subject: r.Subject, local: r.Appliance == s.cfg.Name}
+		if l := s.cfg.Local; l != nil && l.ID() == r.Pool {
+			p.direct, p.local = l, true
+		}
 		s.pools[r.Pool] = p
 		s.log.Info("socket: parser pool seen", "pool", r.Pool, "pool_appliance", r.Appliance, "workers", r.Workers)
 	}
@@ -48,16 +52,28 @@ func (s *Server) onReady(m *nats.Msg) {
 	}
 }
 
+// available is how many more batches p can take as far as this socket
+// knows: for the pool of this process its idle workers less the batches
+// picked for it and not yet offered, for others the estimate.
+func (p *pool) available() int {
+	if p.direct != nil {
+		return p.direct.Free() - p.unseen
+	}
+	return p.free
+}
+
 // pickPoolLocked returns a pool with a free worker, local ones first, then
 // the one with the most free workers; nil if none.
 func (s *Server) pickPoolLocked() *pool {
 	var best *pool
+	bestFree := 0
 	for _, p := range s.pools {
-		if p.free <= 0 {
+		free := p.available()
+		if free <= 0 {
 			continue
 		}
-		if best == nil || p.local && !best.local || p.local == best.local && p.free > best.free {
-			best = p
+		if best == nil || p.local && !best.local || p.local == best.local && free > bestFree {
+			best, bestFree = p, free
 		}
 	}
 	return best
@@ -98,7 +114,7 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		tok, done := c.tok, c.grantDone
 		if c.held {
 			c.held = false
-			if hp := c.pool; s.pools[hp.id] == hp && hp.free > 0 && time.Now().Before(s.holdEnds(c)) {
+			if hp := c.pool; s.pools[hp.id] == hp && hp.available() > 0 && time.Now().Before(s.holdEnds(c)) {
 				p, cont = hp, true
 			} else {
 				drop = true // released before the acquire, which would find it held
@@ -231,7 +247,7 @@ func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, v
 		}
 	}
 
-	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: valid - time.Since(from), Hold: hold, Msgs: make([]coord.Msg, len(batch))}
+	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: valid - time.Since(from), Hold: hold, Msgs: make([]coord.Msg, len(batch)), Socket: s.id}
 	if s.cfg.Clock != nil {
 		// The lock expires no sooner than a TTL after the acquire began
 		// (or a hold after the previous batch under it was sent).
@@ -241,9 +257,31 @@ func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, v
 		a.Msgs[i] = coord.Msg{Seq: m.seq, Received: m.recv, Payload: m.payload}
 	}
 	s.mu.Lock()
-	c.state, c.tok, c.grantDone, c.sentAt, c.released = stAssigned, g.Token, g.Done, time.Now(), time.Time{}
+	sent := time.Now()
+	c.state, c.tok, c.grantDone, c.sentAt, c.released = stAssigned, g.Token, g.Done, sent, time.Time{}
 	s.inflight++
+	if p.direct != nil {
+		// The answer is Offer's result. The outcome may come before Offer
+		// returns, so the batch is running from now on.
+		c.state = stRunning
+	}
 	s.mu.Unlock()
+	if p.direct != nil {
+		ok := p.direct.Offer(&a, s.onOutcome)
+		s.mu.Lock()
+		if c.sentAt == sent { // not yet another batch of c (after this one's outcome)
+			s.heardLocked(c)
+			if !ok {
+				s.busyLocked(c)
+			}
+		}
+		s.mu.Unlock()
+		if ok {
+			s.stats.direct.Add(1)
+			s.countBatch(batch)
+		}
+		return
+	}
 	err := s.nc.PublishMsg(&nats.Msg{Subject: p.subject, Reply: s.inbox + "." + c.id, Data: coord.AppendAssign(nil, &a)})
 	if err != nil {
 		s.log.Warn("socket: send assignment", "controller", c.id, "err", err)
@@ -260,6 +298,11 @@ func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, v
 		}
 		return
 	}
+	s.countBatch(batch)
+}
+
+// countBatch counts a batch a pool took.
+func (s *Server) countBatch(batch []*msg) {
 	s.stats.batches.Add(1)
 	s.stats.batchMsgs.Add(uint64(len(batch)))
 	s.metrics.batchSize.Observe(float64(len(batch)))
@@ -449,14 +492,19 @@ func (s *Server) onAnswer(a coord.Answer) {
 		s.mu.Unlock()
 		return
 	}
-	// Busy: nobody works under the lease; give it back, try elsewhere.
+	s.busyLocked(c)
+	s.mu.Unlock()
+}
+
+// busyLocked handles the answer busy to c's assignment: nobody works under
+// the lease; give it back, try elsewhere.
+func (s *Server) busyLocked(c *controller) {
 	s.stats.busy.Add(1)
 	p, tok := c.pool, c.tok
 	p.free = 0
 	c.state = stReleasing
 	s.inflight--
 	s.idle.Broadcast()
-	s.mu.Unlock()
 	go s.handBack(c, p, tok, false)
 }
 

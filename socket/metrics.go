@@ -59,6 +59,7 @@ var (
 		{"edgegate_assignments_busy_total", "Assignments a parser pool answered busy.", func(s *Stats) uint64 { return s.Busy }},
 		{"edgegate_lease_acquired_total", "Leases granted.", func(s *Stats) uint64 { return s.Acquired }},
 		{"edgegate_batches_continued_total", "Batches sent under the lease kept after the controller's previous batch (no acquire).", func(s *Stats) uint64 { return s.Continued }},
+		{"edgegate_batches_direct_total", "Batches handed to the parser pool of this appliance directly, without NATS.", func(s *Stats) uint64 { return s.Direct }},
 		{"edgegate_lease_held_total", "Acquisitions refused because another holder had the lease.", func(s *Stats) uint64 { return s.LeaseHeld }},
 		{"edgegate_lease_store_errors_total", "Lease store errors (never taken as a dead parser).", func(s *Stats) uint64 { return s.StoreErrors }},
 		{"edgegate_dispatch_pauses_total", "Dispatch paused for a lease after the store lost leases.", func(s *Stats) uint64 { return s.Pauses }},

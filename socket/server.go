@@ -68,6 +68,11 @@ type Config struct {
 	// Clock, shared with the parser pool of the same process, lets that
 	// pool skip the confirming heartbeat (see coord.Clock). Nil means none.
 	Clock *coord.Clock
+	// Local is the parser pool of the same process, if any: the socket
+	// hands it batches directly instead of over NATS (the same protocol,
+	// without the encoding, the three NATS messages and their goroutine
+	// hand-offs). It is found, like any pool, by its ready announcements.
+	Local LocalPool
 	// Dispatchers is the number of goroutines acquiring leases and sending
 	// assignments. Zero means 16.
 	Dispatchers int
@@ -94,6 +99,17 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Logger receives the logs. Nil means discard.
 	Logger *slog.Logger
+}
+
+// LocalPool is a parser pool in the same process (parser.Pool).
+type LocalPool interface {
+	// ID is the pool ID it announces itself under.
+	ID() string
+	// Offer assigns a batch: false is the answer busy; true means outcome
+	// is called once when the batch is over.
+	Offer(a *coord.Assign, outcome func(coord.Outcome)) bool
+	// Free is how many workers are idle now.
+	Free() int
 }
 
 // DefaultConfig returns the defaults.

@@ -12,7 +12,7 @@ type stats struct {
 	received, acked, deadLettered, suppressed atomic.Uint64
 	outOfOrder, dropped, takeovers            atomic.Uint64
 	batches, batchMsgs, acquired, leaseHeld   atomic.Uint64
-	continued                                 atomic.Uint64
+	continued, direct                         atomic.Uint64
 	busy, redispatched, staleOutcomes         atomic.Uint64
 	storeErrors, pauses, idleClosed           atomic.Uint64
 	protoErrors                               [16]atomic.Uint64
@@ -39,6 +39,7 @@ type Stats struct {
 	BatchMsgs    uint64 // messages in those assignments
 	Acquired     uint64 // leases granted
 	Continued    uint64 // batches sent under the lease kept after the previous one (no acquire)
+	Direct       uint64 // batches handed to the parser pool of this process directly, without NATS
 	LeaseHeld    uint64 // acquisitions refused because the lease was held
 	Busy         uint64 // assignments answered busy
 	Redispatched uint64 // batches dispatched again after a lost lease or dead parser
@@ -61,7 +62,7 @@ func (s *Server) Stats() Stats {
 		Received: st.received.Load(), Acked: st.acked.Load(), DeadLettered: st.deadLettered.Load(),
 		Suppressed: st.suppressed.Load(), OutOfOrder: st.outOfOrder.Load(), Dropped: st.dropped.Load(),
 		Takeovers: st.takeovers.Load(), Batches: st.batches.Load(), BatchMsgs: st.batchMsgs.Load(),
-		Acquired: st.acquired.Load(), Continued: st.continued.Load(), LeaseHeld: st.leaseHeld.Load(), Busy: st.busy.Load(),
+		Acquired: st.acquired.Load(), Continued: st.continued.Load(), Direct: st.direct.Load(), LeaseHeld: st.leaseHeld.Load(), Busy: st.busy.Load(),
 		Redispatched: st.redispatched.Load(), StoreErrors: st.storeErrors.Load(), Pauses: st.pauses.Load(), IdleClosed: st.idleClosed.Load(),
 		ProtocolErrors: map[egp.Code]uint64{},
 	}

@@ -1,0 +1,174 @@
+package parser
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/edgegate/edgegate/coord"
+	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/embed"
+	"github.com/edgegate/edgegate/lease"
+)
+
+// startPool runs a pool of workers on a real embedded NATS server and the
+// in-process lease store.
+func startPool(t *testing.T, workers int, h Handler) (*Pool, *lease.Memory, *embed.Server) {
+	t.Helper()
+	ns, err := embed.New(embed.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := ns.Connect("parser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	store := lease.NewMemory()
+	p, err := New(Config{Workers: workers, Handler: h, TTL: 10 * time.Second, Heartbeat: time.Second}, nc, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Healthy() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("pool did not start")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return p, store, ns
+}
+
+func assignment(t *testing.T, store lease.Store, p *Pool, id string, hold time.Duration, seqs ...uint64) *coord.Assign {
+	t.Helper()
+	g, err := store.Acquire(context.Background(), id, p.ID(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &coord.Assign{Controller: id, Token: g.Token, Valid: 10 * time.Second, Hold: hold, Socket: "socket-1"}
+	for _, s := range seqs {
+		a.Msgs = append(a.Msgs, coord.Msg{Seq: s, Received: time.Now(), Payload: []byte("x")})
+	}
+	return a
+}
+
+func waitOutcome(t *testing.T, ch <-chan coord.Outcome) coord.Outcome {
+	t.Helper()
+	select {
+	case o := <-ch:
+		return o
+	case <-time.After(10 * time.Second):
+		t.Fatal("no outcome")
+		return coord.Outcome{}
+	}
+}
+
+// TestOfferInProcess: a socket of the same process hands a pool batches
+// without NATS. A free worker takes one and its outcome comes back as a
+// call, with the lease released and done recorded; with every worker
+// busy the answer is busy and nothing runs.
+func TestOfferInProcess(t *testing.T) {
+	gate := make(chan struct{})
+	p, store, _ := startPool(t, 1, HandlerFunc(func(ctx context.Context, m *Message) error {
+		if m.Controller == "slow" {
+			<-gate
+		}
+		return nil
+	}))
+	outcomes := make(chan coord.Outcome, 4)
+	out := func(o coord.Outcome) { outcomes <- o }
+
+	slow := assignment(t, store, p, "slow", 0, 1)
+	if !p.Offer(slow, out) {
+		t.Fatal("a pool with a free worker refused an assignment")
+	}
+	other := assignment(t, store, p, "other", 0, 1, 2)
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Free() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the worker never took the first batch")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if p.Offer(other, out) {
+		t.Fatal("a pool with its only worker busy accepted a second batch")
+	}
+	close(gate)
+	o := waitOutcome(t, outcomes)
+	if o.Controller != "slow" || !o.Released || o.Kept || o.Done != 1 || len(o.Statuses) != 1 || egp.Status(o.Statuses[0]) != egp.StatusProcessed {
+		t.Fatalf("outcome %+v: want slow released, done 1, one processed", o)
+	}
+	if st, err := store.Inspect(context.Background(), "slow"); err != nil || st.Locked || st.Done != 1 {
+		t.Fatalf("after the outcome the lease is %+v (%v): want released with done 1", st, err)
+	}
+	// The refused batch's lease is untouched: the socket gives it back.
+	if st, _ := store.Inspect(context.Background(), "other"); !st.Locked || st.Token != other.Token {
+		t.Fatalf("the refused batch's lease is %+v: want still held by its grant", st)
+	}
+	if s := p.Stats(); s.Direct != 2 || s.Busy != 1 || s.Batches != 1 {
+		t.Errorf("stats %+v: want 2 offered, 1 busy, 1 batch", s)
+	}
+}
+
+// TestKeptLeaseAndSessions: a lease kept after a batch is released when
+// the controller opens a session on another socket, and left alone when
+// the session is on the socket the lease was kept for (which goes on under
+// it: its own announcement may reach the pool after the batch it sent
+// directly).
+func TestKeptLeaseAndSessions(t *testing.T) {
+	p, store, ns := startPool(t, 2, HandlerFunc(func(ctx context.Context, m *Message) error { return nil }))
+	nc, err := ns.Connect("socket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	outcomes := make(chan coord.Outcome, 4)
+	for _, id := range []string{"ctl", "probe"} {
+		a := assignment(t, store, p, id, 5*time.Second, 1, 2, 3)
+		if !p.Offer(a, func(o coord.Outcome) { outcomes <- o }) {
+			t.Fatal("refused")
+		}
+		if o := waitOutcome(t, outcomes); !o.Kept || !o.Released || o.Done != 3 {
+			t.Fatalf("outcome %+v: want kept with done 3", o)
+		}
+	}
+	locked := func(id string) bool {
+		st, err := store.Inspect(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Locked
+	}
+	waitReleased := func(id string) {
+		deadline := time.Now().Add(10 * time.Second)
+		for locked(id) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the lease kept for %s outlived a new session of it on another socket", id)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	// ctl's new session on the socket its lease was kept for, then probe's
+	// on another socket: the pool handles them in order, so once probe's
+	// lease is released, ctl's announcement was handled too.
+	if err := nc.Publish(coord.SessionSubject("ctl"), []byte("socket-1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish(coord.SessionSubject("probe"), []byte("socket-2")); err != nil {
+		t.Fatal(err)
+	}
+	waitReleased("probe")
+	if !locked("ctl") {
+		t.Fatal("the pool released a kept lease for a new session on the socket it was kept for")
+	}
+	if err := nc.Publish(coord.SessionSubject("ctl"), []byte("socket-2")); err != nil {
+		t.Fatal(err)
+	}
+	waitReleased("ctl")
+}
