@@ -21,7 +21,7 @@ var (
 		{"edgegate_parser_dead_lettered_total", "Messages dead-lettered after the attempts.", func(s *StatsSnapshot) uint64 { return s.DeadLettered }},
 		{"edgegate_parser_transient_errors_total", "Handler calls that failed transiently (retried).", func(s *StatsSnapshot) uint64 { return s.TransientErrors }},
 		{"edgegate_parser_busy_total", "Assignments refused because every worker was busy.", func(s *StatsSnapshot) uint64 { return s.Busy }},
-		{"edgegate_parser_assignments_direct_total", "Assignments taken from a socket of the same process directly, without NATS.", func(s *StatsSnapshot) uint64 { return s.Direct }},
+		{"edgegate_parser_assignments_direct_total", "Assignments a socket of the same process offered directly, without NATS (busy answers included).", func(s *StatsSnapshot) uint64 { return s.Direct }},
 		{"edgegate_parser_lease_lost_total", "Batches stopped or fenced because their lease was lost.", func(s *StatsSnapshot) uint64 { return s.LeaseLost }},
 	}
 	poolCounterDescs = func() []*prometheus.Desc {

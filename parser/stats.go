@@ -14,7 +14,7 @@ type Stats struct {
 	batches, messages, dead, transient, busy, leaseLost, malformed atomic.Uint64
 	unconfirmed                                                    atomic.Uint64 // batches started without a confirming heartbeat (shared clock, kept lease)
 	kept                                                           atomic.Uint64 // batches that ended keeping their lease
-	direct                                                         atomic.Uint64 // assignments offered in-process (Offer)
+	direct                                                         atomic.Uint64 // assignments offered in-process (Offer), busy ones included
 }
 
 // StatsSnapshot is a copy of the counters.
