@@ -274,10 +274,18 @@ func (s *Redis) RunID(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", redisErr("info", err)
 	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
-			return v, nil
+	for rest := info; ; {
+		i := strings.Index(rest, "run_id:")
+		if i < 0 {
+			break
 		}
+		if i == 0 || rest[i-1] == '\n' { // a line of its own, not master_run_id
+			v, _, _ := strings.Cut(rest[i+len("run_id:"):], "\n")
+			if v = strings.TrimSpace(v); v != "" {
+				return v, nil
+			}
+		}
+		rest = rest[i+len("run_id:"):]
 	}
 	return "", redisErr("info", errors.New("no run_id in INFO server"))
 }

@@ -52,7 +52,7 @@ type checkItem struct {
 }
 
 func (s *Server) check(ctx context.Context) {
-	s.checkEpoch(ctx)
+	s.checkEpoch(ctx, time.Now())
 	now := time.Now()
 	var items []checkItem
 	s.mu.Lock()
@@ -97,27 +97,72 @@ func (s *Server) checkOne(ctx context.Context, it checkItem) {
 	s.judge(it, st)
 }
 
+// epochRead is a read of the lease store's epoch under way: callers that
+// need one begun after a moment wait for it rather than start their own.
+type epochRead struct {
+	start time.Time
+	done  chan struct{}
+}
+
 // checkEpoch pauses dispatch when the lease store's epoch changed (a Redis
-// restart or failover): leases may have been lost.
-func (s *Server) checkEpoch(ctx context.Context) {
+// restart or failover): leases may have been lost. It reads the epoch
+// unless a read begun at or after since already did or is doing it: when
+// thousands of devices connect at once, their first grants (each fresh, so
+// each wants a check, see dispatch) share a few reads instead of making an
+// INFO call each.
+func (s *Server) checkEpoch(ctx context.Context, since time.Time) {
 	e, ok := s.store.(lease.Epoch)
 	if !ok {
 		return
 	}
+	for {
+		s.mu.Lock()
+		if !s.epochAt.Before(since) {
+			s.mu.Unlock()
+			return
+		}
+		r := s.epochRead
+		if r == nil {
+			r = &epochRead{start: time.Now(), done: make(chan struct{})}
+			s.epochRead = r
+			s.mu.Unlock()
+			s.readEpoch(ctx, e, r)
+			return
+		}
+		s.mu.Unlock()
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return
+		}
+		if !r.start.Before(since) {
+			return // it began late enough; if it failed, so would ours
+		}
+	}
+}
+
+// readEpoch reads the store's epoch for r, pausing dispatch when it
+// changed.
+func (s *Server) readEpoch(ctx context.Context, e lease.Epoch, r *epochRead) {
+	defer close(r.done)
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.CheckInterval)
 	epoch, err := e.Epoch(cctx)
 	cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.epochRead = nil
 	if err != nil {
 		s.stats.storeErrors.Add(1)
 		s.logStoreError("epoch", "", err)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.epoch != "" && epoch != s.epoch {
 		s.pauseLocked("the lease store restarted or failed over (new run_id " + epoch + ")")
 	}
 	s.epoch = epoch
+	if r.start.After(s.epochAt) {
+		s.epochAt = r.start
+	}
 }
 
 // judge decides on one in-flight controller from its lease state.

@@ -182,8 +182,8 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time
 		// (a restart): then other parsers may still work under leases the
 		// store forgot, and the check loop may not have noticed the new
 		// run_id yet. Check it now (pausing when it changed) rather than
-		// dispatch into that window.
-		s.checkEpoch(ctx)
+		// dispatch into that window: with a read begun after the grant.
+		s.checkEpoch(ctx, time.Now())
 	}
 	s.mu.Lock()
 	lostData := g.Fresh && c.granted

@@ -201,8 +201,10 @@ type Server struct {
 	inflight  int  // controllers assigned or running
 	idle      *sync.Cond
 	ready     bool
-	paused    time.Time // no dispatch before then: leases may have been lost
-	epoch     string    // the lease store's epoch (Redis run_id) last seen
+	paused    time.Time  // no dispatch before then: leases may have been lost
+	epoch     string     // the lease store's epoch (Redis run_id) last seen
+	epochAt   time.Time  // when the last successful read of it began
+	epochRead *epochRead // the read under way, if any
 	watch     lease.Subscription
 	sessWG    sync.WaitGroup
 	releases  sync.WaitGroup // releases of held leases running on their own
