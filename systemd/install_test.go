@@ -237,7 +237,11 @@ func TestInstallUpgradePurge(t *testing.T) {
 // TestBootWithSystemd boots a Debian guest with systemd-nspawn, the
 // package installed and enabled, and a probe unit that checks the service
 // comes up (Type=notify), answers /readyz, handles messages, is restarted
-// by the watchdog when stopped with SIGSTOP, and stops cleanly.
+// by the watchdog when stopped with SIGSTOP, and stops cleanly. The guest
+// has a network namespace of its own (--private-network, loopback only):
+// sharing the host's, its edgegate could not bind 7400 while anything on
+// the host listened there, and its probe reached the host's listener
+// instead (the cause of the "activating" failures seen before).
 //
 // When the machine cannot run a container at all (no namespaces for
 // nspawn), the test skips unless EDGEGATE_REQUIRE_BOOT is set.
@@ -264,7 +268,7 @@ func TestBootWithSystemd(t *testing.T) {
 	run(t, ".", []string{"DEBIAN_FRONTEND=noninteractive"}, "chroot", root, "sh", "-ec",
 		"dpkg -i /tmp/edgegate.deb && systemctl enable probe.service")
 
-	cmd := exec.Command("timeout", "300", "systemd-nspawn", "-D", root, "-b", "--register=no", "--keep-unit", "-q")
+	cmd := exec.Command("timeout", "300", "systemd-nspawn", "-D", root, "-b", "--register=no", "--keep-unit", "--private-network", "-q")
 	console, _ := cmd.CombinedOutput()
 	result, err := os.ReadFile(filepath.Join(root, "probe.result"))
 	if err != nil {

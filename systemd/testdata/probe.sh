@@ -4,13 +4,18 @@
 exec > /probe.result 2>&1
 ok() { echo "OK $*"; }
 bad() { echo "FAIL $*"; }
+# Up to 70 s: longer than the unit's TimeoutStartSec (60 s), so that a slow
+# start on a loaded machine shows as systemd's verdict, not the probe's.
 wait_active() {
-	for i in $(seq 1 150); do systemctl is-active -q edgegate && return 0; sleep 0.2; done
+	for i in $(seq 1 350); do systemctl is-active -q edgegate && return 0; sleep 0.2; done
 	return 1
 }
+since() { echo "$(( $(date +%s%N) / 1000000 - $1 )) ms"; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 restarts() { systemctl show -p NRestarts --value edgegate; }
 
-wait_active && ok "active (Type=notify reached READY=1)" || bad "not active: $(systemctl is-active edgegate)"
+t0=$(now_ms)
+wait_active && ok "active (Type=notify reached READY=1), waited $(since $t0)" || bad "not active after $(since $t0): $(systemctl is-active edgegate)"
 curl -sf http://127.0.0.1:7480/readyz >/dev/null && ok "readyz" || bad "readyz"
 if edgegate simulate --controllers 5 --messages 200 >/tmp/sim 2>&1; then
 	ok "simulate: $(grep acked /tmp/sim)"
@@ -23,8 +28,9 @@ fi
 mkdir -p /run/systemd/system/edgegate.service.d
 printf '[Service]\nWatchdogSec=2s\n' > /run/systemd/system/edgegate.service.d/watchdog.conf
 systemctl daemon-reload
+t0=$(now_ms)
 systemctl restart edgegate
-wait_active || bad "not active after restart"
+wait_active || bad "not active $(since $t0) after restart: $(systemctl is-active edgegate)"
 n0=$(restarts)
 pid=$(systemctl show -p MainPID --value edgegate)
 kill -STOP "$pid"
