@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/bits"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -192,10 +193,15 @@ func Simulate(ctx context.Context, cfg SimConfig, progress func(SimReport)) (Sim
 			}
 		})
 	}
-	payload := func(id string, n int) []byte {
-		b := fmt.Appendf(nil, `{"c":%q,"n":%d,"pad":"`, id, n)
-		for len(b)+2 < cfg.Size {
-			b = append(b, 'x')
+	// payload writes message n of id into b (reused: Send copies it), as
+	// {"c":id,"n":n,"pad":"xx…"} padded to Size.
+	pad := strings.Repeat("x", max(cfg.Size, 0))
+	payload := func(b []byte, id string, n int) []byte {
+		b = strconv.AppendQuote(append(b[:0], `{"c":`...), id)
+		b = strconv.AppendInt(append(b, `,"n":`...), int64(n), 10)
+		b = append(b, `,"pad":"`...)
+		if k := cfg.Size - 2 - len(b); k > 0 {
+			b = append(b, pad[:k]...)
 		}
 		return append(b, `"}`...)
 	}
@@ -223,6 +229,7 @@ func Simulate(ctx context.Context, cfg SimConfig, progress func(SimReport)) (Sim
 				defer tick.Stop()
 			}
 			last := time.Now()
+			var buf []byte
 			for n := 0; n < cfg.Messages; n++ {
 				for tick != nil && due < 1 {
 					select {
@@ -235,7 +242,8 @@ func Simulate(ctx context.Context, cfg SimConfig, progress func(SimReport)) (Sim
 					}
 				}
 				due--
-				if _, err := c.Send(ctx, payload(id, n)); err != nil {
+				buf = payload(buf, id, n)
+				if _, err := c.Send(ctx, buf); err != nil {
 					errs <- fmt.Errorf("%s: %w", id, err)
 					return
 				}
