@@ -135,6 +135,13 @@ type Outcome struct {
 	Kept     bool
 	Done     uint64
 	Statuses []byte // one egp.Status per message of the batch, in order
+	// Early marks the statuses of a batch sent ahead of its outcome proper,
+	// only by a call (parser.Pool.Offer), never over NATS (it is not in the
+	// encoding): those messages were handled under a lease surely held,
+	// so they are acknowledged now, before the keep or release of the
+	// lease (a Redis round trip) ends; the outcome proper follows without
+	// them.
+	Early bool
 }
 
 // Outcome flags.

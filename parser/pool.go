@@ -267,8 +267,10 @@ func (p *Pool) onAssign(msg *nats.Msg) {
 // without NATS (socket.Config.Local): the same protocol with the answer as
 // the result and the outcome as a call. True means a worker took it, and
 // outcome is then called once, on another goroutine, when the batch is
-// over; false means busy (every worker is, or the pool is stopping). The
-// payloads in a are read, never changed, until then.
+// over, and before that, once its messages are handled, with their
+// statuses (coord.Outcome.Early); false means busy (every worker is, or
+// the pool is stopping). The payloads in a are read, never changed, until
+// the first call.
 func (p *Pool) Offer(a *coord.Assign, outcome func(coord.Outcome)) bool {
 	p.stats.direct.Add(1)
 	return p.take(job{a: a, out: outcome, recv: time.Now()})
@@ -507,26 +509,43 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []byte) {
 	a := j.a
 	o := coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence}
+	handled := len(statuses)
+	if j.out != nil && !lost && handled > 0 {
+		// A socket of this process acknowledges what was handled now: it
+		// was handled under a lease surely held (heartbeat.stop says so),
+		// and the keep or release below only decides what becomes of the
+		// lease. Over NATS the statuses wait for it, as they always did.
+		j.out(coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence, Released: true, Done: done, Statuses: statuses, Early: true})
+		p.count(handled)
+		statuses = nil
+	}
 	switch {
 	case lost:
 		p.stats.leaseLost.Add(1)
-		log.get().Warn("parser: lease lost, batch fenced", "handled", len(statuses), "of", len(a.Msgs))
-	case len(statuses) == 0:
+		log.get().Warn("parser: lease lost, batch fenced", "handled", handled, "of", len(a.Msgs))
+	case handled == 0:
 		// Stopped before the first message finished: hand the batch back.
 		o.Released = p.release(log, a, 0, false) == nil
 	case a.Hold > 0 && p.keep(log, a, done):
 		o.Released, o.Kept, o.Done, o.Statuses = true, true, done, statuses
-		p.stats.batches.Add(1)
 		p.stats.kept.Add(1)
-		p.stats.messages.Add(uint64(len(statuses)))
+		p.count(len(statuses))
 	default:
 		if err := p.release(log, a, done, true); err == nil {
 			o.Released, o.Done, o.Statuses = true, done, statuses
-			p.stats.batches.Add(1)
-			p.stats.messages.Add(uint64(len(statuses)))
+			p.count(len(statuses))
 		}
 	}
 	p.reply(log, j, &o)
+}
+
+// count counts a batch of n messages acknowledged to its socket (none:
+// its statuses went ahead, see finish).
+func (p *Pool) count(n int) {
+	if n > 0 {
+		p.stats.batches.Add(1)
+		p.stats.messages.Add(uint64(n))
+	}
 }
 
 // keep records done and keeps the lease for the controller's next batch,

@@ -68,10 +68,25 @@ func waitOutcome(t *testing.T, ch <-chan coord.Outcome) coord.Outcome {
 	}
 }
 
+// waitBatch returns the two calls of a batch offered directly: its
+// statuses ahead of the lease's keep or release (Early), then its outcome
+// proper, without statuses.
+func waitBatch(t *testing.T, ch <-chan coord.Outcome) (early, final coord.Outcome) {
+	t.Helper()
+	if early = waitOutcome(t, ch); !early.Early {
+		t.Fatalf("first call %+v: want the statuses ahead (Early)", early)
+	}
+	if final = waitOutcome(t, ch); final.Early || len(final.Statuses) != 0 {
+		t.Fatalf("second call %+v: want the outcome proper, without statuses", final)
+	}
+	return early, final
+}
+
 // TestOfferInProcess: a socket of the same process hands a pool batches
-// without NATS. A free worker takes one and its outcome comes back as a
-// call, with the lease released and done recorded; with every worker
-// busy the answer is busy and nothing runs.
+// without NATS. A free worker takes one; its statuses come back as a call
+// once the messages are handled, and its outcome as another, with the
+// lease released and done recorded; with every worker busy the answer is
+// busy and nothing runs.
 func TestOfferInProcess(t *testing.T) {
 	gate := make(chan struct{})
 	p, store, _ := startPool(t, 1, HandlerFunc(func(ctx context.Context, m *Message) error {
@@ -99,9 +114,12 @@ func TestOfferInProcess(t *testing.T) {
 		t.Fatal("a pool with its only worker busy accepted a second batch")
 	}
 	close(gate)
-	o := waitOutcome(t, outcomes)
-	if o.Controller != "slow" || !o.Released || o.Kept || o.Done != 1 || len(o.Statuses) != 1 || egp.Status(o.Statuses[0]) != egp.StatusProcessed {
-		t.Fatalf("outcome %+v: want slow released, done 1, one processed", o)
+	e, o := waitBatch(t, outcomes)
+	if e.Controller != "slow" || e.Done != 1 || len(e.Statuses) != 1 || egp.Status(e.Statuses[0]) != egp.StatusProcessed {
+		t.Fatalf("statuses %+v: want slow's, done 1, one processed", e)
+	}
+	if o.Controller != "slow" || !o.Released || o.Kept || o.Done != 1 {
+		t.Fatalf("outcome %+v: want slow released, done 1", o)
 	}
 	if st, err := store.Inspect(context.Background(), "slow"); err != nil || st.Locked || st.Done != 1 {
 		t.Fatalf("after the outcome the lease is %+v (%v): want released with done 1", st, err)
@@ -133,7 +151,7 @@ func TestKeptLeaseAndSessions(t *testing.T) {
 		if !p.Offer(a, func(o coord.Outcome) { outcomes <- o }) {
 			t.Fatal("refused")
 		}
-		if o := waitOutcome(t, outcomes); !o.Kept || !o.Released || o.Done != 3 {
+		if _, o := waitBatch(t, outcomes); !o.Kept || !o.Released || o.Done != 3 {
 			t.Fatalf("outcome %+v: want kept with done 3", o)
 		}
 	}

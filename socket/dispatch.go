@@ -537,6 +537,17 @@ func (s *Server) onOutcome(o coord.Outcome) {
 		s.stats.staleOutcomes.Add(1)
 		return
 	}
+	if o.Early {
+		// The statuses of a batch its pool (this process's) is still
+		// keeping or releasing the lease of: acknowledged now; the
+		// outcome proper follows.
+		if k := len(o.Statuses); k > 0 && k <= c.n {
+			s.metrics.ackLatency.Observe(time.Since(c.q[0].recv).Seconds())
+			s.ackLocked(c, k, o.Statuses)
+			c.n -= k
+		}
+		return
+	}
 	s.inflight--
 	s.idle.Broadcast()
 	s.heardLocked(c)
@@ -545,12 +556,13 @@ func (s *Server) onOutcome(o coord.Outcome) {
 		s.runCond.Signal()
 	}
 	final := o.Released && len(o.Statuses) <= c.n
-	if final {
+	switch {
+	case final:
 		if len(o.Statuses) > 0 {
 			s.metrics.ackLatency.Observe(time.Since(c.q[0].recv).Seconds())
 		}
 		s.ackLocked(c, len(o.Statuses), o.Statuses)
-	} else {
+	case c.n > 0: // not when every message went ahead (Early)
 		s.stats.redispatched.Add(1)
 	}
 	c.n, c.state, c.lastEnd = 0, stIdle, time.Now()
