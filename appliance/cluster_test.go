@@ -11,6 +11,7 @@ import (
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/lease"
 	"github.com/edgegate/edgegate/parser"
 )
 
@@ -119,13 +120,20 @@ func TestClusterSharedRedis(t *testing.T) {
 // taken over, and nothing is lost or reordered.
 func TestClusterTakeover(t *testing.T) {
 	j := newJournal(nil)
-	apps := startCluster(t, 2, j, nil)
+	apps, redis := startClusterRedis(t, 2, j, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c1 := dialDevice(t, device.Config{Addrs: []string{apps[0].DeviceAddr()}, ID: "mover", PersistentSeq: true})
 	if err := sendAll(ctx, c1, "mover", 50); err != nil {
 		t.Fatal(err)
 	}
+	// The done record follows the last ACKs by a Redis round trip (their
+	// statuses went ahead of the keep that records it).
+	store := lease.NewRedis(redis.Client(), "", 0)
+	eventually(t, 10*time.Second, "done 50 recorded", func() bool {
+		d, err := store.Done(ctx, "mover")
+		return err == nil && d == 50
+	})
 	c2 := dialDevice(t, device.Config{Addrs: []string{apps[1].DeviceAddr()}, ID: "mover", PersistentSeq: true})
 	if w := c2.Welcome(); w.LastSeq != 50 {
 		t.Fatalf("WELCOME last_seq %d on the other appliance, want 50 (from Redis)", w.LastSeq)

@@ -261,3 +261,29 @@ func readStream(t *testing.T, a *appliance.Appliance, stream string, n int) []*j
 	}
 	return out
 }
+
+// started returns the seqs of every call of a controller so far, finished
+// or not, in call order.
+func (j *journal) started(id string) []uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []uint64
+	for _, c := range j.calls[id] {
+		out = append(out, c.seq)
+	}
+	return out
+}
+
+// payloads returns the payloads of a controller's calls that returned nil,
+// in call order.
+func (j *journal) payloads(id string) []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []string
+	for _, c := range j.calls[id] {
+		if !c.end.IsZero() && c.err == nil {
+			out = append(out, c.payload)
+		}
+	}
+	return out
+}

@@ -102,7 +102,10 @@ type Store interface {
 	Inspect(ctx context.Context, id string) (State, error)
 	// Done reads the done record, 0 if none.
 	Done(ctx context.Context, id string) (uint64, error)
-	// ResetDone clears the done record (a device that reset its seq).
+	// ResetDone clears the done record (a device that reset its seq). The
+	// leases granted before it no longer record done (Keep and Release
+	// leave the record alone): a batch of the session before the reset
+	// may still be running, and its seqs are not the new session's.
 	ResetDone(ctx context.Context, id string) error
 }
 

@@ -23,6 +23,7 @@ type memEntry struct {
 	hb      time.Time
 	done    uint64
 	rel     uint64
+	reset   uint64 // the last fence granted before the done record was reset
 }
 
 // NewMemory returns an empty in-process store.
@@ -86,7 +87,7 @@ func (s *Memory) extend(id string, tok Token, ttl time.Duration, done *uint64) e
 		return ErrLost
 	}
 	e.expires, e.hb = now.Add(ttl), now
-	if done != nil {
+	if done != nil && tok.Fence > e.reset {
 		e.done = *done
 	}
 	return nil
@@ -102,7 +103,10 @@ func (s *Memory) Release(_ context.Context, id string, tok Token, done uint64) e
 		return ErrLost
 	}
 	e.locked, e.tok, e.hb = false, Token{}, time.Time{}
-	e.done, e.rel = done, tok.Fence
+	if tok.Fence > e.reset {
+		e.done = done
+	}
+	e.rel = tok.Fence
 	return nil
 }
 
@@ -143,7 +147,7 @@ func (s *Memory) ResetDone(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e := s.m[id]; e != nil {
-		e.done = 0
+		e.done, e.reset = 0, e.fence
 	}
 	return nil
 }

@@ -42,10 +42,10 @@ func NewRedis(c redis.UniversalClient, prefix string, db int) *Redis {
 func (s *Redis) Client() redis.UniversalClient { return s.c }
 
 // Keys returns the keys of controller id, in the order fence, lock, hb,
-// done, rel.
+// done, rel, reset.
 func (s *Redis) Keys(id string) []string {
 	p := s.prefix + ":{" + id + "}:"
-	return []string{p + "fence", p + "lock", p + "hb", p + "done", p + "rel"}
+	return []string{p + "fence", p + "lock", p + "hb", p + "done", p + "rel", p + "reset"}
 }
 
 // LockKeyPrefix is the prefix of every lock key, "<prefix>:{", for keyspace
@@ -88,23 +88,41 @@ redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
 return 1
 `)
 
-// KEYS: lock hb done. ARGV: token ttl_ms done. Returns 1, or 0 when the
-// lock is not ours.
+// setDone records done (KEYS[3], ARGV[3]) unless the record was reset
+// after the lease of fence ARGV[4] was granted (KEYS[4] holds the last
+// fence granted before the reset): a batch of the session before a seq
+// reset must not write its seq over the cleared record.
+const setDone = `
+local r = redis.call('GET', KEYS[4])
+if not r or tonumber(ARGV[4]) > tonumber(r) then redis.call('SET', KEYS[3], ARGV[3]) end
+`
+
+// KEYS: lock hb done reset. ARGV: token ttl_ms done fence. Returns 1, or 0
+// when the lock is not ours.
 var keepScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 ` + nowMs + `
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
-redis.call('SET', KEYS[3], ARGV[3])
+` + setDone + `
 return 1
 `)
 
-// KEYS: lock hb done rel. ARGV: token done fence. Returns 1 or 0.
+// KEYS: lock hb done reset rel. ARGV: token unused done fence. Returns 1
+// or 0.
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('SET', KEYS[3], ARGV[2])
-redis.call('SET', KEYS[4], ARGV[3])
+` + setDone + `
+redis.call('SET', KEYS[5], ARGV[4])
+return 1
+`)
+
+// KEYS: fence done reset. Clears the done record and notes the last fence
+// granted so far, whose leases may no longer record done.
+var resetScript = redis.NewScript(`
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], redis.call('GET', KEYS[1]) or '0')
 return 1
 `)
 
@@ -168,7 +186,7 @@ func (s *Redis) Heartbeat(ctx context.Context, id string, tok Token, ttl time.Du
 // Keep implements Store.
 func (s *Redis) Keep(ctx context.Context, id string, tok Token, ttl time.Duration, done uint64) error {
 	k := s.Keys(id)
-	n, err := s.pipe.run(ctx, keepScript, k[1:4], tok.String(), ms(ttl), done).Int()
+	n, err := s.pipe.run(ctx, keepScript, []string{k[1], k[2], k[3], k[5]}, tok.String(), ms(ttl), done, tok.Fence).Int()
 	if err != nil {
 		return redisErr("keep", err)
 	}
@@ -181,7 +199,7 @@ func (s *Redis) Keep(ctx context.Context, id string, tok Token, ttl time.Duratio
 // Release implements Store.
 func (s *Redis) Release(ctx context.Context, id string, tok Token, done uint64) error {
 	k := s.Keys(id)
-	n, err := s.pipe.run(ctx, releaseScript, k[1:5], tok.String(), done, tok.Fence).Int()
+	n, err := s.pipe.run(ctx, releaseScript, []string{k[1], k[2], k[3], k[5], k[4]}, tok.String(), 0, done, tok.Fence).Int()
 	if err != nil {
 		return redisErr("release", err)
 	}
@@ -257,7 +275,8 @@ func (s *Redis) Done(ctx context.Context, id string) (uint64, error) {
 
 // ResetDone implements Store.
 func (s *Redis) ResetDone(ctx context.Context, id string) error {
-	if err := s.c.Del(ctx, s.Keys(id)[3]).Err(); err != nil {
+	k := s.Keys(id)
+	if err := resetScript.Run(ctx, s.c, []string{k[0], k[3], k[5]}).Err(); err != nil {
 		return redisErr("reset done", err)
 	}
 	return nil

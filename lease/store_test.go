@@ -56,6 +56,41 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 				}
 			}
 		}},
+		{"a lease granted before a done reset records no done", func(t *testing.T, s lease.Store) {
+			old, _ := s.Acquire(ctx, "c1", "p", ttl)
+			if err := s.Keep(ctx, "c1", old.Token, ttl, 40); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.ResetDone(ctx, "c1"); err != nil {
+				t.Fatal(err)
+			}
+			// The old session's batch ends after the reset.
+			if err := s.Keep(ctx, "c1", old.Token, ttl, 50); err != nil {
+				t.Fatalf("keep after the reset: %v (the lease itself is still held)", err)
+			}
+			if d, _ := s.Done(ctx, "c1"); d != 0 {
+				t.Fatalf("done %d after a keep under a lease from before the reset, want 0", d)
+			}
+			if err := s.Release(ctx, "c1", old.Token, 60); err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := s.Done(ctx, "c1"); d != 0 {
+				t.Fatalf("done %d after a release of a lease from before the reset, want 0", d)
+			}
+			g, err := s.Acquire(ctx, "c1", "p", ttl)
+			if err != nil || g.Done != 0 {
+				t.Fatalf("grant after the reset %+v (%v): want done 0", g, err)
+			}
+			if err := s.Keep(ctx, "c1", g.Token, ttl, 3); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Release(ctx, "c1", g.Token, 4); err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := s.Done(ctx, "c1"); d != 4 {
+				t.Fatalf("done %d under a lease granted after the reset, want 4", d)
+			}
+		}},
 		{"release records done and frees the lock", func(t *testing.T, s lease.Store) {
 			g, _ := s.Acquire(ctx, "c1", "p", ttl)
 			if g.Done != 0 {

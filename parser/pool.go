@@ -600,7 +600,7 @@ func (p *Pool) release(log *batchLog, a *coord.Assign, done uint64, setDone bool
 	}
 	if err != nil {
 		p.stats.leaseLost.Add(1)
-		log.get().Warn("parser: release failed, batch fenced", "err", err)
+		log.get().Warn("parser: release failed; the batch is fenced unless its statuses went ahead (Early)", "err", err)
 	}
 	return err
 }

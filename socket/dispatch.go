@@ -567,7 +567,7 @@ func (s *Server) onOutcome(o coord.Outcome) {
 	}
 	c.n, c.state, c.lastEnd = 0, stIdle, time.Now()
 	if o.Kept {
-		if final && !s.stopping && c.sess != nil {
+		if final && !s.stopping && c.sess != nil && o.Fence > c.resetFence {
 			c.held, c.grantDone = true, o.Done
 		} else {
 			s.releaseLocked(c.id, c.tok)

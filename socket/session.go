@@ -312,6 +312,13 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 	}
 	c.sess, sess.ctrl = sess, c
 	s.sessions[sess] = struct{}{}
+	if reset {
+		// The seqs start again: no batch goes under a lease granted
+		// before (whose done seq is the old session's), and a batch of
+		// the old session still running must not hand its done over.
+		c.resetFence = c.tok.Fence
+		s.releaseHeldLocked(c)
+	}
 	s.mu.Unlock()
 	// A session of this controller on another appliance is older: take it
 	// over (onSession there).
