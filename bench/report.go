@@ -58,7 +58,11 @@ func (rep *Report) WriteText(w io.Writer) {
 	notes := map[string]string{}
 	for _, s := range rep.Summaries {
 		if s.Note != "" {
-			notes[s.Scenario] = s.Note
+			k := s.Scenario
+			if strings.Contains(k, "@") { // measured at more than one count
+				k = fmt.Sprintf("%s, %d controllers", k, s.Controllers)
+			}
+			notes[k] = s.Note
 		}
 	}
 	if len(notes) > 0 {

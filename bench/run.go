@@ -182,15 +182,32 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 // partLoad measures ACK latency at fractions (Options.Loads) of the
 // throughput measured for the no-op handler (Redis leases when there are,
-// else in-process), at the controller count nearest 100: devices paced,
-// not saturating.
+// else in-process), at the controller count nearest 100 and at the
+// smallest one (one busy stream): devices paced, not saturating.
 func (rep *Report) partLoad(ctx context.Context, o Options) error {
-	c := o.Controllers[0]
+	near, least := o.Controllers[0], o.Controllers[0]
 	for _, n := range o.Controllers {
-		if absInt(n-100) < absInt(c-100) {
-			c = n
+		if absInt(n-100) < absInt(near-100) {
+			near = n
+		}
+		least = min(least, n)
+	}
+	counts := []int{near}
+	if least != near {
+		counts = append(counts, least)
+	}
+	for _, c := range counts {
+		if err := rep.partLoadAt(ctx, o, c); err != nil {
+			return err
 		}
 	}
+	rep.Summaries, rep.Ratios = nil, nil
+	rep.summarize()
+	return nil
+}
+
+// partLoadAt is partLoad at c controllers.
+func (rep *Report) partLoadAt(ctx context.Context, o Options, c int) error {
 	base := EdgegateConfig{Exe: o.Exe, Handler: "discard", Redis: o.Redis}
 	var full Summary
 	for _, s := range rep.Summaries {
@@ -217,8 +234,6 @@ func (rep *Report) partLoad(ctx context.Context, o Options) error {
 			o.Progress(fmt.Sprintf("[load %.0f%% %d/%d] %-32s %6d controllers %12.0f msg/s  p99 %v", 100*load, run+1, o.Runs, r.Scenario, r.Controllers, r.Rate, r.P99.Round(time.Microsecond)))
 		}
 	}
-	rep.Summaries, rep.Ratios = nil, nil
-	rep.summarize()
 	return nil
 }
 

@@ -48,8 +48,16 @@ func TestBenchCommand(t *testing.T) {
 			t.Errorf("%s: CPU %.2f, RSS %d not measured", s.Scenario, s.CPU, s.RSS)
 		}
 	}
-	if len(rep.Summaries) != 6 { // 2 configurations × 2 counts + 2 loads
-		t.Errorf("%d summaries, want 6", len(rep.Summaries))
+	// 2 configurations × 2 counts, and 2 loads at the count nearest 100
+	// (3) and at the smallest (1).
+	loads := map[int]int{}
+	for _, s := range rep.Summaries {
+		if strings.Contains(s.Scenario, "-load") {
+			loads[s.Controllers]++
+		}
+	}
+	if len(rep.Summaries) != 8 || loads[1] != 2 || loads[3] != 2 {
+		t.Errorf("%d summaries, loads measured at %v: want 8, two loads at 1 and at 3 controllers", len(rep.Summaries), loads)
 	}
 	if fi, err := os.Stat(chartPath); err != nil || fi.Size() < 1000 {
 		t.Errorf("chart: %v", err)
