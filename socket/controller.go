@@ -61,11 +61,12 @@ type controller struct {
 	// (see Server.holdEnds).
 	held    bool
 	lastEnd time.Time // when the last batch's outcome arrived
-	// resetFence is the last lease granted before a session reset the
-	// seqs: no batch goes under it or one before it any more.
-	resetFence uint64
-	unseen     bool // its pool has not answered the assignment it was picked for
-	watched    bool // its lock deletions wake this socket (while waiting)
+	// resets counts the sessions that reset the seqs; sentResets is its
+	// value when the batch out was taken from the queue. The lease of a
+	// batch taken before a reset is not kept for the next one.
+	resets, sentResets int
+	unseen             bool // its pool has not answered the assignment it was picked for
+	watched            bool // its lock deletions wake this socket (while waiting)
 }
 
 // holdEnds is when c's held lease is too old to send under: the keep ran

@@ -124,7 +124,7 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		p.free--
 		p.unseen++
 		c.unseen = true
-		c.state, c.pool, c.n = stDispatching, p, min(len(c.q), s.cfg.Batch)
+		c.state, c.pool, c.n, c.sentResets = stDispatching, p, min(len(c.q), s.cfg.Batch), c.resets
 		batch := make([]*msg, c.n)
 		copy(batch, c.q)
 		// Ask the parser to keep the lease when more messages are queued,
@@ -567,7 +567,7 @@ func (s *Server) onOutcome(o coord.Outcome) {
 	}
 	c.n, c.state, c.lastEnd = 0, stIdle, time.Now()
 	if o.Kept {
-		if final && !s.stopping && c.sess != nil && o.Fence > c.resetFence {
+		if final && !s.stopping && c.sess != nil && c.sentResets == c.resets {
 			c.held, c.grantDone = true, o.Done
 		} else {
 			s.releaseLocked(c.id, c.tok)

@@ -313,10 +313,9 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 	c.sess, sess.ctrl = sess, c
 	s.sessions[sess] = struct{}{}
 	if reset {
-		// The seqs start again: no batch goes under a lease granted
-		// before (whose done seq is the old session's), and a batch of
-		// the old session still running must not hand its done over.
-		c.resetFence = c.tok.Fence
+		// The seqs start again: no batch goes under a lease that a batch
+		// taken before had (its done seq is the old session's).
+		c.resets++
 		s.releaseHeldLocked(c)
 	}
 	s.mu.Unlock()
