@@ -173,16 +173,26 @@ func (j *journal) handle(ctx context.Context, m *parser.Message, app string) err
 	return c.err
 }
 
+// callsOf returns copies of a controller's calls in call order: every one
+// so far, or with succeeded only those that returned nil.
+func (j *journal) callsOf(id string, succeeded bool) []call {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []call
+	for _, c := range j.calls[id] {
+		if !succeeded || !c.end.IsZero() && c.err == nil {
+			out = append(out, *c)
+		}
+	}
+	return out
+}
+
 // succeeded returns the seqs of a controller's calls that returned nil, in
 // call order.
 func (j *journal) succeeded(id string) []uint64 {
-	j.mu.Lock()
-	defer j.mu.Unlock()
 	var out []uint64
-	for _, c := range j.calls[id] {
-		if !c.end.IsZero() && c.err == nil {
-			out = append(out, c.seq)
-		}
+	for _, c := range j.callsOf(id, true) {
+		out = append(out, c.seq)
 	}
 	return out
 }
@@ -258,32 +268,6 @@ func readStream(t *testing.T, a *appliance.Appliance, stream string, n int) []*j
 			t.Fatalf("stream %s: get %d: %v", stream, seq, err)
 		}
 		out = append(out, m)
-	}
-	return out
-}
-
-// started returns the seqs of every call of a controller so far, finished
-// or not, in call order.
-func (j *journal) started(id string) []uint64 {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	var out []uint64
-	for _, c := range j.calls[id] {
-		out = append(out, c.seq)
-	}
-	return out
-}
-
-// payloads returns the payloads of a controller's calls that returned nil,
-// in call order.
-func (j *journal) payloads(id string) []string {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	var out []string
-	for _, c := range j.calls[id] {
-		if !c.end.IsZero() && c.err == nil {
-			out = append(out, c.payload)
-		}
 	}
 	return out
 }

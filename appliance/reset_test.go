@@ -48,7 +48,7 @@ func TestSeqResetWhileBatchInFlight(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			eventually(t, 10*time.Second, "old-5 being handled", func() bool { return len(j.started(id)) >= 5 })
+			eventually(t, 10*time.Second, "old-5 being handled", func() bool { return len(j.callsOf(id, false)) >= 5 })
 			// The device reboots: a new session with its seq reset takes
 			// the old one over while old-5's batch is held up.
 			c2 := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: id, PersistentSeq: true, ResetSeq: true})
@@ -65,9 +65,9 @@ func TestSeqResetWhileBatchInFlight(t *testing.T) {
 				t.Fatal(err)
 			}
 			var got []string
-			for _, p := range j.payloads(id) {
-				if strings.HasPrefix(p, "new-") {
-					got = append(got, p)
+			for _, c := range j.callsOf(id, true) {
+				if strings.HasPrefix(c.payload, "new-") {
+					got = append(got, c.payload)
 				}
 			}
 			if len(got) != fresh {
