@@ -14,9 +14,10 @@ import (
 
 // TestLeaseKeptAcrossBatches: a pipelining controller's batches follow one
 // another under the lease its parser kept (done recorded and the lease
-// extended in one script), not an acquire and a release each; the done
-// record is exact after every batch, and the lease is given back once the
-// controller goes quiet.
+// extended in one script, or, within half a heartbeat of the last such
+// keep, no store call at all), not an acquire and a release each; the
+// lease is given back once the controller goes quiet, and the done
+// record is then exact.
 func TestLeaseKeptAcrossBatches(t *testing.T) {
 	const id, total = "steady", 400
 	redis := redistest.Start(t)
@@ -45,8 +46,8 @@ func TestLeaseKeptAcrossBatches(t *testing.T) {
 	if st.Continued == 0 || st.Acquired*4 > st.Batches {
 		t.Errorf("%d batches, %d continued under a kept lease, %d leases acquired: want most batches without an acquire", st.Batches, st.Continued, st.Acquired)
 	}
-	if ps := a.ParserStats(); ps.Kept == 0 {
-		t.Errorf("the parser kept no lease (%+v)", ps)
+	if ps := a.ParserStats(); ps.Kept == 0 || ps.Deferred == 0 {
+		t.Errorf("the parser kept no lease, or none without a store call (%+v)", ps)
 	}
 
 	// Quiet now: the socket gives the lease back, and the done record

@@ -128,11 +128,18 @@ type Outcome struct {
 	// could not be confirmed): the work is fenced and nothing may be
 	// acknowledged.
 	Released bool
-	// Kept is true when the parser recorded Done and still holds the lease
-	// (Assign.Hold): valid for Hold from a moment after the assignment was
-	// sent. The socket sends the next batch under the same token, or lets
-	// the lease go.
-	Kept     bool
+	// Kept is true when the parser still holds the lease (Assign.Hold):
+	// valid for Hold from a moment after the assignment was sent, or until
+	// Until when that is set. The socket sends the next batch under the
+	// same token, or lets the lease go, recording Done.
+	Kept bool
+	// Until is set when the parser kept the lease without a store call
+	// (the last one for it, a keep, had just gone out; only a pool of the
+	// socket's own process does that, in a call, parser.Pool.Offer: it is
+	// not in the encoding). Until is when that keep set the lock to
+	// expire, at the soonest, and Done is not recorded yet: the next keep
+	// or the socket's release of the lease records it.
+	Until    time.Time
 	Done     uint64
 	Statuses []byte // one egp.Status per message of the batch, in order
 	// Early marks the statuses of a batch sent ahead of its outcome proper,

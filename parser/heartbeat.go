@@ -17,20 +17,40 @@ var errLeaseLost = errors.New("parser: lease lost")
 // heartbeat keeps a batch's lease alive. When it cannot confirm the lease
 // until the validity deadline, or the store says the lease is gone, it
 // cancels the batch: whatever the handler produces after that is fenced.
+//
+// Most batches end before their first heartbeat is due: until then a
+// heartbeat is a timer, and only when it fires does a goroutine run the
+// heartbeats (loop).
 type heartbeat struct {
 	p      *Pool
 	a      *coord.Assign
 	cancel context.CancelCauseFunc
-	quit   chan struct{}
-	exited chan struct{}
+	first  *time.Timer
 
-	mu    sync.Mutex
-	valid time.Time // the lease is ours until then
-	lost  bool
+	mu      sync.Mutex
+	valid   time.Time // the lease is ours until then
+	lost    bool
+	stopped bool
+	quit    chan struct{} // made when the loop starts
+	exited  chan struct{}
 }
 
 func newHeartbeat(p *Pool, a *coord.Assign, valid time.Time, cancel context.CancelCauseFunc) *heartbeat {
-	return &heartbeat{p: p, a: a, valid: valid, cancel: cancel, quit: make(chan struct{}), exited: make(chan struct{})}
+	return &heartbeat{p: p, a: a, valid: valid, cancel: cancel}
+}
+
+// start arms the first heartbeat; from then on they run until stop.
+func (h *heartbeat) start(ctx context.Context) {
+	h.first = time.AfterFunc(h.next(), func() {
+		h.mu.Lock()
+		if h.stopped {
+			h.mu.Unlock()
+			return
+		}
+		h.quit, h.exited = make(chan struct{}), make(chan struct{})
+		h.mu.Unlock()
+		h.loop(ctx)
+	})
 }
 
 // confirm heartbeats once, synchronously, retrying errors until the
@@ -71,9 +91,11 @@ func (h *heartbeat) next() time.Duration {
 	return max(min(h.p.cfg.Heartbeat, left/2), time.Millisecond)
 }
 
+// loop heartbeats at once and then every next(), until quit or ctx is
+// done, or the lease is lost.
 func (h *heartbeat) loop(ctx context.Context) {
 	defer close(h.exited)
-	tick := time.NewTimer(h.next())
+	tick := time.NewTimer(0)
 	defer tick.Stop()
 	h.mu.Lock()
 	deadline := time.NewTimer(time.Until(h.valid))
@@ -130,8 +152,15 @@ func (h *heartbeat) lose(why string) {
 // stop ends the heartbeats and reports whether the lease was lost. When it
 // returns false the lease was still confirmed valid: it is safe to release.
 func (h *heartbeat) stop() (lost bool) {
-	close(h.quit)
-	<-h.exited
+	h.first.Stop()
+	h.mu.Lock()
+	h.stopped = true
+	quit, exited := h.quit, h.exited
+	h.mu.Unlock()
+	if quit != nil {
+		close(quit)
+		<-exited
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.lost && time.Now().After(h.valid) {

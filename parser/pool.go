@@ -107,6 +107,14 @@ type keptLease struct {
 	fence  uint64
 	until  time.Time
 	socket string // the socket that sent the batch
+	// at is when the last store call for the lease (a keep) began, and
+	// expires when that call set the lock to expire, at the soonest.
+	at, expires time.Time
+	// done is the last seq handled under the lease; recorded tells whether
+	// the store has it (a keep skipped for a socket of this process leaves
+	// it to that socket, see keepLater).
+	done     uint64
+	recorded bool
 }
 
 type job struct {
@@ -395,28 +403,34 @@ func (p *Pool) onSession(m *nats.Msg) {
 	p.tails.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Heartbeat)
 		defer cancel()
-		err := p.store.Abandon(ctx, id, lease.Token{Fence: k.fence, Owner: p.id})
+		tok := lease.Token{Fence: k.fence, Owner: p.id}
+		var err error
+		if k.recorded {
+			err = p.store.Abandon(ctx, id, tok)
+		} else {
+			err = p.store.Release(ctx, id, tok, k.done)
+		}
 		if err != nil && !errors.Is(err, lease.ErrLost) {
 			p.log.Warn("parser: releasing a kept lease for a new session failed; it expires by itself", "controller", id, "err", err)
 		}
 	})
 }
 
-// takeKept returns until when a's lease is surely held if this pool kept
-// it after the controller's previous batch (zero if not), and forgets it:
-// the batch's own end records it again.
-func (p *Pool) takeKept(a *coord.Assign) time.Time {
+// takeKept returns the lease this pool kept for a after the controller's
+// previous batch (zero if none, or another), and forgets it: the batch's
+// own end records it again.
+func (p *Pool) takeKept(a *coord.Assign) keptLease {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	k, ok := p.kept[a.Controller]
 	if !ok {
-		return time.Time{}
+		return keptLease{}
 	}
 	delete(p.kept, a.Controller)
 	if k.fence != a.Token.Fence {
-		return time.Time{}
+		return keptLease{}
 	}
-	return k.until
+	return k
 }
 
 func (p *Pool) publishReady() {
@@ -467,8 +481,9 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 		}
 	}
 	// Its first heartbeat comes early enough (see heartbeat.loop).
-	if held := p.takeKept(a); confirm && time.Until(held) > margin {
-		valid, confirm = held, false
+	kept := p.takeKept(a)
+	if confirm && time.Until(kept.until) > margin {
+		valid, confirm = kept.until, false
 		p.stats.unconfirmed.Add(1)
 	}
 	hb := newHeartbeat(p, a, valid, cancel)
@@ -480,7 +495,7 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 			return
 		}
 	}
-	go hb.loop(bctx)
+	hb.start(bctx)
 
 	statuses := make([]byte, 0, len(a.Msgs))
 	var done uint64
@@ -498,6 +513,16 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 	}
 	lost := hb.stop()
 
+	if j.out != nil && !lost && len(statuses) > 0 && a.Hold > 0 && p.keepLater(a, kept, done) {
+		// Kept without a store call (see keepLater): the outcome is final
+		// at once.
+		j.out(coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence, Released: true, Kept: true,
+			Until: kept.expires, Done: done, Statuses: statuses})
+		p.stats.kept.Add(1)
+		p.stats.deferred.Add(1)
+		p.count(len(statuses))
+		return
+	}
 	// The release and the outcome need Redis and NATS round trips but no
 	// worker: they run on their own, and the worker takes the next batch
 	// (of another controller: the socket dispatches this one again only
@@ -548,6 +573,30 @@ func (p *Pool) count(n int) {
 	}
 }
 
+// keepLater keeps a's lease for the controller's next batch without a
+// store call when its last keep (kept) began less than half a heartbeat
+// period ago: the lock is then set to expire at least a.Hold less that
+// from now, so it still holds for as long as the socket needs. done is not
+// recorded: the socket, of this process, records it when it lets the lease
+// go (see coord.Outcome.Until), and the next keep records it. Only a crash
+// in between leaves the record behind what was acknowledged, by at most
+// half a heartbeat period of messages: duplicates after a fault, not
+// losses. A steadily busy controller so costs the store two calls a
+// second, not one per batch. False means keep it with a store call.
+func (p *Pool) keepLater(a *coord.Assign, kept keptLease, done uint64) bool {
+	if kept.at.IsZero() || time.Since(kept.at) >= p.cfg.Heartbeat/2 || a.Hold < kept.expires.Sub(kept.at) {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return false
+	}
+	kept.done, kept.recorded = done, false
+	p.kept[a.Controller] = kept
+	return true
+}
+
 // keep records done and keeps the lease for the controller's next batch,
 // for a.Hold, when the pool is not stopping. False means release instead;
 // a lease found lost stays lost (release fails too).
@@ -568,7 +617,10 @@ func (p *Pool) keep(log *batchLog, a *coord.Assign, done uint64) bool {
 		return false
 	}
 	p.mu.Lock()
-	p.kept[a.Controller] = keptLease{fence: a.Token.Fence, until: start.Add(a.Hold - p.cfg.TTL/10), socket: a.Socket}
+	p.kept[a.Controller] = keptLease{
+		fence: a.Token.Fence, until: start.Add(a.Hold - p.cfg.TTL/10), socket: a.Socket,
+		at: start, expires: start.Add(a.Hold), done: done, recorded: true,
+	}
 	p.mu.Unlock()
 	return true
 }

@@ -15,6 +15,11 @@ import (
 // in-process lease store.
 func startPool(t *testing.T, workers int, h Handler) (*Pool, *lease.Memory, *embed.Server) {
 	t.Helper()
+	return startPoolWith(t, Config{Workers: workers, Handler: h, TTL: 10 * time.Second, Heartbeat: time.Second})
+}
+
+func startPoolWith(t *testing.T, cfg Config) (*Pool, *lease.Memory, *embed.Server) {
+	t.Helper()
 	ns, err := embed.New(embed.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -26,7 +31,7 @@ func startPool(t *testing.T, workers int, h Handler) (*Pool, *lease.Memory, *emb
 	}
 	t.Cleanup(nc.Close)
 	store := lease.NewMemory()
-	p, err := New(Config{Workers: workers, Handler: h, TTL: 10 * time.Second, Heartbeat: time.Second}, nc, store)
+	p, err := New(cfg, nc, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,4 +194,69 @@ func TestKeptLeaseAndSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReleased("ctl")
+}
+
+// TestKeepDeferred: a batch under a lease its pool kept a moment ago for a
+// socket of the same process is kept again without a store call: its
+// outcome comes at once, final, with the statuses and Until, when the last
+// keep set the lock to expire; the done record stays where that keep left
+// it until the lease is released, which records the new one.
+func TestKeepDeferred(t *testing.T) {
+	// A long heartbeat: the deferral window (half of it) outlasts a slow
+	// machine's gap between the two batches.
+	p, store, ns := startPoolWith(t, Config{Workers: 1, Handler: HandlerFunc(func(ctx context.Context, m *Message) error { return nil }),
+		TTL: 30 * time.Second, Heartbeat: 10 * time.Second})
+	outcomes := make(chan coord.Outcome, 4)
+	out := func(o coord.Outcome) { outcomes <- o }
+	const hold = 15 * time.Second
+	first := assignment(t, store, p, "ctl", hold, 1, 2, 3)
+	start := time.Now()
+	if !p.Offer(first, out) {
+		t.Fatal("refused")
+	}
+	if _, o := waitBatch(t, outcomes); !o.Kept || !o.Until.IsZero() || o.Done != 3 {
+		t.Fatalf("first outcome %+v: want kept by a store call (no Until), done 3", o)
+	}
+	next := *first
+	next.Msgs = []coord.Msg{{Seq: 4, Payload: []byte("x")}, {Seq: 5, Payload: []byte("x")}}
+	if !p.Offer(&next, out) {
+		t.Fatal("refused the next batch")
+	}
+	o := waitOutcome(t, outcomes)
+	if o.Early || !o.Released || !o.Kept || o.Done != 5 || len(o.Statuses) != 2 {
+		t.Fatalf("second outcome %+v: want final at once, kept, done 5, two statuses", o)
+	}
+	if o.Until.Before(start.Add(hold)) || o.Until.After(time.Now().Add(hold)) {
+		t.Errorf("Until %v: want a hold after the first keep began (%v)", o.Until, start.Add(hold))
+	}
+	st, err := store.Inspect(context.Background(), "ctl")
+	if err != nil || !st.Locked || st.Done != 3 {
+		t.Fatalf("after the deferred keep the lease is %+v (%v): want held, done still 3", st, err)
+	}
+	if s := p.Stats(); s.Kept != 2 || s.Deferred != 1 || s.Messages != 5 {
+		t.Errorf("stats %+v: want 2 kept, 1 of them deferred, 5 messages", s)
+	}
+	// The device moves to another socket: the pool lets the lease go, and
+	// records the done seq it held back.
+	nc, err := ns.Connect("socket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Publish(coord.SessionSubject("ctl"), []byte("socket-2")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for st.Locked {
+		if time.Now().After(deadline) {
+			t.Fatal("the kept lease outlived a new session on another socket")
+		}
+		time.Sleep(time.Millisecond)
+		if st, err = store.Inspect(context.Background(), "ctl"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st.Done != 5 {
+		t.Errorf("released with done %d, want 5", st.Done)
+	}
 }

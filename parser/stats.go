@@ -14,6 +14,7 @@ type Stats struct {
 	batches, messages, dead, transient, busy, leaseLost, malformed atomic.Uint64
 	unconfirmed                                                    atomic.Uint64 // batches started without a confirming heartbeat (shared clock, kept lease)
 	kept                                                           atomic.Uint64 // batches that ended keeping their lease
+	deferred                                                       atomic.Uint64 // of those, kept without a store call (keepLater)
 	direct                                                         atomic.Uint64 // assignments offered in-process (Offer), busy ones included
 }
 
@@ -26,6 +27,10 @@ type StatsSnapshot struct {
 	Unconfirmed uint64
 	// Kept counts batches that ended keeping their lease for the next one.
 	Kept uint64
+	// Deferred counts the kept batches whose keep needed no store call (a
+	// keep for the same lease had just gone out): their done seq is
+	// recorded later.
+	Deferred uint64
 	// Direct counts assignments a socket of the same process offered
 	// directly (Offer), without NATS.
 	Direct uint64
@@ -37,7 +42,7 @@ func (p *Pool) Stats() StatsSnapshot {
 	return StatsSnapshot{
 		Batches: s.batches.Load(), Messages: s.messages.Load(), DeadLettered: s.dead.Load(),
 		TransientErrors: s.transient.Load(), Busy: s.busy.Load(), LeaseLost: s.leaseLost.Load(),
-		Malformed: s.malformed.Load(), Unconfirmed: s.unconfirmed.Load(), Kept: s.kept.Load(), Direct: s.direct.Load(),
+		Malformed: s.malformed.Load(), Unconfirmed: s.unconfirmed.Load(), Kept: s.kept.Load(), Deferred: s.deferred.Load(), Direct: s.direct.Load(),
 	}
 }
 
@@ -58,7 +63,7 @@ func (p *Pool) onStatus(m *nats.Msg) {
 		Counters: map[string]uint64{
 			"batches": st.Batches, "messages": st.Messages, "dead_lettered": st.DeadLettered,
 			"transient_errors": st.TransientErrors, "busy": st.Busy, "lease_lost": st.LeaseLost,
-			"malformed": st.Malformed, "unconfirmed": st.Unconfirmed, "kept": st.Kept, "direct": st.Direct,
+			"malformed": st.Malformed, "unconfirmed": st.Unconfirmed, "kept": st.Kept, "deferred": st.Deferred, "direct": st.Direct,
 		},
 	})
 	m.Respond(b)

@@ -69,10 +69,12 @@ func (s *Server) check(ctx context.Context) {
 		case c.state == stWaiting:
 			c.state = stIdle
 			s.makeRunnableLocked(c)
-		case c.held && c.state == stIdle && now.After(s.holdEnds(c)):
+		case c.held && c.state == stIdle && now.After(s.holdEnds(c).Add(-s.unrecordedMargin(c))):
 			// Nothing came in time. The lease would expire by itself a
 			// moment later (Hold after the keep); released now, the
-			// controller's next message need not wait for that.
+			// controller's next message need not wait for that. A lease
+			// whose done seq is not recorded yet goes a round early, so
+			// that the release (which records it) comes before it expires.
 			s.releaseHeldLocked(c)
 			s.forgetIfIdleLocked(c)
 		}

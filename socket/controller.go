@@ -59,8 +59,14 @@ type controller struct {
 	// held: pool kept the lease after the last batch (coord.Outcome.Kept)
 	// and no batch is out; the next one goes under tok without an acquire
 	// (see Server.holdEnds).
-	held    bool
-	lastEnd time.Time // when the last batch's outcome arrived
+	held bool
+	// holdUntil is when the held lease expires at the soonest: a Hold after
+	// the last batch was sent, or earlier when its pool said so
+	// (coord.Outcome.Until, then unrecorded: its done seq is recorded when
+	// the lease is released).
+	holdUntil  time.Time
+	unrecorded bool
+	lastEnd   time.Time // when the last batch's outcome arrived
 	// resets counts the sessions that reset the seqs; sentResets is its
 	// value when the batch out was taken from the queue. The lease of a
 	// batch taken before a reset is not kept for the next one.
@@ -69,12 +75,11 @@ type controller struct {
 	watched            bool // its lock deletions wake this socket (while waiting)
 }
 
-// holdEnds is when c's held lease is too old to send under: the keep ran
-// after the last batch was sent (sentAt) and holds the lease Hold from
-// then; two margins are left for the next batch to arrive and start
+// holdEnds is when c's held lease is too old to send under: two margins
+// before it expires are left for the next batch to arrive and start
 // without confirmation.
 func (s *Server) holdEnds(c *controller) time.Time {
-	return c.sentAt.Add(s.cfg.Hold - s.cfg.TTL/5)
+	return c.holdUntil.Add(-s.cfg.TTL / 5)
 }
 
 // inFlight reports whether a parser may be running the controller's batch.
@@ -211,4 +216,14 @@ func (s *Server) unreserveLocked(c *controller, size int64) {
 	if s.memWait > 0 {
 		s.memCond.Broadcast()
 	}
+}
+
+// unrecordedMargin is how much earlier than holdEnds the check loop
+// releases c's held lease: a check interval when the lease's done seq is
+// not recorded yet (see controller.unrecorded), else nothing.
+func (s *Server) unrecordedMargin(c *controller) time.Duration {
+	if c.unrecorded {
+		return s.cfg.CheckInterval
+	}
+	return 0
 }

@@ -112,6 +112,7 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		// and the batch goes elsewhere.
 		var cont, drop bool
 		tok, done := c.tok, c.grantDone
+		keptDone := c.sentResets == c.resets // done may be recorded under tok
 		if c.held {
 			c.held = false
 			if hp := c.pool; s.pools[hp.id] == hp && hp.available() > 0 && time.Now().Before(s.holdEnds(c)) {
@@ -120,7 +121,7 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 				drop = true // released before the acquire, which would find it held
 			}
 		}
-		from := c.sentAt // when the batch the lease was kept after was sent
+		from := c.holdUntil.Add(-s.cfg.Hold) // the held lease is valid for Hold from then
 		p.free--
 		p.unseen++
 		c.unseen = true
@@ -143,7 +144,7 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 			s.stats.continued.Add(1)
 			s.assign(c, p, lease.Grant{Token: tok, Done: done}, from, s.cfg.Hold, hold, batch)
 		case drop:
-			s.abandon(c.id, tok)
+			s.release(c.id, tok, done, keptDone)
 			fallthrough
 		default:
 			s.dispatch(ctx, c, p, hold, batch)
@@ -567,25 +568,52 @@ func (s *Server) onOutcome(o coord.Outcome) {
 	}
 	c.n, c.state, c.lastEnd = 0, stIdle, time.Now()
 	if o.Kept {
-		if final && !s.stopping && c.sess != nil && c.sentResets == c.resets {
-			c.held, c.grantDone = true, o.Done
-		} else {
-			s.releaseLocked(c.id, c.tok)
+		// The pool may have left the done record to this socket (a pool of
+		// this process, see coord.Outcome.Until): it is written when the
+		// lease goes, unless a seq reset came since the batch was taken.
+		c.grantDone = o.Done
+		switch {
+		case final && !s.stopping && c.sess != nil && c.sentResets == c.resets:
+			c.held, c.holdUntil, c.unrecorded = true, o.Until, !o.Until.IsZero()
+			if !c.unrecorded {
+				c.holdUntil = c.sentAt.Add(s.cfg.Hold) // the keep began after the batch was sent
+			}
+		case final:
+			s.releaseLocked(c)
+		default:
+			id, tok := c.id, c.tok
+			s.releases.Go(func() { s.abandon(id, tok) })
 		}
 	}
 	s.makeRunnableLocked(c)
 }
 
-// releaseLocked releases a held lease on its own goroutine.
-func (s *Server) releaseLocked(id string, tok lease.Token) {
-	s.releases.Go(func() { s.abandon(id, tok) })
+// releaseLocked releases c's kept lease (c.tok) on its own goroutine,
+// recording c.grantDone unless a seq reset came since its batch was taken.
+func (s *Server) releaseLocked(c *controller) {
+	id, tok, done, setDone := c.id, c.tok, c.grantDone, c.sentResets == c.resets
+	s.releases.Go(func() { s.release(id, tok, done, setDone) })
 }
 
 // releaseHeldLocked releases c's held lease, if any.
 func (s *Server) releaseHeldLocked(c *controller) {
 	if c.held {
 		c.held = false
-		s.releaseLocked(c.id, c.tok)
+		s.releaseLocked(c)
+	}
+}
+
+// release releases a kept lease, recording done when setDone (its pool
+// may have left that to this socket), logging a store error.
+func (s *Server) release(id string, tok lease.Token, done uint64, setDone bool) {
+	if !setDone {
+		s.abandon(id, tok)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TTL)
+	defer cancel()
+	if err := s.store.Release(ctx, id, tok, done); err != nil && !errors.Is(err, lease.ErrLost) {
+		s.logStoreError("release", id, err)
 	}
 }
 
