@@ -66,7 +66,7 @@ type controller struct {
 	// the lease is released).
 	holdUntil  time.Time
 	unrecorded bool
-	lastEnd   time.Time // when the last batch's outcome arrived
+	lastEnd    time.Time // when the last batch's outcome arrived
 	// resets counts the sessions that reset the seqs; sentResets is its
 	// value when the batch out was taken from the queue. The lease of a
 	// batch taken before a reset is not kept for the next one.
