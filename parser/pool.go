@@ -101,11 +101,10 @@ type Pool struct {
 }
 
 // keptLease is a lease the pool kept after a batch: surely held until
-// until (Assign.Hold less a margin after the keep began), whoever sends the
-// next batch under it and however late that arrives.
+// p.heldUntil(k) (Assign.Hold less a margin after the keep began), whoever
+// sends the next batch under it and however late that arrives.
 type keptLease struct {
 	fence  uint64
-	until  time.Time
 	socket string // the socket that sent the batch
 	// at is when the last store call for the lease (a keep) began, and
 	// expires when that call set the lock to expire, at the soonest.
@@ -375,7 +374,7 @@ func (p *Pool) pruneKept() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for id, k := range p.kept {
-		if now.After(k.until) {
+		if now.After(p.heldUntil(k)) {
 			delete(p.kept, id)
 		}
 	}
@@ -397,7 +396,7 @@ func (p *Pool) onSession(m *nats.Msg) {
 		delete(p.kept, id)
 	}
 	p.mu.Unlock()
-	if !ok || time.Now().After(k.until) {
+	if !ok || time.Now().After(p.heldUntil(k)) {
 		return
 	}
 	p.tails.Go(func() {
@@ -415,6 +414,10 @@ func (p *Pool) onSession(m *nats.Msg) {
 		}
 	})
 }
+
+// heldUntil is until when k is surely held: a margin for clock rate
+// differences before its lock expires.
+func (p *Pool) heldUntil(k keptLease) time.Time { return k.expires.Add(-p.cfg.TTL / 10) }
 
 // takeKept returns the lease this pool kept for a after the controller's
 // previous batch (zero if none, or another), and forgets it: the batch's
@@ -482,8 +485,8 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 	}
 	// Its first heartbeat comes early enough (see heartbeat.loop).
 	kept := p.takeKept(a)
-	if confirm && time.Until(kept.until) > margin {
-		valid, confirm = kept.until, false
+	if held := p.heldUntil(kept); confirm && time.Until(held) > margin {
+		valid, confirm = held, false
 		p.stats.unconfirmed.Add(1)
 	}
 	hb := newHeartbeat(p, a, valid, cancel)
@@ -618,7 +621,7 @@ func (p *Pool) keep(log *batchLog, a *coord.Assign, done uint64) bool {
 	}
 	p.mu.Lock()
 	p.kept[a.Controller] = keptLease{
-		fence: a.Token.Fence, until: start.Add(a.Hold - p.cfg.TTL/10), socket: a.Socket,
+		fence: a.Token.Fence, socket: a.Socket,
 		at: start, expires: start.Add(a.Hold), done: done, recorded: true,
 	}
 	p.mu.Unlock()

@@ -578,20 +578,19 @@ func (s *Server) onOutcome(o coord.Outcome) {
 			if !c.unrecorded {
 				c.holdUntil = c.sentAt.Add(s.cfg.Hold) // the keep began after the batch was sent
 			}
-		case final:
-			s.releaseLocked(c)
 		default:
-			id, tok := c.id, c.tok
-			s.releases.Go(func() { s.abandon(id, tok) })
+			s.releaseLocked(c, final)
 		}
 	}
 	s.makeRunnableLocked(c)
 }
 
 // releaseLocked releases c's kept lease (c.tok) on its own goroutine,
-// recording c.grantDone unless a seq reset came since its batch was taken.
-func (s *Server) releaseLocked(c *controller) {
-	id, tok, done, setDone := c.id, c.tok, c.grantDone, c.sentResets == c.resets
+// recording c.grantDone when setDone and no seq reset came since its batch
+// was taken.
+func (s *Server) releaseLocked(c *controller, setDone bool) {
+	id, tok, done := c.id, c.tok, c.grantDone
+	setDone = setDone && c.sentResets == c.resets
 	s.releases.Go(func() { s.release(id, tok, done, setDone) })
 }
 
@@ -599,7 +598,7 @@ func (s *Server) releaseLocked(c *controller) {
 func (s *Server) releaseHeldLocked(c *controller) {
 	if c.held {
 		c.held = false
-		s.releaseLocked(c)
+		s.releaseLocked(c, true)
 	}
 }
 
