@@ -108,13 +108,7 @@ func TestOfferInProcess(t *testing.T) {
 		t.Fatal("a pool with a free worker refused an assignment")
 	}
 	other := assignment(t, store, p, "other", 0, 1, 2)
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Free() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the worker never took the first batch")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFree(t, p, 0, "the worker never took the first batch")
 	if p.Offer(other, out) {
 		t.Fatal("a pool with its only worker busy accepted a second batch")
 	}
@@ -219,6 +213,8 @@ func TestKeepDeferred(t *testing.T) {
 	}
 	next := *first
 	next.Msgs = []coord.Msg{{Seq: 4, Payload: []byte("x")}, {Seq: 5, Payload: []byte("x")}}
+	// The outcome is delivered before the worker counts itself free.
+	waitFree(t, p, 1, "the worker never came back after the first batch")
 	if !p.Offer(&next, out) {
 		t.Fatal("refused the next batch")
 	}
@@ -258,5 +254,17 @@ func TestKeepDeferred(t *testing.T) {
 	}
 	if st.Done != 5 {
 		t.Errorf("released with done %d, want 5", st.Done)
+	}
+}
+
+// waitFree polls until the pool has exactly n free workers.
+func waitFree(t *testing.T, p *Pool, n int, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Free() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d free workers, want %d", msg, p.Free(), n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
