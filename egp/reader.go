@@ -64,10 +64,19 @@ func (r *Reader) check() (Header, error) {
 // slice owned by the caller.
 func (r *Reader) Body(h Header) ([]byte, error) {
 	b := make([]byte, h.Len)
-	if _, err := io.ReadFull(r.r, b); err != nil {
-		return nil, unexpected(err)
+	if err := r.BodyInto(b); err != nil {
+		return nil, err
 	}
 	return b, nil
+}
+
+// BodyInto reads the body of the frame whose header Next returned into b,
+// which the caller sized to the header's Len.
+func (r *Reader) BodyInto(b []byte) error {
+	if _, err := io.ReadFull(r.r, b); err != nil {
+		return unexpected(err)
+	}
+	return nil
 }
 
 // Scratch reads the body of the frame whose header Next returned into a

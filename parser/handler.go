@@ -6,7 +6,9 @@ import (
 	"time"
 )
 
-// Message is one device message handed to a Handler.
+// Message is one device message handed to a Handler. It is valid only
+// during Handle: the pool fills the same Message with the next message of
+// the batch afterwards, so a handler that keeps anything copies it.
 type Message struct {
 	Controller string
 	Seq        uint64

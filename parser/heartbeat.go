@@ -175,21 +175,23 @@ func (h *heartbeat) stop() (lost bool) {
 // noticed (a process resumed after SIGSTOP runs its handler and its
 // heartbeat timer in any order). The publisher checks Err right before it
 // writes output, so work done after the lease ran out is not published.
+// A batch makes one and passes the pointer to every Handle call (a value
+// would be boxed into the interface once per message).
 type leaseContext struct {
 	context.Context
 	hb *heartbeat
 }
 
-func (c leaseContext) Deadline() (time.Time, bool) {
+func (c *leaseContext) Deadline() (time.Time, bool) {
 	c.hb.mu.Lock()
 	defer c.hb.mu.Unlock()
 	return c.hb.valid, true
 }
 
-func (c leaseContext) Err() error { return c.errAt(time.Now()) }
+func (c *leaseContext) Err() error { return c.errAt(time.Now()) }
 
 // errAt is Err with the clock read by the caller.
-func (c leaseContext) errAt(now time.Time) error {
+func (c *leaseContext) errAt(now time.Time) error {
 	if err := c.Context.Err(); err != nil {
 		return err
 	}

@@ -502,12 +502,13 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 
 	statuses := make([]byte, 0, len(a.Msgs))
 	var done uint64
-	lctx := leaseContext{bctx, hb}
+	lctx := &leaseContext{bctx, hb}
+	m := new(Message) // one per batch, refilled per message: valid only during Handle
 	now := time.Now()
 	for i := range a.Msgs {
 		var st egp.Status
 		var ok bool
-		st, now, ok = p.handle(lctx, now, log, a, &a.Msgs[i])
+		st, now, ok = p.handle(lctx, now, log, a, m, &a.Msgs[i])
 		if !ok {
 			break
 		}
@@ -660,12 +661,12 @@ func (p *Pool) release(log *batchLog, a *coord.Assign, done uint64, setDone bool
 	return err
 }
 
-// handle runs the handler on m with retries, starting at now (the clock
+// handle runs the handler on the message cm, filled into m, with retries, starting at now (the clock
 // read once per message boundary: a batch of short messages is mostly
 // clock reads otherwise). It returns the time it finished, and false when
 // ctx was cancelled before the message was finished.
-func (p *Pool) handle(ctx leaseContext, now time.Time, log *batchLog, a *coord.Assign, cm *coord.Msg) (egp.Status, time.Time, bool) {
-	m := &Message{
+func (p *Pool) handle(ctx *leaseContext, now time.Time, log *batchLog, a *coord.Assign, m *Message, cm *coord.Msg) (egp.Status, time.Time, bool) {
+	*m = Message{
 		Controller: a.Controller, Seq: cm.Seq, Fence: a.Token.Fence,
 		Received: cm.Received, Payload: cm.Payload,
 	}

@@ -227,3 +227,43 @@ func (s *Server) unrecordedMargin(c *controller) time.Duration {
 	}
 	return 0
 }
+
+// burst hands out the bodies and msg records of the DATA frames a reader
+// has buffered together from shared allocations: one of each per read
+// instead of one of each per message. Each chunk is sized to what is
+// buffered, and the reader drops both when its buffer runs dry (end), so
+// an idle connection pins none; a chunk lives on until the last message
+// in it is acknowledged, which in a controller's ordered queue comes soon
+// after the first.
+type burst struct {
+	buf  []byte
+	msgs []msg
+}
+
+// maxBurstMsgs bounds one chunk of msg records.
+const maxBurstMsgs = 64
+
+// body returns n bytes for a frame body, with buffered bytes (this body
+// and what follows it) in the reader's buffer.
+func (b *burst) body(n, buffered int) []byte {
+	if n > cap(b.buf)-len(b.buf) {
+		b.buf = make([]byte, 0, max(n, buffered))
+	}
+	i := len(b.buf)
+	b.buf = b.buf[:i+n]
+	return b.buf[i : i+n : i+n]
+}
+
+// msg returns a record for a message, with about frames more frames
+// (this one included) in the reader's buffer.
+func (b *burst) msg(frames int) *msg {
+	if len(b.msgs) == 0 {
+		b.msgs = make([]msg, min(max(frames, 1), maxBurstMsgs))
+	}
+	m := &b.msgs[0]
+	b.msgs = b.msgs[1:]
+	return m
+}
+
+// end drops the chunks: the reader's buffer is empty.
+func (b *burst) end() { b.buf, b.msgs = nil, nil }

@@ -407,6 +407,7 @@ func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string)
 // readFrames reads DATA, PING and PONG frames until an error.
 func (sess *session) readFrames(r *egp.Reader) error {
 	s := sess.s
+	var b burst
 	// Idleness is judged by the idle loop (idleLoop), not by read
 	// deadlines: a deadline per frame costs a timer update and two clock
 	// reads per message.
@@ -430,16 +431,20 @@ func (sess *session) readFrames(r *egp.Reader) error {
 				return net.ErrClosed
 			}
 			sess.heard.Store(true) // the wait for queue space does not count
-			body, err := r.Body(h)
-			if err != nil {
+			buffered := r.Buffered()
+			body := b.body(int(h.Len), buffered)
+			if err := r.BodyInto(body); err != nil {
 				s.mu.Lock()
 				s.unreserveLocked(sess.ctrl, size)
 				s.mu.Unlock()
 				return err
 			}
 			seq, payload, _ := egp.ParseData(body)
-			sess.receive(seq, payload, size)
+			sess.receive(b.msg(buffered/(egp.HeaderSize+int(h.Len))+1), seq, payload, size)
 			sess.heard.Store(true)
+			if r.Buffered() == 0 {
+				b.end()
+			}
 		case egp.TypePing:
 			b, err := r.Scratch(h)
 			if err != nil {
@@ -510,12 +515,12 @@ func (sess *session) readLines(r *egp.LineReader) error {
 		if !ok {
 			return net.ErrClosed
 		}
-		sess.receive(seq, line, size)
+		sess.receive(new(msg), seq, line, size)
 	}
 }
 
-// receive queues a message whose slot is reserved.
-func (sess *session) receive(seq uint64, payload []byte, size int64) {
+// receive queues a message whose slot is reserved, in m.
+func (sess *session) receive(m *msg, seq uint64, payload []byte, size int64) {
 	s := sess.s
 	s.stats.received.Add(1)
 	s.mu.Lock()
@@ -536,7 +541,8 @@ func (sess *session) receive(seq uint64, payload []byte, size int64) {
 		s.unreserveLocked(c, size)
 		return
 	}
-	c.q = append(c.q, &msg{seq: seq, payload: payload, recv: time.Now(), sess: sess})
+	*m = msg{seq: seq, payload: payload, recv: time.Now(), sess: sess}
+	c.q = append(c.q, m)
 	s.makeRunnableLocked(c)
 }
 
