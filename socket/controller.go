@@ -194,8 +194,10 @@ func (s *Server) reserveLocked(sess *session, size int64) bool {
 	for !sess.closed {
 		switch {
 		case c.slots >= s.cfg.Queue:
+			sess.waited = true
 			c.space.Wait()
 		case s.mem > 0 && s.mem+size > s.cfg.Memory:
+			sess.waited = true
 			s.memWait++
 			s.memCond.Wait()
 			s.memWait--

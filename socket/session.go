@@ -41,6 +41,7 @@ type session struct {
 	ctrl    *controller
 	closed  bool
 	waiting bool // the reader waits for queue space (backpressure is not idleness)
+	waited  bool // reserveLocked waited since the reader last looked (its clock reading is stale)
 	pinged  bool // the idle loop sent a PING that nothing answered yet
 
 	heard atomic.Bool // a frame arrived since the idle loop last looked
@@ -408,10 +409,15 @@ func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string)
 func (sess *session) readFrames(r *egp.Reader) error {
 	s := sess.s
 	var b burst
+	// The clock is read once per read from the connection, not per
+	// message: the messages of one read were received together. recv is
+	// stale when the frame needed a read, or waited for queue space.
+	var recv time.Time
 	// Idleness is judged by the idle loop (idleLoop), not by read
 	// deadlines: a deadline per frame costs a timer update and two clock
 	// reads per message.
 	for {
+		stale := r.Buffered() < egp.HeaderSize
 		h, err := r.Next()
 		if err != nil {
 			return err
@@ -426,12 +432,15 @@ func (sess *session) readFrames(r *egp.Reader) error {
 			sess.waiting = true
 			ok := s.reserveLocked(sess, size)
 			sess.waiting = false
+			stale = stale || sess.waited
+			sess.waited = false
 			s.mu.Unlock()
 			if !ok {
 				return net.ErrClosed
 			}
 			sess.heard.Store(true) // the wait for queue space does not count
 			buffered := r.Buffered()
+			stale = stale || buffered < int(h.Len)
 			body := b.body(int(h.Len), buffered)
 			if err := r.BodyInto(body); err != nil {
 				s.mu.Lock()
@@ -439,8 +448,11 @@ func (sess *session) readFrames(r *egp.Reader) error {
 				s.mu.Unlock()
 				return err
 			}
+			if stale || recv.IsZero() {
+				recv = time.Now()
+			}
 			seq, payload, _ := egp.ParseData(body)
-			sess.receive(b.msg(buffered/(egp.HeaderSize+int(h.Len))+1), seq, payload, size)
+			sess.receive(b.msg(buffered/(egp.HeaderSize+int(h.Len))+1), seq, payload, size, recv)
 			sess.heard.Store(true)
 			if r.Buffered() == 0 {
 				b.end()
@@ -515,12 +527,12 @@ func (sess *session) readLines(r *egp.LineReader) error {
 		if !ok {
 			return net.ErrClosed
 		}
-		sess.receive(new(msg), seq, line, size)
+		sess.receive(new(msg), seq, line, size, time.Now())
 	}
 }
 
-// receive queues a message whose slot is reserved, in m.
-func (sess *session) receive(m *msg, seq uint64, payload []byte, size int64) {
+// receive queues a message whose slot is reserved, in m, received at recv.
+func (sess *session) receive(m *msg, seq uint64, payload []byte, size int64, recv time.Time) {
 	s := sess.s
 	s.stats.received.Add(1)
 	s.mu.Lock()
@@ -541,7 +553,7 @@ func (sess *session) receive(m *msg, seq uint64, payload []byte, size int64) {
 		s.unreserveLocked(c, size)
 		return
 	}
-	*m = msg{seq: seq, payload: payload, recv: time.Now(), sess: sess}
+	*m = msg{seq: seq, payload: payload, recv: recv, sess: sess}
 	c.q = append(c.q, m)
 	s.makeRunnableLocked(c)
 }
