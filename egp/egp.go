@@ -21,6 +21,9 @@ const Version = 1
 // HeaderSize is the size of a frame header: magic, type and body length.
 const HeaderSize = 6
 
+// AckSize is the size of an ACK frame: a header, the seq and the status.
+const AckSize = HeaderSize + 9
+
 // DefaultMaxFrame is the default largest body a frame may carry.
 const DefaultMaxFrame = 1 << 20
 
@@ -231,7 +234,7 @@ func AppendData(b []byte, seq uint64, payload []byte) []byte {
 
 // AppendAck appends an ACK frame to b.
 func AppendAck(b []byte, seq uint64, status Status) []byte {
-	b = appendHeader(b, TypeAck, 9)
+	b = appendHeader(b, TypeAck, AckSize-HeaderSize)
 	b = binary.BigEndian.AppendUint64(b, seq)
 	return append(b, byte(status))
 }

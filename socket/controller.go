@@ -152,15 +152,22 @@ func (s *Server) freeLocked(c *controller, m *msg) {
 	}
 }
 
-// popLocked removes the first k messages of c's queue.
+// keepQueue is the largest backing array an emptied queue keeps: a busy
+// controller's queue empties after every batch at moderate load, and
+// regrowing it from nothing would cost several allocations per batch.
+const keepQueue = 64
+
+// popLocked removes the first k messages of c's queue, moving the rest to
+// the front of its backing array.
 func (s *Server) popLocked(c *controller, k int) {
 	for i := 0; i < k; i++ {
 		s.freeLocked(c, c.q[i])
-		c.q[i] = nil
 	}
-	c.q = c.q[k:]
-	if len(c.q) == 0 {
-		c.q = c.q[:0:0] // let the backing array go
+	n := copy(c.q, c.q[k:])
+	clear(c.q[n:])
+	c.q = c.q[:n]
+	if n == 0 && cap(c.q) > keepQueue {
+		c.q = nil // let a large backing array go
 	}
 }
 

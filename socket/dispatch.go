@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -436,6 +437,9 @@ func (s *Server) ackLocked(c *controller, k int, statuses []byte) {
 			}
 			sess.wmu.Lock()
 			last = sess
+			// Room for the rest of the batch at once: the writer hands
+			// its buffer back between batches, so it grows from empty.
+			sess.wbuf = slices.Grow(sess.wbuf, (k-i)*egp.AckSize)
 		}
 		if sess.wclose {
 			continue
