@@ -60,16 +60,6 @@ func (r *Reader) check() (Header, error) {
 	return h, nil
 }
 
-// Body reads the body of the frame whose header Next returned into a new
-// slice owned by the caller.
-func (r *Reader) Body(h Header) ([]byte, error) {
-	b := make([]byte, h.Len)
-	if err := r.BodyInto(b); err != nil {
-		return nil, err
-	}
-	return b, nil
-}
-
 // BodyInto reads the body of the frame whose header Next returned into b,
 // which the caller sized to the header's Len.
 func (r *Reader) BodyInto(b []byte) error {

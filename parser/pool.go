@@ -661,9 +661,9 @@ func (p *Pool) release(log *batchLog, a *coord.Assign, done uint64, setDone bool
 	return err
 }
 
-// handle runs the handler on the message cm, filled into m, with retries, starting at now (the clock
-// read once per message boundary: a batch of short messages is mostly
-// clock reads otherwise). It returns the time it finished, and false when
+// handle runs the handler on cm, filled into m, with retries, starting at
+// now (the clock read once per message boundary: a batch of short
+// messages is mostly clock reads otherwise). It returns the time it finished, and false when
 // ctx was cancelled before the message was finished.
 func (p *Pool) handle(ctx *leaseContext, now time.Time, log *batchLog, a *coord.Assign, m *Message, cm *coord.Msg) (egp.Status, time.Time, bool) {
 	*m = Message{

@@ -194,27 +194,27 @@ func (s *Server) pruneLocked(c *controller) {
 }
 
 // reserveLocked waits until c has a free queue slot and size bytes of
-// memory are free, then reserves them. It returns false when the session
-// closed meanwhile.
-func (s *Server) reserveLocked(sess *session, size int64) bool {
+// memory are free, then reserves them. ok is false when the session
+// closed meanwhile; waited tells whether it had to wait.
+func (s *Server) reserveLocked(sess *session, size int64) (ok, waited bool) {
 	c := sess.ctrl
 	for !sess.closed {
 		switch {
 		case c.slots >= s.cfg.Queue:
-			sess.waited = true
+			waited = true
 			c.space.Wait()
 		case s.mem > 0 && s.mem+size > s.cfg.Memory:
-			sess.waited = true
+			waited = true
 			s.memWait++
 			s.memCond.Wait()
 			s.memWait--
 		default:
 			c.slots++
 			s.mem += size
-			return true
+			return true, waited
 		}
 	}
-	return false
+	return false, waited
 }
 
 // unreserveLocked gives back a reservation that was not used.

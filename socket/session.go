@@ -41,7 +41,6 @@ type session struct {
 	ctrl    *controller
 	closed  bool
 	waiting bool // the reader waits for queue space (backpressure is not idleness)
-	waited  bool // reserveLocked waited since the reader last looked (its clock reading is stale)
 	pinged  bool // the idle loop sent a PING that nothing answered yet
 
 	heard atomic.Bool // a frame arrived since the idle loop last looked
@@ -430,11 +429,10 @@ func (sess *session) readFrames(r *egp.Reader) error {
 			size := int64(h.Len-8) + msgOverhead
 			s.mu.Lock()
 			sess.waiting = true
-			ok := s.reserveLocked(sess, size)
+			ok, waited := s.reserveLocked(sess, size)
 			sess.waiting = false
-			stale = stale || sess.waited
-			sess.waited = false
 			s.mu.Unlock()
+			stale = stale || waited
 			if !ok {
 				return net.ErrClosed
 			}
@@ -522,7 +520,7 @@ func (sess *session) readLines(r *egp.LineReader) error {
 		}
 		size := int64(len(line)) + msgOverhead
 		s.mu.Lock()
-		ok := s.reserveLocked(sess, size)
+		ok, _ := s.reserveLocked(sess, size)
 		s.mu.Unlock()
 		if !ok {
 			return net.ErrClosed
