@@ -316,7 +316,7 @@ func (p *Pool) take(j job) bool {
 
 func (p *Pool) workerLoop(ctx context.Context) {
 	for j := range p.work {
-		p.runBatch(ctx, j)
+		then := p.runBatch(ctx, j)
 		p.mu.Lock()
 		p.free++
 		p.mu.Unlock()
@@ -324,6 +324,10 @@ func (p *Pool) workerLoop(ctx context.Context) {
 		case p.announce <- struct{}{}:
 		default:
 		}
+		// The batch's outcome goes out once this worker counts as free:
+		// a socket that gets it offers the controller's next batch at
+		// once, and must not find the pool busy.
+		then()
 	}
 }
 
@@ -456,8 +460,9 @@ func (p *Pool) publishReady() {
 }
 
 // runBatch runs one assignment: handle every message in order under the
-// lease, heartbeating, then release and report.
-func (p *Pool) runBatch(ctx context.Context, j job) {
+// lease, heartbeating. It returns what remains once the worker is free
+// again: reporting the outcome, or releasing the lease and then reporting.
+func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 	a := j.a
 	log := &batchLog{base: p.log, a: a}
 	// The lease is valid until the socket's view of it minus a margin for
@@ -494,8 +499,7 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 		if err := hb.confirm(ctx); err != nil {
 			p.stats.leaseLost.Add(1)
 			log.get().Warn("parser: lease not confirmed, batch not started", "err", err)
-			p.reply(log, j, &coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence})
-			return
+			return func() { p.reply(log, j, &coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence}) }
 		}
 	}
 	hb.start(bctx)
@@ -519,19 +523,21 @@ func (p *Pool) runBatch(ctx context.Context, j job) {
 
 	if j.out != nil && !lost && len(statuses) > 0 && a.Hold > 0 && p.keepLater(a, kept, done) {
 		// Kept without a store call (see keepLater): the outcome is final
-		// at once.
-		j.out(coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence, Released: true, Kept: true,
-			Until: kept.expires, Done: done, Statuses: statuses})
+		// at once. Counted first, like every outcome: whoever reads the
+		// stats after an ACK finds its batch in them.
 		p.stats.kept.Add(1)
 		p.stats.deferred.Add(1)
 		p.count(len(statuses))
-		return
+		return func() {
+			j.out(coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence, Released: true, Kept: true,
+				Until: kept.expires, Done: done, Statuses: statuses})
+		}
 	}
 	// The release and the outcome need Redis and NATS round trips but no
 	// worker: they run on their own, and the worker takes the next batch
 	// (of another controller: the socket dispatches this one again only
 	// after the outcome, which follows the release).
-	p.tails.Go(func() { p.finish(log, j, lost, done, statuses) })
+	return func() { p.tails.Go(func() { p.finish(log, j, lost, done, statuses) }) }
 }
 
 // finish releases a batch's lease and reports its outcome to the socket.
@@ -544,8 +550,8 @@ func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []b
 		// was handled under a lease surely held (heartbeat.stop says so),
 		// and the keep or release below only decides what becomes of the
 		// lease. Over NATS the statuses wait for it, as they always did.
-		j.out(coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence, Released: true, Done: done, Statuses: statuses, Early: true})
 		p.count(handled)
+		j.out(coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence, Released: true, Done: done, Statuses: statuses, Early: true})
 		statuses = nil
 	}
 	switch {
