@@ -214,6 +214,14 @@ func (p *Pool) Run(ctx context.Context) error {
 		sub.Unsubscribe()
 		return fmt.Errorf("parser: subscribe: %w", err)
 	}
+	// The subscriptions are in place at the server before the pool counts
+	// as started: a session announced by another connection after that
+	// reaches it.
+	if err := p.nc.FlushTimeout(p.cfg.TTL); err != nil {
+		sub.Unsubscribe()
+		qsub.Unsubscribe()
+		return fmt.Errorf("parser: subscribe: %w", err)
+	}
 	p.log.Info("parser pool started", "workers", p.cfg.Workers)
 
 	// Handlers run under hctx: cancelled only after the drain period, so
