@@ -94,6 +94,11 @@ type Pool struct {
 	// ready announcement: the next one goes out at once, not coalesced.
 	exhausted bool
 	kept      map[string]keptLease // leases kept after a batch (Assign.Hold), by controller
+	// revoked are kept leases released for a new session on another
+	// socket, by controller, until their lock would have expired: a batch
+	// still sent under one must confirm it, whatever its sender's clock
+	// says (see onSession).
+	revoked map[string]keptLease
 
 	stats          Stats
 	handlerSeconds prometheus.Histogram
@@ -169,6 +174,7 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Pool, error) {
 		announce: make(chan struct{}, 1),
 		free:     cfg.Workers,
 		kept:     make(map[string]keptLease),
+		revoked:  make(map[string]keptLease),
 
 		handlerSeconds: newHandlerHistogram(),
 	}
@@ -390,6 +396,11 @@ func (p *Pool) pruneKept() {
 			delete(p.kept, id)
 		}
 	}
+	for id, k := range p.revoked {
+		if now.After(k.expires) {
+			delete(p.revoked, id)
+		}
+	}
 }
 
 // onSession releases the lease kept for a controller that opened a new
@@ -404,8 +415,11 @@ func (p *Pool) onSession(m *nats.Msg) {
 	k, ok := p.kept[id]
 	if ok && k.socket != "" && k.socket == string(m.Data) {
 		ok = false
-	} else {
+	} else if ok {
 		delete(p.kept, id)
+		// The socket it was kept for, if of this process, may already
+		// have taken the next batch and stamped it as surely held.
+		p.revoked[id] = k
 	}
 	p.mu.Unlock()
 	if !ok || time.Now().After(p.heldUntil(k)) {
@@ -425,6 +439,15 @@ func (p *Pool) onSession(m *nats.Msg) {
 			p.log.Warn("parser: releasing a kept lease for a new session failed; it expires by itself", "controller", id, "err", err)
 		}
 	})
+}
+
+// wasRevoked reports whether a is under a kept lease that onSession
+// released.
+func (p *Pool) wasRevoked(a *coord.Assign) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k, ok := p.revoked[a.Controller]
+	return ok && k.fence == a.Token.Fence
 }
 
 // heldUntil is until when k is surely held: a margin for clock rate
@@ -489,8 +512,12 @@ func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 	// confirmation is needed.
 	// A batch under a lease this pool kept after the controller's previous
 	// batch needs no confirmation either: the keep confirmed it.
+	// A lease this pool kept and then released for a new session elsewhere
+	// (onSession) is confirmed whatever the clock says: its socket may
+	// have stamped the batch before it heard of the session. The
+	// confirmation fails, and the batch is fenced.
 	confirm := true
-	if c := p.cfg.Clock; c != nil && a.Clock == c.ID() {
+	if c := p.cfg.Clock; c != nil && a.Clock == c.ID() && !p.wasRevoked(a) {
 		if held := c.Time(a.Deadline).Add(-margin); time.Until(held) > p.cfg.Heartbeat {
 			valid, confirm = held, false
 			p.stats.unconfirmed.Add(1)

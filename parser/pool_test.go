@@ -2,6 +2,7 @@ package parser
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,6 +189,68 @@ func TestKeptLeaseAndSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReleased("ctl")
+}
+
+// TestRevokedLeaseIsConfirmed: once a pool released a kept lease for a
+// new session on another socket, a batch its old socket of this process
+// still sends under it, stamped as surely held, is confirmed with the store
+// and fenced: its handler never runs while the new session's appliance may
+// hold the controller.
+func TestRevokedLeaseIsConfirmed(t *testing.T) {
+	clock := coord.NewClock()
+	var calls atomic.Int64
+	p, store, ns := startPoolWith(t, Config{Workers: 1, Clock: clock, TTL: 10 * time.Second, Heartbeat: time.Second,
+		Handler: HandlerFunc(func(ctx context.Context, m *Message) error { calls.Add(1); return nil })})
+	nc, err := ns.Connect("socket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	outcomes := make(chan coord.Outcome, 4)
+	out := func(o coord.Outcome) { outcomes <- o }
+	stamp := func(a *coord.Assign) {
+		a.Clock, a.Deadline = clock.ID(), clock.At(time.Now().Add(5*time.Second))
+	}
+	first := assignment(t, store, p, "ctl", 5*time.Second, 1, 2)
+	stamp(first)
+	if !p.Offer(first, out) {
+		t.Fatal("refused")
+	}
+	if _, o := waitBatch(t, outcomes); !o.Kept || !o.Released || o.Done != 2 {
+		t.Fatalf("outcome %+v: want kept with done 2", o)
+	}
+	if err := nc.Publish(coord.SessionSubject("ctl"), []byte("socket-2")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := store.Inspect(context.Background(), "ctl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st.Locked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the kept lease outlived a new session on another socket")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	next := *first
+	next.Msgs = []coord.Msg{{Seq: 3, Received: time.Now(), Payload: []byte("x")}}
+	stamp(&next)
+	if !p.Offer(&next, out) {
+		t.Fatal("refused the batch under the released lease")
+	}
+	if o := waitOutcome(t, outcomes); o.Released || o.Kept || len(o.Statuses) != 0 {
+		t.Fatalf("outcome %+v: want fenced, nothing acknowledged", o)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("handler called %d times: want 2, none under the released lease", n)
+	}
+	if s := p.Stats(); s.LeaseLost != 1 {
+		t.Errorf("stats %+v: want one batch lost to its lease", s)
+	}
 }
 
 // TestKeepDeferred: a batch under a lease its pool kept a moment ago for a
