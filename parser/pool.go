@@ -111,8 +111,9 @@ type Pool struct {
 type keptLease struct {
 	fence  uint64
 	socket string // the socket that sent the batch
-	// at is when the last store call for the lease (a keep) began, and
-	// expires when that call set the lock to expire, at the soonest.
+	// at is when the last store call for the lease (a keep, or the
+	// acquire) began, and expires when that call set the lock to expire,
+	// at the soonest.
 	at, expires time.Time
 	// done is the last seq handled under the lease; recorded tells whether
 	// the store has it (a keep skipped for a socket of this process leaves
@@ -517,14 +518,24 @@ func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 	// have stamped the batch before it heard of the session. The
 	// confirmation fails, and the batch is fenced.
 	confirm := true
+	var stamped time.Time // the lock expires no sooner, says a socket of this process
 	if c := p.cfg.Clock; c != nil && a.Clock == c.ID() && !p.wasRevoked(a) {
 		if held := c.Time(a.Deadline).Add(-margin); time.Until(held) > p.cfg.Heartbeat {
-			valid, confirm = held, false
+			valid, confirm, stamped = held, false, c.Time(a.Deadline)
 			p.stats.unconfirmed.Add(1)
 		}
 	}
 	// Its first heartbeat comes early enough (see heartbeat.loop).
 	kept := p.takeKept(a)
+	if kept.at.IsZero() && !stamped.IsZero() {
+		// A lease fresh from its acquire, which set the lock to expire a
+		// TTL after it began: that counts as its last keep, so that the
+		// batch's own keep may be deferred too (keepLater). The socket
+		// stamps the acquire's start plus TTL; a lease it continues
+		// after a keep this pool no longer knows of is dated earlier than
+		// that keep, which only makes the deferral rarer.
+		kept = keptLease{fence: a.Token.Fence, socket: a.Socket, at: stamped.Add(-p.cfg.TTL), expires: stamped, recorded: true}
+	}
 	if held := p.heldUntil(kept); confirm && time.Until(held) > margin {
 		valid, confirm = held, false
 		p.stats.unconfirmed.Add(1)
@@ -619,9 +630,10 @@ func (p *Pool) count(n int) {
 }
 
 // keepLater keeps a's lease for the controller's next batch without a
-// store call when its last keep (kept) began less than half a heartbeat
-// period ago: the lock is then set to expire at least a.Hold less that
-// from now, so it still holds for as long as the socket needs. done is not
+// store call when its last keep (kept), or the acquire, began less than
+// half a heartbeat period ago and set the lock to expire at least a.Hold
+// after that: it still holds for about as long as the socket asked, and
+// the outcome tells the socket exactly until when (Outcome.Until). done is not
 // recorded: the socket, of this process, records it when it lets the lease
 // go (see coord.Outcome.Until), and the next keep records it. Only a crash
 // in between leaves the record behind what was acknowledged, by at most
@@ -629,7 +641,7 @@ func (p *Pool) count(n int) {
 // losses. A steadily busy controller so costs the store two calls a
 // second, not one per batch. False means keep it with a store call.
 func (p *Pool) keepLater(a *coord.Assign, kept keptLease, done uint64) bool {
-	if kept.at.IsZero() || time.Since(kept.at) >= p.cfg.Heartbeat/2 || a.Hold < kept.expires.Sub(kept.at) {
+	if kept.at.IsZero() || time.Since(kept.at) >= p.cfg.Heartbeat/2 || kept.expires.Sub(kept.at) < a.Hold {
 		return false
 	}
 	p.mu.Lock()

@@ -253,6 +253,62 @@ func TestRevokedLeaseIsConfirmed(t *testing.T) {
 	}
 }
 
+// TestFirstKeepDeferred: the first batch under a lease fresh from its
+// acquire, stamped by a socket of this process with until when the acquire
+// set the lock to expire, is kept without a store call: the acquire counts
+// as its last keep. Its outcome is final at once with that Until, and the
+// done record waits for the release, which the next session elsewhere
+// triggers here.
+func TestFirstKeepDeferred(t *testing.T) {
+	clock := coord.NewClock()
+	// The TTL the sockets acquire with (assignment's); a long heartbeat: the
+	// deferral window (half of it) outlasts a slow machine's batch.
+	p, store, ns := startPoolWith(t, Config{Workers: 1, Clock: clock, TTL: 10 * time.Second, Heartbeat: 4 * time.Second,
+		Handler: HandlerFunc(func(ctx context.Context, m *Message) error { return nil })})
+	outcomes := make(chan coord.Outcome, 4)
+	until := time.Now().Add(10 * time.Second) // set before the acquire: the socket's view
+	a := assignment(t, store, p, "ctl", 5*time.Second, 1, 2, 3)
+	a.Clock, a.Deadline = clock.ID(), clock.At(until)
+	if !p.Offer(a, func(o coord.Outcome) { outcomes <- o }) {
+		t.Fatal("refused")
+	}
+	o := waitOutcome(t, outcomes)
+	if o.Early || !o.Released || !o.Kept || o.Done != 3 || len(o.Statuses) != 3 {
+		t.Fatalf("outcome %+v: want final at once, kept, done 3, three statuses", o)
+	}
+	if !o.Until.Equal(clock.Time(a.Deadline)) {
+		t.Errorf("Until %v: want the acquire's expiry as stamped, %v", o.Until, clock.Time(a.Deadline))
+	}
+	st, err := store.Inspect(context.Background(), "ctl")
+	if err != nil || !st.Locked || st.Done != 0 {
+		t.Fatalf("after the deferred keep the lease is %+v (%v): want held, nothing recorded yet", st, err)
+	}
+	if s := p.Stats(); s.Kept != 1 || s.Deferred != 1 {
+		t.Errorf("stats %+v: want one keep, deferred", s)
+	}
+	nc, err := ns.Connect("socket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Publish(coord.SessionSubject("ctl"), []byte("socket-2")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for st.Locked {
+		if time.Now().After(deadline) {
+			t.Fatal("the kept lease outlived a new session on another socket")
+		}
+		time.Sleep(time.Millisecond)
+		if st, err = store.Inspect(context.Background(), "ctl"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st.Done != 3 {
+		t.Errorf("released with done %d, want 3", st.Done)
+	}
+}
+
 // TestKeepDeferred: a batch under a lease its pool kept a moment ago for a
 // socket of the same process is kept again without a store call: its
 // outcome comes at once, final, with the statuses and Until, when the last
