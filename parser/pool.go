@@ -442,34 +442,30 @@ func (p *Pool) onSession(m *nats.Msg) {
 	})
 }
 
-// wasRevoked reports whether a is under a kept lease that onSession
-// released.
-func (p *Pool) wasRevoked(a *coord.Assign) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	k, ok := p.revoked[a.Controller]
-	return ok && k.fence == a.Token.Fence
-}
-
 // heldUntil is until when k is surely held: a margin for clock rate
 // differences before its lock expires.
 func (p *Pool) heldUntil(k keptLease) time.Time { return k.expires.Add(-p.cfg.TTL / 10) }
 
 // takeKept returns the lease this pool kept for a after the controller's
 // previous batch (zero if none, or another), and forgets it: the batch's
-// own end records it again.
-func (p *Pool) takeKept(a *coord.Assign) keptLease {
+// own end records it again. Revoked tells whether a is under a kept lease
+// that onSession released.
+func (p *Pool) takeKept(a *coord.Assign) (k keptLease, revoked bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if len(p.revoked) > 0 {
+		r, ok := p.revoked[a.Controller]
+		revoked = ok && r.fence == a.Token.Fence
+	}
 	k, ok := p.kept[a.Controller]
 	if !ok {
-		return keptLease{}
+		return keptLease{}, revoked
 	}
 	delete(p.kept, a.Controller)
 	if k.fence != a.Token.Fence {
-		return keptLease{}
+		return keptLease{}, revoked
 	}
-	return k
+	return k, revoked
 }
 
 func (p *Pool) publishReady() {
@@ -518,15 +514,15 @@ func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 	// have stamped the batch before it heard of the session. The
 	// confirmation fails, and the batch is fenced.
 	confirm := true
+	kept, revoked := p.takeKept(a)
 	var stamped time.Time // the lock expires no sooner, says a socket of this process
-	if c := p.cfg.Clock; c != nil && a.Clock == c.ID() && !p.wasRevoked(a) {
+	if c := p.cfg.Clock; c != nil && a.Clock == c.ID() && !revoked {
 		if held := c.Time(a.Deadline).Add(-margin); time.Until(held) > p.cfg.Heartbeat {
 			valid, confirm, stamped = held, false, c.Time(a.Deadline)
 			p.stats.unconfirmed.Add(1)
 		}
 	}
 	// Its first heartbeat comes early enough (see heartbeat.loop).
-	kept := p.takeKept(a)
 	if kept.at.IsZero() && !stamped.IsZero() {
 		// A lease fresh from its acquire, which set the lock to expire a
 		// TTL after it began: that counts as its last keep, so that the
