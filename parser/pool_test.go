@@ -88,6 +88,35 @@ func waitBatch(t *testing.T, ch <-chan coord.Outcome) (early, final coord.Outcom
 	return early, final
 }
 
+// sessionElsewhere announces a new session of id on another socket
+// ("socket-2") and waits until the pool lets id's kept lease go; it returns
+// the lease's state then.
+func sessionElsewhere(t *testing.T, ns *embed.Server, store lease.Store, id string) lease.State {
+	t.Helper()
+	nc, err := ns.Connect("socket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Publish(coord.SessionSubject(id), []byte("socket-2")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := store.Inspect(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st.Locked {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lease kept for %s outlived a new session on another socket", id)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TestOfferInProcess: a socket of the same process hands a pool batches
 // without NATS. A free worker takes one; its statuses come back as a call
 // once the messages are handled, and its outcome as another, with the
@@ -201,11 +230,6 @@ func TestRevokedLeaseIsConfirmed(t *testing.T) {
 	var calls atomic.Int64
 	p, store, ns := startPoolWith(t, Config{Workers: 1, Clock: clock, TTL: 10 * time.Second, Heartbeat: time.Second,
 		Handler: HandlerFunc(func(ctx context.Context, m *Message) error { calls.Add(1); return nil })})
-	nc, err := ns.Connect("socket")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
 	outcomes := make(chan coord.Outcome, 4)
 	out := func(o coord.Outcome) { outcomes <- o }
 	stamp := func(a *coord.Assign) {
@@ -219,23 +243,7 @@ func TestRevokedLeaseIsConfirmed(t *testing.T) {
 	if _, o := waitBatch(t, outcomes); !o.Kept || !o.Released || o.Done != 2 {
 		t.Fatalf("outcome %+v: want kept with done 2", o)
 	}
-	if err := nc.Publish(coord.SessionSubject("ctl"), []byte("socket-2")); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, err := store.Inspect(context.Background(), "ctl")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !st.Locked {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the kept lease outlived a new session on another socket")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	sessionElsewhere(t, ns, store, "ctl")
 	next := *first
 	next.Msgs = []coord.Msg{{Seq: 3, Received: time.Now(), Payload: []byte("x")}}
 	stamp(&next)
@@ -286,25 +294,7 @@ func TestFirstKeepDeferred(t *testing.T) {
 	if s := p.Stats(); s.Kept != 1 || s.Deferred != 1 {
 		t.Errorf("stats %+v: want one keep, deferred", s)
 	}
-	nc, err := ns.Connect("socket")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	if err := nc.Publish(coord.SessionSubject("ctl"), []byte("socket-2")); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for st.Locked {
-		if time.Now().After(deadline) {
-			t.Fatal("the kept lease outlived a new session on another socket")
-		}
-		time.Sleep(time.Millisecond)
-		if st, err = store.Inspect(context.Background(), "ctl"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if st.Done != 3 {
+	if st := sessionElsewhere(t, ns, store, "ctl"); st.Done != 3 {
 		t.Errorf("released with done %d, want 3", st.Done)
 	}
 }
@@ -351,25 +341,7 @@ func TestKeepDeferred(t *testing.T) {
 	}
 	// The device moves to another socket: the pool lets the lease go, and
 	// records the done seq it held back.
-	nc, err := ns.Connect("socket")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	if err := nc.Publish(coord.SessionSubject("ctl"), []byte("socket-2")); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for st.Locked {
-		if time.Now().After(deadline) {
-			t.Fatal("the kept lease outlived a new session on another socket")
-		}
-		time.Sleep(time.Millisecond)
-		if st, err = store.Inspect(context.Background(), "ctl"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if st.Done != 5 {
+	if st := sessionElsewhere(t, ns, store, "ctl"); st.Done != 5 {
 		t.Errorf("released with done %d, want 5", st.Done)
 	}
 }
