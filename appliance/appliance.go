@@ -13,6 +13,7 @@
 package appliance
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -173,6 +174,7 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 			TokenFile:      cfg.Devices.Tokens,
 			TLS:            tlsCfg,
 			MaxPerIP:       cfg.Devices.MaxPerIP,
+			LeanAfter:      cmp.Or(cfg.Devices.LeanAfter, -1),
 			IdleTimeout:    cfg.Devices.IdleTimeout,
 			Name:           cfg.Name,
 			Listen:         cfg.Devices.Listen,

@@ -97,7 +97,9 @@ func checkFirstHandlings(t *testing.T, id string, handled []uint64, want, window
 // TestEndToEnd streams many controllers through real TCP devices: every
 // message is handled exactly once, in order per controller, and ACKs
 // arrive in order; controllers run concurrently but never overlap.
-func TestEndToEnd(t *testing.T) {
+func TestEndToEnd(t *testing.T) { servings(t, testEndToEnd) }
+
+func testEndToEnd(t *testing.T, lean bool) {
 	const controllers, messages = 40, 300
 	j := newJournal(parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
 		if m.Seq%50 == 0 {
@@ -106,6 +108,7 @@ func TestEndToEnd(t *testing.T) {
 		return nil
 	}))
 	cfg := testConfig(t, "e2e")
+	serve(&cfg, lean)
 	cfg.Handler = j
 	cfg.Parser.Batch = 16
 	a := start(t, cfg)

@@ -81,6 +81,12 @@ type DevicesConfig struct {
 	// MaxPerIP is the most connections from one source address. Zero means
 	// no limit (devices behind NAT share an address).
 	MaxPerIP int
+	// LeanAfter is the number of open EGP/1 connections beyond which new
+	// ones are served lean: while its device is silent a lean connection
+	// holds no read buffer and waits on a fresh goroutine of 2 KiB, for
+	// one more read call and a goroutine start each time the device's
+	// stream runs dry. Zero means every connection is lean.
+	LeanAfter int
 	// IdleTimeout closes an EGP/1 session that sent nothing for this long
 	// (a PING at half of it keeps live devices). Zero means never.
 	IdleTimeout time.Duration
@@ -227,6 +233,7 @@ func DefaultConfig() Config {
 			MaxConnections: 20000,
 			Queue:          1024,
 			Memory:         256 << 20,
+			LeanAfter:      1000,
 			IdleTimeout:    5 * time.Minute,
 		},
 		NATS: NATSConfig{
@@ -400,6 +407,9 @@ func (c Config) Validate() error {
 	}
 	if c.Devices.MaxPerIP < 0 {
 		return bad("devices.max_per_ip", c.Devices.MaxPerIP, "must not be negative")
+	}
+	if c.Devices.LeanAfter < 0 {
+		return bad("devices.lean_after", c.Devices.LeanAfter, "must not be negative")
 	}
 	if c.Devices.IdleTimeout < 0 || c.Devices.IdleTimeout > 0 && c.Devices.IdleTimeout < 2*time.Second {
 		return bad("devices.idle_timeout", c.Devices.IdleTimeout, "want 0 (never) or at least 2s")

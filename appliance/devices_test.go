@@ -61,9 +61,12 @@ func hello(id string, flags byte) []byte {
 // TestBadInput sends each kind of protocol violation on its own connection
 // while a good device streams: each gets its ERROR code and is closed, is
 // counted, and the good device is not disturbed.
-func TestBadInput(t *testing.T) {
+func TestBadInput(t *testing.T) { servings(t, testBadInput) }
+
+func testBadInput(t *testing.T, lean bool) {
 	j := newJournal(nil)
 	cfg := testConfig(t, "bad")
+	serve(&cfg, lean)
 	cfg.Handler = j
 	cfg.Devices.HelloTimeout = 300 * time.Millisecond
 	cfg.Devices.MaxFrame = 4096
@@ -172,12 +175,12 @@ func TestSeqNotIncreasingDropped(t *testing.T) {
 func TestReconnectAndTakeover(t *testing.T) {
 	for _, persistent := range []bool{true, false} {
 		t.Run(fmt.Sprintf("persistent=%v", persistent), func(t *testing.T) {
-			testReconnect(t, persistent)
+			servings(t, func(t *testing.T, lean bool) { testReconnect(t, persistent, lean) })
 		})
 	}
 }
 
-func testReconnect(t *testing.T, persistent bool) {
+func testReconnect(t *testing.T, persistent, lean bool) {
 	const total = 600
 	const id = "roamer"
 	slow := make(chan struct{}) // closed: handler runs fast
@@ -189,6 +192,7 @@ func testReconnect(t *testing.T, persistent bool) {
 		return nil
 	}))
 	cfg := testConfig(t, "reconnect")
+	serve(&cfg, lean)
 	cfg.Handler = j
 	cfg.Parser.Batch = 16
 	a := start(t, cfg)
@@ -367,7 +371,9 @@ func TestExecHandler(t *testing.T) {
 // TestBackpressure: when a controller's queue is full the gateway stops
 // reading its connection instead of dropping; once the handler goes on,
 // everything is handled.
-func TestBackpressure(t *testing.T) {
+func TestBackpressure(t *testing.T) { servings(t, testBackpressure) }
+
+func testBackpressure(t *testing.T, lean bool) {
 	gate := make(chan struct{})
 	j := newJournal(parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
 		select {
@@ -378,6 +384,7 @@ func TestBackpressure(t *testing.T) {
 		}
 	}))
 	cfg := testConfig(t, "backpressure")
+	serve(&cfg, lean)
 	cfg.Handler = j
 	cfg.Devices.Queue = 8
 	cfg.Parser.Batch = 4

@@ -191,8 +191,11 @@ func TestFloodAndSlowloris(t *testing.T) {
 
 // TestIdleTimeout: a silent session gets a PING at half the idle timeout;
 // a device that answers stays, one that does not is closed.
-func TestIdleTimeout(t *testing.T) {
+func TestIdleTimeout(t *testing.T) { servings(t, testIdleTimeout) }
+
+func testIdleTimeout(t *testing.T, lean bool) {
 	cfg := testConfig(t, "idle")
+	serve(&cfg, lean)
 	cfg.Devices.IdleTimeout = 2 * time.Second
 	a := start(t, cfg)
 	live := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "live"})

@@ -82,6 +82,22 @@ func testConfig(t testing.TB, name string) appliance.Config {
 	return cfg
 }
 
+// servings runs f with device connections served as they are up to
+// devices.lean_after connections, and lean (see DevicesConfig.LeanAfter).
+func servings(t *testing.T, f func(t *testing.T, lean bool)) {
+	for _, lean := range []bool{false, true} {
+		t.Run(map[bool]string{false: "buffered", true: "lean"}[lean], func(t *testing.T) { f(t, lean) })
+	}
+}
+
+// serve sets cfg to serve every device connection lean, or none.
+func serve(cfg *appliance.Config, lean bool) {
+	cfg.Devices.LeanAfter = 0
+	if !lean {
+		cfg.Devices.LeanAfter = 1 << 20
+	}
+}
+
 // start runs an appliance until the test ends.
 func start(t testing.TB, cfg appliance.Config) *appliance.Appliance {
 	t.Helper()

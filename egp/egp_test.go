@@ -106,7 +106,7 @@ func TestOversizeAllocatesNothing(t *testing.T) {
 	const runs = 100
 	for i := 0; i < runs; i++ {
 		br.Reset(in)
-		r.r.Reset(br)
+		r.rd = br
 		if _, err := r.Next(); ErrorCode(err) != CodeTooLarge {
 			t.Fatalf("got %v", err)
 		}

@@ -92,6 +92,10 @@ type Config struct {
 	// MaxPerIP is the most connections from one source address. Zero means
 	// no limit.
 	MaxPerIP int
+	// LeanAfter is the number of open connections beyond which new EGP/1
+	// ones are served lean (see waitApart). Zero means 1000; negative
+	// means every connection.
+	LeanAfter int
 	// IdleTimeout closes an EGP/1 session that sent nothing for this long
 	// (to one and a half times as long); after half of it (to all of it)
 	// the gateway sends a PING, which a live device answers. Zero means
@@ -158,6 +162,9 @@ func (c *Config) setDefaults() {
 	if c.Hold == 0 {
 		c.Hold = c.TTL / 2
 	}
+	if c.LeanAfter == 0 {
+		c.LeanAfter = leanAfter
+	}
 	if c.Dispatchers <= 0 {
 		c.Dispatchers = d.Dispatchers
 	}
@@ -196,6 +203,7 @@ type Server struct {
 	pools     map[string]*pool
 	sessions  map[*session]struct{}
 	greeting  map[net.Conn]struct{} // connections before their HELLO
+	readBufs  *egp.BufferPool       // read buffers lent beyond manyConns
 	conns     int
 	stopping  bool // no new batches
 	inflight  int  // controllers assigned or running
@@ -232,6 +240,7 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 		pools:    make(map[string]*pool),
 		sessions: make(map[*session]struct{}),
 		greeting: make(map[net.Conn]struct{}),
+		readBufs: egp.NewBufferPool(readBufSize),
 		metrics:  newMetrics(),
 		perIP:    make(map[string]int),
 	}

@@ -24,9 +24,13 @@ var errStopping = errors.New("the appliance is stopping")
 // writeTimeout bounds one write to a device.
 const writeTimeout = 30 * time.Second
 
-// manyConns is the number of open device connections beyond which new ones
-// get a small read buffer.
-const manyConns = 1000
+// leanAfter is Config.LeanAfter's default: beyond that many open
+// connections, new EGP/1 ones are served lean (see waitApart). Fewer
+// devices keep their own buffer and goroutine and save the read call.
+const leanAfter = 1000
+
+// readBufSize is the size of a device connection's read buffer.
+const readBufSize = 4096
 
 // session is one device connection after its HELLO.
 type session struct {
@@ -83,13 +87,9 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 			s.conns++
 			s.perIP[host]++
 		}
-		// A box with many devices reads each with a smaller buffer: 10,000
-		// connections × 4 KiB is 40 MiB, and many devices mostly send
-		// little each. A few pipelining devices get fewer read calls.
-		bufSize := 4096
-		if s.conns > manyConns {
-			bufSize = 1024
-		}
+		// A box with many devices serves them lean (see waitApart):
+		// 10,000 connections × 4 KiB is 40 MiB, and most of them wait.
+		pooled := !lines && (s.cfg.LeanAfter < 0 || s.conns > s.cfg.LeanAfter)
 		s.mu.Unlock()
 		if full || fullIP || stopping {
 			code, why := egp.CodeBusy, "connection limit reached"
@@ -104,19 +104,28 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 			continue
 		}
 		s.stats.connections.Add(1)
-		s.sessWG.Go(func() {
-			defer func() {
-				s.mu.Lock()
-				s.conns--
-				if s.perIP[host]--; s.perIP[host] <= 0 {
-					delete(s.perIP, host)
-				}
-				s.mu.Unlock()
-				s.stats.connections.Add(-1)
-			}()
-			s.serveConn(ctx, conn, lines, bufSize)
-		})
+		c := &connection{conn: conn, lines: lines, pooled: pooled, done: func() {
+			s.mu.Lock()
+			s.conns--
+			if s.perIP[host]--; s.perIP[host] <= 0 {
+				delete(s.perIP, host)
+			}
+			s.mu.Unlock()
+			s.stats.connections.Add(-1)
+		}}
+		s.sessWG.Go(func() { s.serveConn(ctx, c) })
 	}
+}
+
+// connection is an accepted device connection.
+type connection struct {
+	conn   net.Conn
+	lines  bool
+	pooled bool   // read with a lent buffer, and waited on apart (see waitApart)
+	done   func() // called when the connection is served
+	sess   *session
+	er     *egp.Reader
+	log    *connLog
 }
 
 // rejectConn answers ERROR and closes, without waiting for the device.
@@ -150,41 +159,78 @@ func (c *connLog) get() *slog.Logger {
 }
 
 // serveConn runs one device connection: HELLO, WELCOME, then messages.
-func (s *Server) serveConn(ctx context.Context, conn net.Conn, lines bool, bufSize int) {
+func (s *Server) serveConn(ctx context.Context, c *connection) {
 	// The handshake has a frame of its own, not kept on the stack while
 	// the reader waits for frames (see openApart).
-	sess, er, lr, log := s.greet(ctx, conn, lines, bufSize)
+	sess, er, lr, log := s.greet(ctx, c.conn, c.lines, c.pooled)
 	if sess == nil {
+		c.done()
 		return
 	}
+	c.sess, c.er, c.log = sess, er, log
 	var err error
-	if lines {
+	if c.lines {
 		err = sess.readLines(lr)
 	} else {
-		err = sess.readFrames(er)
+		err = sess.readFrames(er, c.pooled)
+	}
+	s.served(ctx, c, err)
+}
+
+// errWait is readFrames's answer when its buffer is drained and the
+// connection is waited on apart.
+var errWait = errors.New("socket: waiting for the device")
+
+// served ends c after its reader returned err, or waits for the device on
+// a goroutine of its own when err is errWait.
+func (s *Server) served(ctx context.Context, c *connection, err error) {
+	if err == errWait {
+		s.sessWG.Go(func() { s.waitApart(ctx, c) })
+		return
+	}
+	if c.er != nil {
+		c.er.Release()
 	}
 	var pe *egp.Error
 	if errors.As(err, &pe) {
 		s.stats.protoError(pe.Code)
-		log.get().Info("socket: protocol error, closing", "code", pe.Code, "err", pe.Reason)
+		c.log.get().Info("socket: protocol error, closing", "code", pe.Code, "err", pe.Reason)
 	} else if err != nil && !isEOF(err) && !errors.Is(err, net.ErrClosed) {
-		log.get().Debug("socket: connection error", "err", err)
+		c.log.get().Debug("socket: connection error", "err", err)
 	}
 	s.mu.Lock()
 	if pe != nil {
-		s.closeSessionLocked(sess, pe.Code, pe.Reason)
+		s.closeSessionLocked(c.sess, pe.Code, pe.Reason)
 	} else {
-		s.closeSessionLocked(sess, 0, "")
+		s.closeSessionLocked(c.sess, 0, "")
 	}
 	s.mu.Unlock()
-	<-sess.written
+	<-c.sess.written
+	c.done()
+}
+
+// waitApart waits for c's device on a fresh goroutine, then reads what
+// came, and leaves the next wait to another fresh goroutine. A goroutine
+// waiting for a device that has read frames before keeps the stack they
+// needed (4 KiB or more: the runtime shrinks a stack only when a quarter
+// of it is enough, and a read waiting for the network uses more than
+// that); a fresh one waiting in a shallow Wait, with no read buffer held
+// (egp.NewPooledReader), keeps 2 KiB. With 10,000 devices that is about
+// 20 MiB of stacks and 40 MiB of read buffers fewer, for the start of a
+// goroutine and one more read call each time a device's stream runs dry.
+func (s *Server) waitApart(ctx context.Context, c *connection) {
+	err := c.er.Wait()
+	if err == nil {
+		err = c.sess.readFrames(c.er, true)
+	}
+	s.served(ctx, c, err)
 }
 
 // greet reads the HELLO on conn, opens its session and sends the WELCOME.
 // A nil session means the device was refused (and conn closed).
 //
 //go:noinline
-func (s *Server) greet(ctx context.Context, conn net.Conn, lines bool, bufSize int) (*session, *egp.Reader, *egp.LineReader, *connLog) {
+func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (*session, *egp.Reader, *egp.LineReader, *connLog) {
 	log := &connLog{base: s.log, conn: conn} // built when it logs: most connections never do
 	s.mu.Lock()
 	s.greeting[conn] = struct{}{}
@@ -208,7 +254,11 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines bool, bufSize i
 			hello.ID, hello.Token, err = egp.ParseLinesHello(line)
 		}
 	} else {
-		er = egp.NewReader(conn, uint32(s.cfg.MaxFrame), bufSize)
+		if pooled {
+			er = egp.NewPooledReader(conn, uint32(s.cfg.MaxFrame), s.readBufs)
+		} else {
+			er = egp.NewReader(conn, uint32(s.cfg.MaxFrame), readBufSize)
+		}
 		hello, err = readHello(er)
 	}
 	s.mu.Lock()
@@ -434,8 +484,9 @@ func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string)
 	sess.unlockAndWrite()
 }
 
-// readFrames reads DATA, PING and PONG frames until an error.
-func (sess *session) readFrames(r *egp.Reader) error {
+// readFrames reads DATA, PING and PONG frames until an error, or with
+// apart until r has nothing buffered (errWait).
+func (sess *session) readFrames(r *egp.Reader, apart bool) error {
 	s := sess.s
 	var b burst
 	// The clock is read once per read from the connection, not per
@@ -446,6 +497,9 @@ func (sess *session) readFrames(r *egp.Reader) error {
 	// deadlines: a deadline per frame costs a timer update and two clock
 	// reads per message.
 	for {
+		if apart && r.Buffered() == 0 {
+			return errWait
+		}
 		stale := r.Buffered() < egp.HeaderSize
 		h, err := r.Next()
 		if err != nil {
