@@ -3,10 +3,14 @@ package appliance_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
+	"github.com/edgegate/edgegate/egp"
 )
 
 // BenchmarkEndToEnd sends b.N messages from pipelining devices over TCP
@@ -65,4 +69,75 @@ func BenchmarkEndToEnd(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
 		})
 	}
+}
+
+// BenchmarkIdleDevices connects 2,000 devices that each send one message,
+// read its ACK and then stay connected and silent, and reports what the
+// appliance holds per device: Go heap and goroutine stacks, by the
+// runtime's statistics after a collection (the devices' side of each
+// connection, a socket and no goroutine, is in the figure too). lean
+// serves every connection lean (devices.lean_after 0), buffered none.
+//
+//	go test ./appliance -run '^$' -bench IdleDevices
+func BenchmarkIdleDevices(b *testing.B) {
+	const devices = 2000
+	for _, lean := range []bool{false, true} {
+		b.Run(map[bool]string{false: "buffered", true: "lean"}[lean], func(b *testing.B) {
+			for range b.N {
+				cfg := testConfig(b, "idle")
+				serve(&cfg, lean)
+				cfg.Parser.Handler = "discard"
+				a := start(b, cfg)
+				before := inUse()
+				conns := make([]net.Conn, devices)
+				for i := range conns {
+					conns[i] = idleDevice(b, a.DeviceAddr(), fmt.Sprintf("idle-%d", i))
+				}
+				after := inUse()
+				b.ReportMetric(float64(after.heap-before.heap)/devices, "heap-B/device")
+				b.ReportMetric(float64(after.stack-before.stack)/devices, "stack-B/device")
+				for _, c := range conns {
+					c.Close()
+				}
+			}
+		})
+	}
+}
+
+type memInUse struct{ heap, stack uint64 }
+
+// inUse is the heap and the stacks in use after two collections (the
+// second frees what the first's finalizers let go).
+func inUse() memInUse {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return memInUse{m.HeapInuse, m.StackInuse}
+}
+
+// idleDevice connects as id, sends one message, waits for its ACK and
+// returns the connection.
+func idleDevice(b *testing.B, addr, id string) net.Conn {
+	b.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(egp.AppendData(hello(id, 0), 1, []byte("hello"))); err != nil {
+		b.Fatal(err)
+	}
+	r := egp.NewReader(c, 0, 64)
+	for want := egp.TypeWelcome; ; want = egp.TypeAck {
+		h, _, err := r.ReadFrame()
+		if err != nil || h.Type != want {
+			b.Fatalf("%s: got %v (%v), want %v", id, h.Type, err, want)
+		}
+		if want == egp.TypeAck {
+			break
+		}
+	}
+	c.SetDeadline(time.Time{})
+	return c
 }
