@@ -81,8 +81,8 @@ type DevicesConfig struct {
 	// MaxPerIP is the most connections from one source address. Zero means
 	// no limit (devices behind NAT share an address).
 	MaxPerIP int
-	// LeanAfter is the number of open EGP/1 connections beyond which new
-	// ones are served lean: while its device is silent a lean connection
+	// LeanAfter is the number of open device connections (both listeners)
+	// beyond which new ones are served lean: while its device is silent a lean connection
 	// holds no read buffer and waits on a fresh goroutine of 2 KiB, for
 	// one more read call and a goroutine start each time the device's
 	// stream runs dry. Zero means every connection is lean.

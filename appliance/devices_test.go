@@ -267,23 +267,33 @@ func testReconnect(t *testing.T, persistent, lean bool) {
 }
 
 // TestLinesListener: the line-based listener for simple devices and nc.
-func TestLinesListener(t *testing.T) {
+// The second write comes after the first line's ACK, when the gateway has
+// read all that came: line numbers go on across the wait.
+func TestLinesListener(t *testing.T) { servings(t, testLinesListener) }
+
+func testLinesListener(t *testing.T, lean bool) {
 	j := newJournal(nil)
 	cfg := testConfig(t, "lines")
+	serve(&cfg, lean)
 	cfg.Handler = j
 	cfg.Devices.LinesListen = "127.0.0.1:0"
 	a := start(t, cfg)
 	c := rawConn(t, a.LinesAddr())
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "HELLO nc-dev\r\nfirst\nsecond line\nthird\n")
 	r := bufio.NewReader(c)
 	var got []string
-	for len(got) < 4 {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatalf("after %q: %v", got, err)
+	for _, write := range []struct {
+		lines string
+		until int // lines answered by then
+	}{{"HELLO nc-dev\r\nfirst\n", 2}, {"second line\nthird\n", 4}} {
+		fmt.Fprint(c, write.lines)
+		for len(got) < write.until {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("after %q: %v", got, err)
+			}
+			got = append(got, strings.TrimSpace(line))
 		}
-		got = append(got, strings.TrimSpace(line))
 	}
 	if want := "WELCOME 0|ACK 1|ACK 2|ACK 3"; strings.Join(got, "|") != want {
 		t.Fatalf("got %q, want %q", strings.Join(got, "|"), want)

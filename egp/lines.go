@@ -1,7 +1,6 @@
 package egp
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"strconv"
@@ -17,49 +16,64 @@ import (
 //
 // A trailing "\r" is removed, so CRLF devices work too.
 
-// LineReader reads newline-terminated lines of at most max bytes.
+// LineReader reads newline-terminated lines of at most max bytes. Like a
+// Reader, one made with a BufferPool holds a read buffer only while it has
+// bytes buffered (see Wait).
 type LineReader struct {
-	r   *bufio.Reader
+	buffer
 	max int
 }
 
 // NewLineReader returns a LineReader that refuses lines over max bytes
 // (DefaultMaxFrame when 0).
 func NewLineReader(r io.Reader, max int) *LineReader {
+	return newLineReader(r, max, nil)
+}
+
+// NewPooledLineReader is NewLineReader with its read buffer lent by pool,
+// given back while the LineReader waits in Wait.
+func NewPooledLineReader(r io.Reader, max int, pool *BufferPool) *LineReader {
+	return newLineReader(r, max, pool)
+}
+
+func newLineReader(r io.Reader, max int, pool *BufferPool) *LineReader {
 	if max <= 0 {
 		max = DefaultMaxFrame
 	}
-	return &LineReader{r: bufio.NewReaderSize(r, 4096), max: max}
+	return &LineReader{buffer: newBuffer(r, 4096, pool), max: max}
 }
 
 // ReadLine returns the next line without its terminator, in a new slice. A
 // line longer than the maximum is an *Error with CodeTooLarge; the reader
-// never buffers more than the maximum plus one read buffer.
+// never buffers more than the maximum plus one read buffer. The stream's
+// end is io.EOF between lines and io.ErrUnexpectedEOF within one.
 func (l *LineReader) ReadLine() ([]byte, error) {
 	var line []byte
 	for {
-		frag, err := l.r.ReadSlice('\n')
-		if len(line)+len(frag) > l.max+2 { // +2: the terminator
+		if l.r == l.w {
+			if err := l.fill(); err != nil {
+				if err == io.EOF && len(line) > 0 {
+					err = io.ErrUnexpectedEOF
+				}
+				return nil, err
+			}
+		}
+		chunk := l.buf[l.r:l.w]
+		end := bytes.IndexByte(chunk, '\n')
+		if end >= 0 {
+			chunk = chunk[:end+1]
+		}
+		if len(line)+len(chunk) > l.max+2 { // +2: the terminator
 			return nil, protoErr(CodeTooLarge, "line longer than %d bytes", l.max)
 		}
-		line = append(line, frag...)
-		switch err {
-		case nil:
-			line = line[:len(line)-1]
-			line = bytes.TrimSuffix(line, []byte{'\r'})
+		line = append(line, chunk...)
+		l.r += len(chunk)
+		if end >= 0 {
+			line = bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'})
 			if len(line) > l.max {
 				return nil, protoErr(CodeTooLarge, "line of %d bytes, at most %d", len(line), l.max)
 			}
 			return line, nil
-		case bufio.ErrBufferFull:
-			continue
-		case io.EOF:
-			if len(line) > 0 {
-				return nil, io.ErrUnexpectedEOF
-			}
-			return nil, io.EOF
-		default:
-			return nil, err
 		}
 	}
 }

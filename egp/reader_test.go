@@ -166,3 +166,53 @@ func TestReaderStreamErrors(t *testing.T) {
 		t.Fatalf("one byte at a time: %v", err)
 	}
 }
+
+// TestPooledLineReaderProperty: lines of any length (CRLF or LF), arriving
+// in pieces of any size, read the same with a pooled buffer as with an own
+// one, with or without waits between them; a line over the maximum is
+// CodeTooLarge, an unterminated last one io.ErrUnexpectedEOF.
+func TestPooledLineReaderProperty(t *testing.T) {
+	pool := NewBufferPool(64)
+	const max = 200
+	rapid.Check(t, func(t *rapid.T) {
+		lines := rapid.SliceOfN(rapid.SliceOfN(rapid.ByteRange('a', 'z'), 0, 300), 0, 30).Draw(t, "lines")
+		crlf := rapid.Bool().Draw(t, "crlf")
+		var in []byte
+		for _, l := range lines {
+			in = append(in, l...)
+			if crlf {
+				in = append(in, '\r')
+			}
+			in = append(in, '\n')
+		}
+		tail := rapid.SliceOfN(rapid.ByteRange('a', 'z'), 0, 5).Draw(t, "unterminated")
+		in = append(in, tail...)
+		for _, r := range []*LineReader{
+			NewLineReader(&chunked{t, in}, max),
+			NewPooledLineReader(&chunked{t, in}, max, pool),
+		} {
+			for i, want := range lines {
+				if rapid.Bool().Draw(t, "wait") {
+					if err := r.Wait(); err != nil {
+						t.Fatalf("wait before line %d: %v", i, err)
+					}
+				}
+				got, err := r.ReadLine()
+				if len(want) > max {
+					if ErrorCode(err) != CodeTooLarge {
+						t.Fatalf("line %d of %d bytes: %v, want CodeTooLarge", i, len(want), err)
+					}
+					goto next // a reader stops at a line too long
+				}
+				if err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("line %d: %q %v, want %q", i, got, err, want)
+				}
+			}
+			if _, err := r.ReadLine(); (len(tail) > 0) != (err == io.ErrUnexpectedEOF) || len(tail) == 0 && err != io.EOF {
+				t.Fatalf("after the lines (unterminated %q): %v", tail, err)
+			}
+		next:
+			r.Release()
+		}
+	})
+}

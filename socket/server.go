@@ -92,8 +92,8 @@ type Config struct {
 	// MaxPerIP is the most connections from one source address. Zero means
 	// no limit.
 	MaxPerIP int
-	// LeanAfter is the number of open connections beyond which new EGP/1
-	// ones are served lean (see waitApart). Zero means 1000; negative
+	// LeanAfter is the number of open connections beyond which new ones
+	// are served lean (see waitApart). Zero means 1000; negative
 	// means every connection.
 	LeanAfter int
 	// IdleTimeout closes an EGP/1 session that sent nothing for this long

@@ -25,7 +25,7 @@ var errStopping = errors.New("the appliance is stopping")
 const writeTimeout = 30 * time.Second
 
 // leanAfter is Config.LeanAfter's default: beyond that many open
-// connections, new EGP/1 ones are served lean (see waitApart). Fewer
+// connections, new ones are served lean (see waitApart). Fewer
 // devices keep their own buffer and goroutine and save the read call.
 const leanAfter = 1000
 
@@ -40,6 +40,7 @@ type session struct {
 	id         string
 	persistent bool // HELLO flag bit1: duplicates of done seqs are suppressed
 	opened     time.Time
+	line       uint64 // lines: the last line's number; the reader's alone
 
 	// Guarded by Server.mu.
 	ctrl    *controller
@@ -89,7 +90,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 		}
 		// A box with many devices serves them lean (see waitApart):
 		// 10,000 connections × 4 KiB is 40 MiB, and most of them wait.
-		pooled := !lines && (s.cfg.LeanAfter < 0 || s.conns > s.cfg.LeanAfter)
+		pooled := s.cfg.LeanAfter < 0 || s.conns > s.cfg.LeanAfter
 		s.mu.Unlock()
 		if full || fullIP || stopping {
 			code, why := egp.CodeBusy, "connection limit reached"
@@ -124,7 +125,8 @@ type connection struct {
 	pooled bool   // read with a lent buffer, and waited on apart (see waitApart)
 	done   func() // called when the connection is served
 	sess   *session
-	er     *egp.Reader
+	er     *egp.Reader     // EGP/1
+	lr     *egp.LineReader // lines
 	log    *connLog
 }
 
@@ -167,10 +169,10 @@ func (s *Server) serveConn(ctx context.Context, c *connection) {
 		c.done()
 		return
 	}
-	c.sess, c.er, c.log = sess, er, log
+	c.sess, c.er, c.lr, c.log = sess, er, lr, log
 	var err error
 	if c.lines {
-		err = sess.readLines(lr)
+		err = sess.readLines(lr, c.pooled)
 	} else {
 		err = sess.readFrames(er, c.pooled)
 	}
@@ -190,6 +192,8 @@ func (s *Server) served(ctx context.Context, c *connection, err error) {
 	}
 	if c.er != nil {
 		c.er.Release()
+	} else {
+		c.lr.Release()
 	}
 	var pe *egp.Error
 	if errors.As(err, &pe) {
@@ -219,8 +223,12 @@ func (s *Server) served(ctx context.Context, c *connection, err error) {
 // 20 MiB of stacks and 40 MiB of read buffers fewer, for the start of a
 // goroutine and one more read call each time a device's stream runs dry.
 func (s *Server) waitApart(ctx context.Context, c *connection) {
-	err := c.er.Wait()
-	if err == nil {
+	var err error
+	if c.lines {
+		if err = c.lr.Wait(); err == nil {
+			err = c.sess.readLines(c.lr, true)
+		}
+	} else if err = c.er.Wait(); err == nil {
 		err = c.sess.readFrames(c.er, true)
 	}
 	s.served(ctx, c, err)
@@ -247,7 +255,11 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (
 		err   error
 	)
 	if lines {
-		lr = egp.NewLineReader(conn, s.cfg.MaxFrame)
+		if pooled {
+			lr = egp.NewPooledLineReader(conn, s.cfg.MaxFrame, s.readBufs)
+		} else {
+			lr = egp.NewLineReader(conn, s.cfg.MaxFrame)
+		}
 		var line []byte
 		if line, err = lr.ReadLine(); err == nil {
 			hello.Version = egp.Version
@@ -594,10 +606,14 @@ func (s *Server) sweepIdle() {
 	}
 }
 
-// readLines reads one message per line; its seq is the line number.
-func (sess *session) readLines(r *egp.LineReader) error {
+// readLines reads one message per line, its seq the line number, until
+// an error, or with apart until r has nothing buffered (errWait).
+func (sess *session) readLines(r *egp.LineReader, apart bool) error {
 	s := sess.s
-	for seq := uint64(1); ; seq++ {
+	for {
+		if apart && r.Buffered() == 0 {
+			return errWait
+		}
 		line, err := r.ReadLine()
 		if err != nil {
 			return err
@@ -609,7 +625,8 @@ func (sess *session) readLines(r *egp.LineReader) error {
 		if !ok {
 			return net.ErrClosed
 		}
-		sess.receive(new(msg), seq, line, size, time.Now())
+		sess.line++ // a line's seq is its number in the connection
+		sess.receive(new(msg), sess.line, line, size, time.Now())
 	}
 }
 

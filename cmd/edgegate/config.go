@@ -37,7 +37,7 @@ var settings = []setting{
 	{key: "devices.queue", usage: "most messages queued per controller before its device is backpressured", ptr: func(c *appliance.Config) any { return &c.Devices.Queue }},
 	{key: "devices.memory", usage: "most payload bytes queued over all controllers before devices are backpressured", ptr: func(c *appliance.Config) any { return &c.Devices.Memory }, bytes: true},
 	{key: "devices.max_per_ip", usage: "most connections from one source address; 0 = no limit", ptr: func(c *appliance.Config) any { return &c.Devices.MaxPerIP }},
-	{key: "devices.lean_after", usage: "open EGP/1 connections beyond which new ones hold no read buffer and a 2 KiB goroutine while silent (one more read call per burst); 0 = every connection", ptr: func(c *appliance.Config) any { return &c.Devices.LeanAfter }},
+	{key: "devices.lean_after", usage: "open device connections beyond which new ones hold no read buffer and a 2 KiB goroutine while silent (one more read call per burst); 0 = every connection", ptr: func(c *appliance.Config) any { return &c.Devices.LeanAfter }},
 	{key: "devices.idle_timeout", usage: "close an EGP/1 session silent this long (PING at half of it); 0 = never", ptr: func(c *appliance.Config) any { return &c.Devices.IdleTimeout }},
 	{key: "devices.tokens", usage: `file of HELLO tokens ("<controller|prefix*|*> <token|sha256:hex>" per line), re-read on change; "" = no authentication`, ptr: func(c *appliance.Config) any { return &c.Devices.Tokens }},
 	{key: "devices.tls_cert", usage: `PEM certificate of the device listeners; "" = plain TCP`, ptr: func(c *appliance.Config) any { return &c.Devices.TLSCert }},
