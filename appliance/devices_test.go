@@ -443,9 +443,12 @@ func TestConnectionLimit(t *testing.T) {
 // TestShutdownClosesDevices: at shutdown the batches in flight finish and
 // are acknowledged, every device gets ERROR shutting down, and a
 // connection still waiting for its HELLO does not hold the stop up.
-func TestShutdownClosesDevices(t *testing.T) {
+func TestShutdownClosesDevices(t *testing.T) { servings(t, testShutdownClosesDevices) }
+
+func testShutdownClosesDevices(t *testing.T, lean bool) {
 	release := make(chan struct{})
 	cfg := testConfig(t, "shutdown")
+	serve(&cfg, lean)
 	cfg.Devices.HelloTimeout = time.Minute
 	cfg.Handler = parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
 		<-release

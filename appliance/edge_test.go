@@ -91,7 +91,9 @@ func TestTokens(t *testing.T) {
 
 // TestTLS: devices connect over TLS; with a client CA, a device without a
 // certificate signed by it is refused and one with it is served.
-func TestTLS(t *testing.T) {
+func TestTLS(t *testing.T) { servings(t, testTLS) }
+
+func testTLS(t *testing.T, lean bool) {
 	dir := t.TempDir()
 	ca, caKey := newCA(t)
 	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", ca.Raw)
@@ -100,6 +102,7 @@ func TestTLS(t *testing.T) {
 	clientCert := issue(t, ca, caKey, "device-1", true)
 
 	cfg := testConfig(t, "tls")
+	serve(&cfg, lean)
 	cfg.Devices.TLSCert = filepath.Join(dir, "server.pem")
 	cfg.Devices.TLSKey = filepath.Join(dir, "server.key")
 	cfg.Devices.TLSClientCA = filepath.Join(dir, "ca.pem")
