@@ -30,6 +30,13 @@ type Result struct {
 	P50  time.Duration `json:"p50_ns"`
 	P99  time.Duration `json:"p99_ns"`
 	P999 time.Duration `json:"p999_ns"`
+	// OwnP50 and OwnP99 are the appliance's own share of the latency, by
+	// its edgegate_ack_latency_seconds histogram: per batch, from reading
+	// its first message to queueing its ACKs (what the devices see adds
+	// their wait for the appliance to read and their own read of the
+	// ACKs). Zero when not measured.
+	OwnP50 time.Duration `json:"own_p50_ns,omitempty"`
+	OwnP99 time.Duration `json:"own_p99_ns,omitempty"`
 	// CPU is the CPU time of the measured process over the run divided by
 	// the elapsed time (2.0 = two cores busy); negative when not measured.
 	CPU float64 `json:"cpu"`

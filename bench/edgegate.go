@@ -90,6 +90,11 @@ func Edgegate(ctx context.Context, w Workload, c EdgegateConfig) (Result, error)
 	if rss, err := procRSS(app.pid); err == nil {
 		r.RSS = rss
 	}
+	if app.metrics != "" {
+		if p50, p99, err := ownLatency(app.metrics); err == nil {
+			r.OwnP50, r.OwnP99 = p50, p99
+		}
+	}
 	if c.Exe == "" {
 		r.Note = "appliance and devices in one process: CPU and RSS include the devices"
 	}
@@ -98,9 +103,10 @@ func Edgegate(ctx context.Context, w Workload, c EdgegateConfig) (Result, error)
 
 // running is an appliance under test.
 type running struct {
-	pid  int
-	addr string // EGP/1 listener
-	stop func()
+	pid     int
+	addr    string // EGP/1 listener
+	metrics string // its /metrics URL; empty: none
+	stop    func()
 }
 
 func freeAddr() (string, error) {
@@ -154,7 +160,7 @@ func startChild(ctx context.Context, c EdgegateConfig, w Workload, dir string) (
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return running{pid: cmd.Process.Pid, addr: devices, stop: stop}, nil
+				return running{pid: cmd.Process.Pid, addr: devices, metrics: "http://" + httpAddr + "/metrics", stop: stop}, nil
 			}
 		}
 		select {

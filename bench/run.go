@@ -62,6 +62,8 @@ type Summary struct {
 	P50         time.Duration `json:"p50_ns"` // medians of the runs' quantiles
 	P99         time.Duration `json:"p99_ns"`
 	P999        time.Duration `json:"p999_ns"`
+	OwnP50      time.Duration `json:"own_p50_ns,omitempty"` // medians; zero: not measured
+	OwnP99      time.Duration `json:"own_p99_ns,omitempty"`
 	CPU         float64       `json:"cpu"` // median; negative: not measured
 	RSS         int64         `json:"rss"` // largest; negative: not measured
 	Note        string        `json:"note,omitempty"`
@@ -275,6 +277,8 @@ func (rep *Report) summarize() {
 			P50:     time.Duration(med(func(r Result) float64 { return float64(r.P50) })),
 			P99:     time.Duration(med(func(r Result) float64 { return float64(r.P99) })),
 			P999:    time.Duration(med(func(r Result) float64 { return float64(r.P999) })),
+			OwnP50:  time.Duration(med(func(r Result) float64 { return float64(r.OwnP50) })),
+			OwnP99:  time.Duration(med(func(r Result) float64 { return float64(r.OwnP99) })),
 			CPU:     med(func(r Result) float64 { return r.CPU }),
 			RSS:     slices.MaxFunc(rs, func(a, b Result) int { return cmpF(float64(a.RSS), float64(b.RSS)) }).RSS,
 		}

@@ -25,7 +25,8 @@ func newMetrics() *metrics {
 		}),
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "edgegate_ack_latency_seconds", Help: "Time from reading a batch's first message to acknowledging it.",
-			Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10),
+			// Fine enough (a factor of 1.5) to tell 3 ms from 5 ms.
+			Buckets: prometheus.ExponentialBucketsRange(50e-6, 10, 31),
 		}),
 	}
 }

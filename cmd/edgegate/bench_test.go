@@ -43,9 +43,13 @@ func TestBenchCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range rep.Summaries {
-		// A child process: its CPU and memory are measured.
+		// A child process: its CPU and memory are measured, and its own
+		// share of the latency, which is within what the devices saw.
 		if s.CPU < 0 || s.RSS <= 0 {
 			t.Errorf("%s: CPU %.2f, RSS %d not measured", s.Scenario, s.CPU, s.RSS)
+		}
+		if s.OwnP50 <= 0 || s.OwnP99 < s.OwnP50 {
+			t.Errorf("%s: own latency p50 %v, p99 %v not measured", s.Scenario, s.OwnP50, s.OwnP99)
 		}
 	}
 	// 2 configurations × 2 counts, and 2 loads at the count nearest 100
