@@ -123,21 +123,7 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 			}
 		}
 		from := c.holdUntil.Add(-s.cfg.Hold) // the held lease is valid for Hold from then
-		p.free--
-		p.unseen++
-		c.unseen = true
-		c.state, c.pool, c.n, c.sentResets = stDispatching, p, min(len(c.q), s.cfg.Batch), c.resets
-		batch := make([]*msg, c.n)
-		copy(batch, c.q)
-		// Ask the parser to keep the lease when more messages are queued,
-		// the controller's last batch ended a moment ago (a steady stream)
-		// or this is its first batch (a device that just connected mostly
-		// has more to send): its next batch then needs no acquire. A sparse
-		// device's batches are released at once.
-		var hold time.Duration
-		if s.cfg.Hold > 0 && (len(c.q) > c.n || c.lastEnd.IsZero() || time.Since(c.lastEnd) < s.cfg.Hold) {
-			hold = s.cfg.Hold
-		}
+		batch, hold := s.takeBatchLocked(c, p)
 		s.mu.Unlock()
 		switch {
 		case cont:
@@ -151,6 +137,50 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 			s.dispatch(ctx, c, p, hold, batch)
 		}
 		s.mu.Lock()
+	}
+}
+
+// takeBatchLocked picks c's next batch for p (c goes to stDispatching)
+// and the hold to ask the parser for.
+func (s *Server) takeBatchLocked(c *controller, p *pool) (batch []*msg, hold time.Duration) {
+	p.free--
+	p.unseen++
+	c.unseen = true
+	c.state, c.pool, c.n, c.sentResets = stDispatching, p, min(len(c.q), s.cfg.Batch), c.resets
+	batch = make([]*msg, c.n)
+	copy(batch, c.q)
+	// Ask the parser to keep the lease when more messages are queued, the
+	// controller's last batch ended a moment ago (a steady stream) or this
+	// is its first batch (a device that just connected mostly has more to
+	// send): its next batch then needs no acquire. A sparse device's
+	// batches are released at once.
+	if s.cfg.Hold > 0 && (len(c.q) > c.n || c.lastEnd.IsZero() || time.Since(c.lastEnd) < s.cfg.Hold) {
+		hold = s.cfg.Hold
+	}
+	return batch, hold
+}
+
+// continueLocked returns the hand-off of c's next batch to the pool of
+// this process that kept its lease, for the goroutine that brought the
+// outcome to run, when no other controller waits for a dispatcher: what
+// a dispatcher would do next, without waking one (on a busy box every
+// goroutine woken queues for a CPU). Nil means c goes to the run queue.
+func (s *Server) continueLocked(c *controller) func() {
+	p := c.pool
+	if !c.held || p.direct == nil || s.pools[p.id] != p || c.state != stIdle || s.stopping ||
+		s.runq.len() > 0 || time.Now().Before(s.paused) || !time.Now().Before(s.holdEnds(c)) || p.available() <= 0 {
+		return nil
+	}
+	if s.pruneLocked(c); len(c.q) == 0 {
+		return nil
+	}
+	c.held = false
+	tok, done := c.tok, c.grantDone
+	from := c.holdUntil.Add(-s.cfg.Hold) // the held lease is valid for Hold from then
+	batch, hold := s.takeBatchLocked(c, p)
+	return func() {
+		s.stats.continued.Add(1)
+		s.assign(c, p, lease.Grant{Token: tok, Done: done}, from, s.cfg.Hold, hold, batch)
 	}
 }
 
@@ -534,13 +564,24 @@ func (s *Server) onNoResponders(id string) {
 	go s.handBack(c, p, tok, false)
 }
 
+// onOutcome takes a batch's outcome from its pool: the callback of the
+// pool of this process, or decoded from NATS (onReply). A next batch of
+// the same controller may go out from here (continueLocked).
 func (s *Server) onOutcome(o coord.Outcome) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	next := s.outcomeLocked(o)
+	s.mu.Unlock()
+	if next != nil {
+		next()
+	}
+}
+
+// outcomeLocked is onOutcome under the lock; what it returns runs after.
+func (s *Server) outcomeLocked(o coord.Outcome) (next func()) {
 	c := s.ctrls[o.Controller]
 	if c == nil || c.tok.Fence != o.Fence || !c.inFlight() {
 		s.stats.staleOutcomes.Add(1)
-		return
+		return nil
 	}
 	if o.Early {
 		// The statuses of a batch its pool (this process's) is still
@@ -551,14 +592,15 @@ func (s *Server) onOutcome(o coord.Outcome) {
 			s.ackLocked(c, k, o.Statuses)
 			c.n -= k
 		}
-		return
+		return nil
 	}
 	s.inflight--
 	s.idle.Broadcast()
 	s.heardLocked(c)
+	freed := false
 	if p := c.pool; s.pools[p.id] == p && p.free < p.workers {
 		p.free++
-		s.runCond.Signal()
+		freed = true
 	}
 	final := o.Released && len(o.Statuses) <= c.n
 	switch {
@@ -586,7 +628,14 @@ func (s *Server) onOutcome(o coord.Outcome) {
 			s.releaseLocked(c, final)
 		}
 	}
+	if next = s.continueLocked(c); next != nil {
+		return next // the worker freed goes to c's next batch
+	}
+	if freed {
+		s.runCond.Signal()
+	}
 	s.makeRunnableLocked(c)
+	return nil
 }
 
 // releaseLocked releases c's kept lease (c.tok) on its own goroutine,
