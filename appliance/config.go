@@ -82,10 +82,10 @@ type DevicesConfig struct {
 	// no limit (devices behind NAT share an address).
 	MaxPerIP int
 	// LeanAfter is the number of open device connections (both listeners)
-	// beyond which new ones are served lean: while its device is silent a lean connection
-	// holds no read buffer and waits on a fresh goroutine of 2 KiB, for
-	// one more read call and a goroutine start each time the device's
-	// stream runs dry. Zero means every connection is lean.
+	// beyond which new ones are served lean: while its device is silent a
+	// lean connection holds no read buffer and waits on a fresh goroutine
+	// of 2 KiB, for one more read call and a goroutine start each time the
+	// device's stream runs dry. Zero means every connection is lean.
 	LeanAfter int
 	// IdleTimeout closes an EGP/1 session that sent nothing for this long
 	// (a PING at half of it keeps live devices). Zero means never.

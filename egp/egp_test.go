@@ -210,17 +210,7 @@ func TestLines(t *testing.T) {
 // TestFramesProperty: any sequence of frames decodes to itself.
 func TestFramesProperty(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		type frame struct {
-			seq     uint64
-			payload []byte
-		}
-		frames := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) frame {
-			return frame{rapid.Uint64().Draw(t, "seq"), rapid.SliceOfN(rapid.Byte(), 0, 200).Draw(t, "p")}
-		}), 0, 50).Draw(t, "frames")
-		var b []byte
-		for _, f := range frames {
-			b = AppendData(b, f.seq, f.payload)
-		}
+		frames, b := drawFrames(t, 200, 50)
 		r := NewReader(bufio.NewReader(bytes.NewReader(b)), 256, 0)
 		for i, f := range frames {
 			h, body, err := r.ReadFrame()

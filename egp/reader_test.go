@@ -10,6 +10,25 @@ import (
 	"pgregory.net/rapid"
 )
 
+// dataFrame is a DATA frame drawn by a property test.
+type dataFrame struct {
+	seq     uint64
+	payload []byte
+}
+
+// drawFrames draws up to n DATA frames of up to size payload bytes and
+// returns them with their encoding.
+func drawFrames(t *rapid.T, size, n int) ([]dataFrame, []byte) {
+	frames := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) dataFrame {
+		return dataFrame{rapid.Uint64().Draw(t, "seq"), rapid.SliceOfN(rapid.Byte(), 0, size).Draw(t, "p")}
+	}), 0, n).Draw(t, "frames")
+	var b []byte
+	for _, f := range frames {
+		b = AppendData(b, f.seq, f.payload)
+	}
+	return frames, b
+}
+
 // chunked returns in's bytes a few at a time, the sizes drawn by t: a
 // stream that arrives in pieces as a socket's does.
 type chunked struct {
@@ -34,17 +53,7 @@ func (c *chunked) Read(p []byte) (int, error) {
 func TestPooledReaderProperty(t *testing.T) {
 	pool := NewBufferPool(64)
 	rapid.Check(t, func(t *rapid.T) {
-		type frame struct {
-			seq     uint64
-			payload []byte
-		}
-		frames := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) frame {
-			return frame{rapid.Uint64().Draw(t, "seq"), rapid.SliceOfN(rapid.Byte(), 0, 300).Draw(t, "p")}
-		}), 0, 30).Draw(t, "frames")
-		var in []byte
-		for _, f := range frames {
-			in = AppendData(in, f.seq, f.payload)
-		}
+		frames, in := drawFrames(t, 300, 30)
 		cut := rapid.IntRange(0, 7).Draw(t, "cut") // bytes of a last frame cut short
 		if cut > 0 {
 			in = append(in, AppendData(nil, 1, []byte("truncated"))[:cut]...)

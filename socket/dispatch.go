@@ -116,8 +116,8 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		keptDone := c.sentResets == c.resets // done may be recorded under tok
 		if c.held {
 			c.held = false
-			if hp := c.pool; s.pools[hp.id] == hp && hp.available() > 0 && time.Now().Before(s.holdEnds(c)) {
-				p, cont = hp, true
+			if s.heldUsableLocked(c) {
+				p, cont = c.pool, true
 			} else {
 				drop = true // released before the acquire, which would find it held
 			}
@@ -127,9 +127,7 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		s.mu.Unlock()
 		switch {
 		case cont:
-			// No acquire, and the pool needs no confirmation.
-			s.stats.continued.Add(1)
-			s.assign(c, p, lease.Grant{Token: tok, Done: done}, from, s.cfg.Hold, hold, batch)
+			s.continueHeld(c, p, tok, done, from, hold, batch)
 		case drop:
 			s.release(c.id, tok, done, keptDone)
 			fallthrough
@@ -160,6 +158,21 @@ func (s *Server) takeBatchLocked(c *controller, p *pool) (batch []*msg, hold tim
 	return batch, hold
 }
 
+// heldUsableLocked reports whether c's held lease can carry its next
+// batch: its pool is still known and has a free worker, and the hold has
+// not run out.
+func (s *Server) heldUsableLocked(c *controller) bool {
+	p := c.pool
+	return s.pools[p.id] == p && p.available() > 0 && time.Now().Before(s.holdEnds(c))
+}
+
+// continueHeld sends batch to p under c's held lease tok (valid for Hold
+// from from): no acquire, and the pool needs no confirmation.
+func (s *Server) continueHeld(c *controller, p *pool, tok lease.Token, done uint64, from time.Time, hold time.Duration, batch []*msg) {
+	s.stats.continued.Add(1)
+	s.assign(c, p, lease.Grant{Token: tok, Done: done}, from, s.cfg.Hold, hold, batch)
+}
+
 // continueLocked returns the hand-off of c's next batch to the pool of
 // this process that kept its lease, for the goroutine that brought the
 // outcome to run, when no other controller waits for a dispatcher: what
@@ -167,8 +180,8 @@ func (s *Server) takeBatchLocked(c *controller, p *pool) (batch []*msg, hold tim
 // goroutine woken queues for a CPU). Nil means c goes to the run queue.
 func (s *Server) continueLocked(c *controller) func() {
 	p := c.pool
-	if !c.held || p.direct == nil || s.pools[p.id] != p || c.state != stIdle || s.stopping ||
-		s.runq.len() > 0 || time.Now().Before(s.paused) || !time.Now().Before(s.holdEnds(c)) || p.available() <= 0 {
+	if !c.held || p.direct == nil || c.state != stIdle || s.stopping || s.runq.len() > 0 ||
+		time.Now().Before(s.paused) || !s.heldUsableLocked(c) {
 		return nil
 	}
 	if s.pruneLocked(c); len(c.q) == 0 {
@@ -178,10 +191,7 @@ func (s *Server) continueLocked(c *controller) func() {
 	tok, done := c.tok, c.grantDone
 	from := c.holdUntil.Add(-s.cfg.Hold) // the held lease is valid for Hold from then
 	batch, hold := s.takeBatchLocked(c, p)
-	return func() {
-		s.stats.continued.Add(1)
-		s.assign(c, p, lease.Grant{Token: tok, Done: done}, from, s.cfg.Hold, hold, batch)
-	}
+	return func() { s.continueHeld(c, p, tok, done, from, hold, batch) }
 }
 
 // dispatch acquires c's lease for p and sends it the batch. Called without
