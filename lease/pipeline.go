@@ -9,10 +9,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// pipeliner sends the script calls that arrive together in one Redis
-// pipeline: one write and one read for all of them instead of one each.
-// The calls are independent (each script is atomic on its own), so
-// pipelining changes neither their effects nor their order per caller.
+// pipeliner sends the calls (scripts, and plain commands such as GET) that
+// arrive together in one Redis pipeline: one write and one read for all of
+// them instead of one each. The calls are independent (each script is
+// atomic on its own), so pipelining changes neither their effects nor
+// their order per caller.
 //
 // There is no background goroutine: a caller that finds nobody sending
 // becomes the sender; it sends what is queued (its own call included), and
@@ -26,7 +27,8 @@ type pipeliner struct {
 	queue   []*pcall
 }
 
-// pcall is one script call waiting for its turn or its reply.
+// pcall is one call waiting for its turn or its reply: script with keys
+// and args, or without a script the command args.
 type pcall struct {
 	ctx    context.Context
 	script *redis.Script
@@ -43,7 +45,17 @@ const maxPipeline = 128
 // run runs script like script.Run, in a pipeline with the calls of other
 // goroutines made at the same time.
 func (p *pipeliner) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	c := &pcall{ctx: ctx, script: script, keys: keys, args: args, wake: make(chan struct{})}
+	return p.call(&pcall{ctx: ctx, script: script, keys: keys, args: args, wake: make(chan struct{})})
+}
+
+// do runs the command args like Client.Do, in a pipeline with the calls of
+// other goroutines made at the same time.
+func (p *pipeliner) do(ctx context.Context, args ...any) *redis.Cmd {
+	return p.call(&pcall{ctx: ctx, args: args, wake: make(chan struct{})})
+}
+
+func (p *pipeliner) call(c *pcall) *redis.Cmd {
+	ctx := c.ctx
 	p.mu.Lock()
 	p.queue = append(p.queue, c)
 	lead := !p.sending
@@ -99,7 +111,11 @@ func (p *pipeliner) run(ctx context.Context, script *redis.Script, keys []string
 func (p *pipeliner) send(batch []*pcall) {
 	if len(batch) == 1 {
 		c := batch[0]
-		c.cmd = c.script.Run(c.ctx, p.c, c.keys, c.args...)
+		if c.script == nil {
+			c.cmd = p.c.Do(c.ctx, c.args...)
+		} else {
+			c.cmd = c.script.Run(c.ctx, p.c, c.keys, c.args...)
+		}
 		if !c.lead {
 			close(c.wake)
 		}
@@ -112,11 +128,15 @@ func (p *pipeliner) send(batch []*pcall) {
 	defer cancel()
 	pipe := p.c.Pipeline()
 	for _, c := range batch {
-		c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+		if c.script == nil {
+			c.cmd = pipe.Do(ctx, c.args...)
+		} else {
+			c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+		}
 	}
 	pipe.Exec(ctx) // errors are per command
 	for _, c := range batch {
-		if err := c.cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err := c.cmd.Err(); err != nil && c.script != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			c.cmd = c.script.Run(c.ctx, p.c, c.keys, c.args...)
 		}
 		if !c.lead {

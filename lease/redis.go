@@ -263,7 +263,7 @@ func (s *Redis) Inspect(ctx context.Context, id string) (State, error) {
 
 // Done implements Store.
 func (s *Redis) Done(ctx context.Context, id string) (uint64, error) {
-	v, err := s.c.Get(ctx, s.Keys(id)[3]).Result()
+	v, err := s.pipe.do(ctx, "get", s.Keys(id)[3]).Text()
 	if errors.Is(err, redis.Nil) {
 		return 0, nil
 	}
@@ -276,7 +276,7 @@ func (s *Redis) Done(ctx context.Context, id string) (uint64, error) {
 // ResetDone implements Store.
 func (s *Redis) ResetDone(ctx context.Context, id string) error {
 	k := s.Keys(id)
-	if err := resetScript.Run(ctx, s.c, []string{k[0], k[3], k[5]}).Err(); err != nil {
+	if err := s.pipe.run(ctx, resetScript, []string{k[0], k[3], k[5]}).Err(); err != nil {
 		return redisErr("reset done", err)
 	}
 	return nil

@@ -100,10 +100,11 @@ func TestRedisNotify(t *testing.T) {
 	}
 }
 
-// TestRedisConcurrentCallsPipelined: many goroutines acquiring and
-// releasing at once (their calls share pipelines), some giving up early,
-// with Redis forgetting its scripts midway: every call that succeeds
-// has its effect, none hangs, and the scripts are loaded again.
+// TestRedisConcurrentCallsPipelined: many goroutines resetting, acquiring,
+// releasing and reading their done records at once (scripts and plain
+// commands share pipelines), some giving up early, with Redis forgetting
+// its scripts midway: every call that succeeds has its effect, none
+// hangs, and the scripts are loaded again.
 func TestRedisConcurrentCallsPipelined(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client()
@@ -115,6 +116,10 @@ func TestRedisConcurrentCallsPipelined(t *testing.T) {
 	for g := 0; g < goroutines; g++ {
 		wg.Go(func() {
 			id := fmt.Sprintf("ctrl-%d", g)
+			if err := s.ResetDone(context.Background(), id); err != nil {
+				errs <- fmt.Errorf("%s: reset: %w", id, err)
+				return
+			}
 			var done uint64
 			for r := 0; r < rounds; r++ {
 				if time.Now().After(deadline) {
@@ -133,6 +138,12 @@ func TestRedisConcurrentCallsPipelined(t *testing.T) {
 				if err == nil {
 					done++
 					err = s.Release(ctx, id, gr.Token, done)
+				}
+				if err == nil && r%10 == 5 {
+					var got uint64
+					if got, err = s.Done(ctx, id); err == nil && got != done {
+						err = fmt.Errorf("done record %d, want %d", got, done)
+					}
 				}
 				cancel()
 				if err != nil {
