@@ -349,12 +349,6 @@ func (c *Client) sleep(d time.Duration) bool {
 
 // read handles frames from the gateway until the connection fails.
 func (c *Client) read(s *conn, r *egp.Reader) error {
-	type acked struct {
-		seq  uint64
-		st   egp.Status
-		sent time.Time
-	}
-	var batch []acked
 	var lastRead atomic.Int64 // unix ns of the last frame
 	lastRead.Store(time.Now().UnixNano())
 	if c.cfg.KeepAlive > 0 {
@@ -366,60 +360,30 @@ func (c *Client) read(s *conn, r *egp.Reader) error {
 			wg.Wait() // it writes to s: done before the session ends
 		}()
 	}
+	var acks []egp.Ack // read, not yet matched
+	var batch []acked
 	for {
 		h, body, err := r.ReadFrame()
 		if err != nil {
 			return err
 		}
-		lastRead.Store(time.Now().UnixNano())
-		switch h.Type {
-		case egp.TypeAck:
+		if h.Type == egp.TypeAck {
 			a, err := egp.ParseAck(body)
 			if err != nil {
 				return err
 			}
-			batch = batch[:0]
-			c.mu.Lock()
-			switch {
-			case len(c.pend) > 0 && c.pend[0].seq == a.Seq:
-				batch = append(batch, acked{a.Seq, a.Status, c.pend[0].sent})
-				c.pend[0] = pending{}
-				c.pend = c.pend[1:]
-			default:
-				c.stats.OrderErrors++
-				want := uint64(0)
-				if len(c.pend) > 0 {
-					want = c.pend[0].seq
-				}
-				c.log.Warn("device: ACK out of order", "seq", a.Seq, "expected", want)
-				for i := range c.pend {
-					if c.pend[i].seq == a.Seq {
-						batch = append(batch, acked{a.Seq, a.Status, c.pend[i].sent})
-						c.pend = append(c.pend[:i], c.pend[i+1:]...)
-						break
-					}
-				}
+			acks = append(acks, a)
+			if r.Buffered() >= egp.AckSize {
+				continue // the next ACK is read already: matched with this one
 			}
-			for _, b := range batch {
-				c.stats.Acked++
-				if b.st == egp.StatusDeadLettered {
-					c.stats.DeadLettered++
-				}
-			}
-			if c.cfg.OnAck != nil {
-				c.inAck++ // Flush waits for the callbacks too
-			}
-			c.notifyLocked()
-			c.mu.Unlock()
-			if c.cfg.OnAck != nil {
-				for _, b := range batch {
-					c.cfg.OnAck(b.seq, b.st, b.sent)
-				}
-				c.mu.Lock()
-				c.inAck--
-				c.notifyLocked()
-				c.mu.Unlock()
-			}
+		}
+		lastRead.Store(time.Now().UnixNano())
+		if len(acks) > 0 {
+			batch = c.acked(acks, batch[:0])
+			acks = acks[:0]
+		}
+		switch h.Type {
+		case egp.TypeAck:
 		case egp.TypePing:
 			data := append([]byte(nil), body...)
 			s.write(func(b []byte) []byte { return egp.AppendPong(b, data) })
@@ -432,6 +396,62 @@ func (c *Client) read(s *conn, r *egp.Reader) error {
 			return &egp.Error{Code: egp.CodeProtocol, Reason: "unexpected " + h.Type.String() + " from the gateway"}
 		}
 	}
+}
+
+// acked is an acknowledged message.
+type acked struct {
+	seq  uint64
+	st   egp.Status
+	sent time.Time
+}
+
+// acked drops the messages acks acknowledge from the unacknowledged ones,
+// under one lock for all of them, and runs OnAck for each; batch is
+// scratch space, returned for reuse.
+func (c *Client) acked(acks []egp.Ack, batch []acked) []acked {
+	c.mu.Lock()
+	for _, a := range acks {
+		if len(c.pend) > 0 && c.pend[0].seq == a.Seq {
+			batch = append(batch, acked{a.Seq, a.Status, c.pend[0].sent})
+			c.pend[0] = pending{}
+			c.pend = c.pend[1:]
+			continue
+		}
+		c.stats.OrderErrors++
+		want := uint64(0)
+		if len(c.pend) > 0 {
+			want = c.pend[0].seq
+		}
+		c.log.Warn("device: ACK out of order", "seq", a.Seq, "expected", want)
+		for i := range c.pend {
+			if c.pend[i].seq == a.Seq {
+				batch = append(batch, acked{a.Seq, a.Status, c.pend[i].sent})
+				c.pend = append(c.pend[:i], c.pend[i+1:]...)
+				break
+			}
+		}
+	}
+	for _, b := range batch {
+		c.stats.Acked++
+		if b.st == egp.StatusDeadLettered {
+			c.stats.DeadLettered++
+		}
+	}
+	if c.cfg.OnAck != nil {
+		c.inAck++ // Flush waits for the callbacks too
+	}
+	c.notifyLocked()
+	c.mu.Unlock()
+	if c.cfg.OnAck != nil {
+		for _, b := range batch {
+			c.cfg.OnAck(b.seq, b.st, b.sent)
+		}
+		c.mu.Lock()
+		c.inAck--
+		c.notifyLocked()
+		c.mu.Unlock()
+	}
+	return batch
 }
 
 // keepAlive sends PING when nothing was read for d and closes the
@@ -509,33 +529,55 @@ func (c *Client) usableLocked() error {
 // Send assigns the next seq to payload and sends it; it blocks while the
 // window is full. The payload is copied.
 func (c *Client) Send(ctx context.Context, payload []byte) (uint64, error) {
+	return c.SendBatch(ctx, [][]byte{payload})
+}
+
+// SendBatch sends payloads in order, like Send for each, and returns the
+// seq of the last. What the window lets go at once goes in one write: a
+// device that has several messages ready costs itself and the gateway one
+// system call for them, not one each. The payloads are copied.
+func (c *Client) SendBatch(ctx context.Context, payloads [][]byte) (uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for {
-		if err := c.usableLocked(); err != nil {
-			return 0, err
+	for len(payloads) > 0 {
+		for {
+			if err := c.usableLocked(); err != nil {
+				return c.seq, err
+			}
+			if len(c.pend) < c.cfg.Window && (c.sess != nil || c.cfg.Reconnect) {
+				break
+			}
+			if err := c.waitLocked(ctx); err != nil {
+				return c.seq, err
+			}
 		}
-		if len(c.pend) < c.cfg.Window && (c.sess != nil || c.cfg.Reconnect) {
-			break
+		chunk := payloads[:min(len(payloads), c.cfg.Window-len(c.pend))]
+		payloads = payloads[len(chunk):]
+		first := c.seq + 1
+		c.seq += uint64(len(chunk))
+		c.stats.Sent += uint64(len(chunk))
+		noAck := c.welcome.AckMode == egp.AckNone
+		if !noAck {
+			now := time.Now()
+			for i, p := range chunk {
+				c.pend = append(c.pend, pending{seq: first + uint64(i), payload: append([]byte(nil), p...), sent: now})
+			}
 		}
-		if err := c.waitLocked(ctx); err != nil {
-			return 0, err
+		if s := c.sess; s != nil {
+			if noAck {
+				for _, p := range chunk {
+					c.unflush += 14 + len(p)
+				}
+			}
+			s.write(func(b []byte) []byte {
+				for i, p := range chunk {
+					b = egp.AppendData(b, first+uint64(i), p)
+				}
+				return b
+			})
 		}
 	}
-	c.seq++
-	seq := c.seq
-	c.stats.Sent++
-	noAck := c.welcome.AckMode == egp.AckNone
-	if !noAck {
-		c.pend = append(c.pend, pending{seq: seq, payload: append([]byte(nil), payload...), sent: time.Now()})
-	}
-	if s := c.sess; s != nil {
-		if noAck {
-			c.unflush += 14 + len(payload)
-		}
-		s.write(func(b []byte) []byte { return egp.AppendData(b, seq, payload) })
-	}
-	return seq, nil
+	return c.seq, nil
 }
 
 // Flush waits until every message sent is acknowledged (with ack mode

@@ -140,3 +140,83 @@ func TestKeepAliveGatewayThatAnswers(t *testing.T) {
 		t.Fatalf("%d reconnects to a gateway that answers PINGs", st.Reconnects)
 	}
 }
+
+// TestSendBatchLargerThanWindow: a batch of more messages than the window
+// goes out in order, with consecutive seqs and the payloads as they were
+// when SendBatch was called, as ACKs make room; every one is acknowledged
+// in seq order and SendBatch returns the last seq.
+func TestSendBatchLargerThanWindow(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	type frame struct {
+		seq     uint64
+		payload string
+	}
+	got := make(chan frame, 64)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		r := egp.NewReader(nc, egp.DefaultMaxFrame, 4096)
+		if _, _, err := r.ReadFrame(); err != nil { // HELLO
+			return
+		}
+		nc.Write(egp.AppendWelcome(nil, egp.Welcome{Version: egp.Version, AckMode: egp.AckProcessed, MaxFrame: egp.DefaultMaxFrame}))
+		for {
+			h, body, err := r.ReadFrame()
+			if err != nil || h.Type != egp.TypeData {
+				return
+			}
+			seq, p, _ := egp.ParseData(body)
+			got <- frame{seq, string(p)}
+			if _, err := nc.Write(egp.AppendAck(nil, seq, egp.StatusProcessed)); err != nil {
+				return
+			}
+		}
+	}()
+	var acked []uint64
+	c, err := Dial(context.Background(), Config{Addrs: []string{ln.Addr().String()}, ID: "batch-1", Window: 3,
+		OnAck: func(seq uint64, _ egp.Status, _ time.Time) { acked = append(acked, seq) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	payloads := make([][]byte, 10)
+	for i := range payloads {
+		payloads[i] = []byte{byte('a' + i)}
+	}
+	last, err := c.SendBatch(ctx, payloads)
+	if err != nil || last != 10 {
+		t.Fatalf("SendBatch = %d, %v; want 10", last, err)
+	}
+	for i := range payloads {
+		payloads[i][0] = '!' // copied: what was sent must not change
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		f := <-got
+		if want := (frame{uint64(i + 1), string(rune('a' + i))}); f != want {
+			t.Fatalf("frame %d: %+v, want %+v", i, f, want)
+		}
+	}
+	if len(acked) != 10 {
+		t.Fatalf("%d ACK callbacks, want 10: %v", len(acked), acked)
+	}
+	for i, s := range acked {
+		if s != uint64(i+1) {
+			t.Fatalf("ACK callbacks in order %v", acked)
+		}
+	}
+	if st := c.Stats(); st.Sent != 10 || st.Acked != 10 || st.OrderErrors != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
