@@ -37,6 +37,9 @@ type Result struct {
 	// ACKs). Zero when not measured.
 	OwnP50 time.Duration `json:"own_p50_ns,omitempty"`
 	OwnP99 time.Duration `json:"own_p99_ns,omitempty"`
+	// Procs is the GOMAXPROCS the appliance ran with (a child process; 0:
+	// not known).
+	Procs int `json:"procs,omitempty"`
 	// CPU is the CPU time of the measured process over the run divided by
 	// the elapsed time (2.0 = two cores busy); negative when not measured.
 	CPU float64 `json:"cpu"`

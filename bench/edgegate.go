@@ -24,6 +24,11 @@ type EdgegateConfig struct {
 	// devices. Empty means in this process (CPU and RSS then include the
 	// devices).
 	Exe string
+	// Procs, when above zero, is the GOMAXPROCS of the child: the CPUs
+	// its goroutines run on at once, on a machine whose other CPUs the
+	// simulated devices and Redis want too. Zero is Go's default (every
+	// CPU).
+	Procs int
 	// Redis is the lease.redis URL; empty means the in-process store.
 	Redis string
 	// Handler is discard (a no-op) or publish.
@@ -91,8 +96,8 @@ func Edgegate(ctx context.Context, w Workload, c EdgegateConfig) (Result, error)
 		r.RSS = rss
 	}
 	if app.metrics != "" {
-		if p50, p99, err := ownLatency(app.metrics); err == nil {
-			r.OwnP50, r.OwnP99 = p50, p99
+		if p50, p99, procs, err := ownLatency(app.metrics); err == nil {
+			r.OwnP50, r.OwnP99, r.Procs = p50, p99, procs
 		}
 	}
 	if c.Exe == "" {
@@ -138,6 +143,9 @@ func startChild(ctx context.Context, c EdgegateConfig, w Workload, dir string) (
 	var stderr bytes.Buffer
 	cmd := exec.Command(c.Exe, c.args(w, dir, devices, httpAddr)...)
 	cmd.Stderr = &stderr
+	if c.Procs > 0 {
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(c.Procs))
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return running{}, fmt.Errorf("bench: start %s: %w", c.Exe, err)

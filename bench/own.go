@@ -14,14 +14,24 @@ import (
 
 // ownLatency is the appliance's own share of the ACK latency: its
 // edgegate_ack_latency_seconds histogram (per batch, from reading the
-// batch's first message to queueing its ACKs), read from its /metrics.
-func ownLatency(metricsURL string) (p50, p99 time.Duration, err error) {
+// batch's first message to queueing its ACKs), read from its /metrics,
+// with its GOMAXPROCS (go_sched_gomaxprocs_threads; 0 when not exported).
+func ownLatency(metricsURL string) (p50, p99 time.Duration, procs int, err error) {
 	resp, err := http.Get(metricsURL)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer resp.Body.Close()
-	return parseOwnLatency(resp.Body)
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("bench: metrics: %w", err)
+	}
+	if mf := mfs["go_sched_gomaxprocs_threads"]; mf != nil && len(mf.GetMetric()) == 1 {
+		procs = int(mf.GetMetric()[0].GetGauge().GetValue())
+	}
+	p50, p99, err = ownLatencyOf(mfs)
+	return p50, p99, procs, err
 }
 
 func parseOwnLatency(r io.Reader) (p50, p99 time.Duration, err error) {
@@ -30,6 +40,10 @@ func parseOwnLatency(r io.Reader) (p50, p99 time.Duration, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("bench: metrics: %w", err)
 	}
+	return ownLatencyOf(mfs)
+}
+
+func ownLatencyOf(mfs map[string]*dto.MetricFamily) (p50, p99 time.Duration, err error) {
 	mf := mfs["edgegate_ack_latency_seconds"]
 	if mf == nil || len(mf.GetMetric()) != 1 || mf.GetMetric()[0].GetHistogram() == nil {
 		return 0, 0, fmt.Errorf("bench: metrics: no edgegate_ack_latency_seconds histogram")

@@ -20,7 +20,11 @@ import (
 
 // WriteText prints the summaries and the ratios as tables.
 func (rep *Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "edgegate bench, %s, %s; median of %d runs (min–max)\n\n", rep.Started.Format(time.DateTime), rep.Machine, rep.Options.Runs)
+	procs := ""
+	if n := rep.Options.ApplianceProcs; n > 0 {
+		procs = fmt.Sprintf("; appliance at GOMAXPROCS=%d", n)
+	}
+	fmt.Fprintf(w, "edgegate bench, %s, %s; median of %d runs (min–max)%s\n\n", rep.Started.Format(time.DateTime), rep.Machine, rep.Options.Runs, procs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tcontrollers\tmsg/s\tmin–max\tp50\tp99\tp99.9\town p50\town p99\tCPU cores\tRSS MiB\t")
 	for _, s := range rep.Summaries {

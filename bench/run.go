@@ -14,6 +14,9 @@ type Options struct {
 	// Exe is the edgegate binary the appliance under test runs as (see
 	// EdgegateConfig.Exe).
 	Exe string
+	// ApplianceProcs is the GOMAXPROCS of the appliance under test (see
+	// EdgegateConfig.Procs); zero is Go's default.
+	ApplianceProcs int `json:",omitempty"`
 	// Controllers are the controller counts, e.g. 1, 100, 1000, 10000.
 	Controllers []int
 	// Messages is the total per edgegate and peer run, spread over the
@@ -140,7 +143,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				configs = append(configs, EdgegateConfig{Handler: "discard", Redis: o.Redis}, EdgegateConfig{Handler: "publish", JetStream: true, Redis: o.Redis})
 			}
 			for _, ec := range configs {
-				ec.Exe = o.Exe
+				ec.Exe, ec.Procs = o.Exe, o.ApplianceProcs
 				jobs = append(jobs, job{ec.scenario(), func() (Result, error) { return Edgegate(ctx, w, ec) }})
 			}
 		}
@@ -210,7 +213,7 @@ func (rep *Report) partLoad(ctx context.Context, o Options) error {
 
 // partLoadAt is partLoad at c controllers.
 func (rep *Report) partLoadAt(ctx context.Context, o Options, c int) error {
-	base := EdgegateConfig{Exe: o.Exe, Handler: "discard", Redis: o.Redis}
+	base := EdgegateConfig{Exe: o.Exe, Procs: o.ApplianceProcs, Handler: "discard", Redis: o.Redis}
 	var full Summary
 	for _, s := range rep.Summaries {
 		if s.Scenario == base.scenario() && s.Controllers == c {

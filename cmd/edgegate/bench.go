@@ -31,6 +31,7 @@ simulated devices. See BENCHMARKS.md.`,
 			&cli.StringFlag{Name: "redis", Usage: `Redis for the Redis scenarios: a redis:// URL, "auto" (start redis-server from PATH on a free port) or "" (skip them)`, Value: "auto"},
 			&cli.StringFlag{Name: "scenarios", Usage: "groups to run: ceiling, edgegate, seed, peer (comma-separated)", Value: "ceiling,edgegate,seed,peer"},
 			&cli.StringFlag{Name: "exe", Usage: "edgegate binary the appliance under test runs as (default: this one)", TakesFile: true},
+			&cli.IntFlag{Name: "appliance-procs", Usage: "GOMAXPROCS of the appliance under test (0 = Go's default, every CPU); the simulated devices and Redis share the machine"},
 			&cli.StringFlag{Name: "json", Usage: "write the report as JSON to this file", TakesFile: true},
 			&cli.StringFlag{Name: "chart", Usage: "draw throughput and p99 latency to this .svg or .png file", TakesFile: true},
 		},
@@ -59,7 +60,7 @@ simulated devices. See BENCHMARKS.md.`,
 				}
 			}
 			o := bench.Options{
-				Exe: exe, Controllers: counts, Messages: c.Int("messages"), MinPerController: c.Int("min-per-controller"),
+				Exe: exe, ApplianceProcs: c.Int("appliance-procs"), Controllers: counts, Messages: c.Int("messages"), MinPerController: c.Int("min-per-controller"),
 				Size: c.Int("size"), Workers: c.Int("workers"), Runs: c.Int("runs"), Loads: loads, Scenarios: splitList([]string{c.String("scenarios")}),
 				Progress: func(line string) { fmt.Fprintln(c.App.ErrWriter, line) },
 			}

@@ -14,8 +14,8 @@ import (
 )
 
 // TestBenchCommand: `edgegate bench` runs the appliance under test as a
-// child process, prints the table, and writes the JSON report and the
-// chart.
+// child process (with the GOMAXPROCS asked for), prints the table, and
+// writes the JSON report and the chart.
 func TestBenchCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the edgegate binary")
@@ -26,12 +26,12 @@ func TestBenchCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	err := newApp(nil, &out, &errOut).RunContext(ctx, []string{"edgegate", "bench", "--exe", edgegateBinary(t),
-		"--controllers", "1,3", "--messages", "300", "--runs", "1", "--workers", "4", "--scenarios", "edgegate", "--redis", "",
+		"--controllers", "1,3", "--messages", "300", "--runs", "1", "--workers", "4", "--scenarios", "edgegate", "--redis", "", "--appliance-procs", "1",
 		"--json", jsonPath, "--chart", chartPath})
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, errOut.String())
 	}
-	if !strings.Contains(out.String(), "edgegate/memory/discard") || !strings.Contains(out.String(), "@50%-load") {
+	if !strings.Contains(out.String(), "edgegate/memory/discard") || !strings.Contains(out.String(), "@50%-load") || !strings.Contains(out.String(), "GOMAXPROCS=1") {
 		t.Errorf("table:\n%s", out.String())
 	}
 	b, err := os.ReadFile(jsonPath)
@@ -41,6 +41,11 @@ func TestBenchCommand(t *testing.T) {
 	var rep bench.Report
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
+	}
+	for _, r := range rep.Results {
+		if r.Procs != 1 {
+			t.Errorf("%s: the appliance ran with GOMAXPROCS %d, want 1", r.Scenario, r.Procs)
+		}
 	}
 	for _, s := range rep.Summaries {
 		// A child process: its CPU and memory are measured, and its own
