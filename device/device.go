@@ -535,20 +535,22 @@ func (c *Client) Send(ctx context.Context, payload []byte) (uint64, error) {
 // SendBatch sends payloads in order, like Send for each, and returns the
 // seq of the last. What the window lets go at once goes in one write: a
 // device that has several messages ready costs itself and the gateway one
-// system call for them, not one each. The payloads are copied.
+// system call for them, not one each. The payloads are copied. On an
+// error it returns the seq of the last payload it sent, 0 if none.
 func (c *Client) SendBatch(ctx context.Context, payloads [][]byte) (uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var last uint64
 	for len(payloads) > 0 {
 		for {
 			if err := c.usableLocked(); err != nil {
-				return c.seq, err
+				return last, err
 			}
 			if len(c.pend) < c.cfg.Window && (c.sess != nil || c.cfg.Reconnect) {
 				break
 			}
 			if err := c.waitLocked(ctx); err != nil {
-				return c.seq, err
+				return last, err
 			}
 		}
 		chunk := payloads[:min(len(payloads), c.cfg.Window-len(c.pend))]
@@ -576,8 +578,9 @@ func (c *Client) SendBatch(ctx context.Context, payloads [][]byte) (uint64, erro
 				return b
 			})
 		}
+		last = c.seq
 	}
-	return c.seq, nil
+	return last, nil
 }
 
 // Flush waits until every message sent is acknowledged (with ack mode

@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"errors"
 	"net"
 	"testing"
 	"time"
@@ -218,5 +219,9 @@ func TestSendBatchLargerThanWindow(t *testing.T) {
 	}
 	if st := c.Stats(); st.Sent != 10 || st.Acked != 10 || st.OrderErrors != 0 {
 		t.Errorf("stats %+v", st)
+	}
+	c.Close()
+	if seq, err := c.SendBatch(ctx, payloads[:2]); !errors.Is(err, ErrClosed) || seq != 0 {
+		t.Errorf("SendBatch on a closed client = %d, %v; want 0, ErrClosed", seq, err)
 	}
 }
