@@ -22,10 +22,9 @@ func ownLatency(metricsURL string) (p50, p99 time.Duration, procs int, err error
 		return 0, 0, 0, err
 	}
 	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(resp.Body)
+	mfs, err := parseMetrics(resp.Body)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("bench: metrics: %w", err)
+		return 0, 0, 0, err
 	}
 	if mf := mfs["go_sched_gomaxprocs_threads"]; mf != nil && len(mf.GetMetric()) == 1 {
 		procs = int(mf.GetMetric()[0].GetGauge().GetValue())
@@ -35,12 +34,21 @@ func ownLatency(metricsURL string) (p50, p99 time.Duration, procs int, err error
 }
 
 func parseOwnLatency(r io.Reader) (p50, p99 time.Duration, err error) {
+	mfs, err := parseMetrics(r)
+	if err != nil {
+		return 0, 0, err
+	}
+	return ownLatencyOf(mfs)
+}
+
+// parseMetrics reads a /metrics page in the Prometheus text format.
+func parseMetrics(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	mfs, err := p.TextToMetricFamilies(r)
 	if err != nil {
-		return 0, 0, fmt.Errorf("bench: metrics: %w", err)
+		return nil, fmt.Errorf("bench: metrics: %w", err)
 	}
-	return ownLatencyOf(mfs)
+	return mfs, nil
 }
 
 func ownLatencyOf(mfs map[string]*dto.MetricFamily) (p50, p99 time.Duration, err error) {

@@ -36,11 +36,10 @@ func newSilentGateway(t *testing.T) *silentGateway {
 			}
 			go func() {
 				defer nc.Close()
-				r := egp.NewReader(nc, egp.DefaultMaxFrame, 4096)
-				if _, _, err := r.ReadFrame(); err != nil { // HELLO
+				r, ok := welcome(nc)
+				if !ok {
 					return
 				}
-				nc.Write(egp.AppendWelcome(nil, egp.Welcome{Version: egp.Version, AckMode: egp.AckProcessed, MaxFrame: egp.DefaultMaxFrame}))
 				for {
 					h, body, err := r.ReadFrame()
 					if err != nil {
@@ -65,6 +64,17 @@ func newSilentGateway(t *testing.T) *silentGateway {
 		}
 	}()
 	return g
+}
+
+// welcome reads a device's HELLO from nc and answers WELCOME, as a
+// gateway does; it returns the reader for what follows.
+func welcome(nc net.Conn) (*egp.Reader, bool) {
+	r := egp.NewReader(nc, egp.DefaultMaxFrame, 4096)
+	if _, _, err := r.ReadFrame(); err != nil { // HELLO
+		return nil, false
+	}
+	_, err := nc.Write(egp.AppendWelcome(nil, egp.Welcome{Version: egp.Version, AckMode: egp.AckProcessed, MaxFrame: egp.DefaultMaxFrame}))
+	return r, err == nil
 }
 
 // TestKeepAliveDetectsVanishedGateway: a gateway that stops answering
@@ -163,11 +173,10 @@ func TestSendBatchLargerThanWindow(t *testing.T) {
 			return
 		}
 		defer nc.Close()
-		r := egp.NewReader(nc, egp.DefaultMaxFrame, 4096)
-		if _, _, err := r.ReadFrame(); err != nil { // HELLO
+		r, ok := welcome(nc)
+		if !ok {
 			return
 		}
-		nc.Write(egp.AppendWelcome(nil, egp.Welcome{Version: egp.Version, AckMode: egp.AckProcessed, MaxFrame: egp.DefaultMaxFrame}))
 		for {
 			h, body, err := r.ReadFrame()
 			if err != nil || h.Type != egp.TypeData {
