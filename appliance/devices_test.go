@@ -420,6 +420,48 @@ func testBackpressure(t *testing.T, lean bool) {
 	checkIncreasing(t, "flood", j.succeeded("flood"), 500)
 }
 
+// TestBurstBeyondLimits: a burst written at once that is larger than the
+// controller's queue, or than the memory for queued messages, and smaller
+// than a batch: the reader queues a read's messages before offering the
+// controller for dispatch, and must offer them before it waits for room.
+func TestBurstBeyondLimits(t *testing.T) { servings(t, testBurstBeyondLimits) }
+
+func testBurstBeyondLimits(t *testing.T, lean bool) {
+	for _, tc := range []struct {
+		name   string
+		limits func(*appliance.Config)
+	}{
+		{"queue", func(c *appliance.Config) { c.Devices.Queue = 4 }},
+		{"memory", func(c *appliance.Config) { c.Devices.MaxFrame, c.Devices.Memory = 200, 4*(64+108) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := newJournal(nil)
+			cfg := testConfig(t, "burst-"+tc.name)
+			serve(&cfg, lean)
+			cfg.Handler = j
+			tc.limits(&cfg)
+			if cfg.Parser.Batch != 0 && cfg.Parser.Batch <= 4 {
+				t.Fatalf("batch %d: the burst must fit one", cfg.Parser.Batch)
+			}
+			a := start(t, cfg)
+			c := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "burst", Window: 64})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			payloads := make([][]byte, 40)
+			for i := range payloads {
+				payloads[i] = []byte(fmt.Sprintf("%-100d", i))
+			}
+			if _, err := c.SendBatch(ctx, payloads); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Flush(ctx); err != nil {
+				t.Fatalf("burst of 40 with room for 4: %v", err)
+			}
+			checkIncreasing(t, "burst", j.succeeded("burst"), len(payloads))
+		})
+	}
+}
+
 // TestConnectionLimit: beyond devices.max_connections a device gets ERROR
 // busy and the others are not disturbed.
 func TestConnectionLimit(t *testing.T) {

@@ -199,8 +199,14 @@ func (s *Server) pruneLocked(c *controller) {
 func (s *Server) reserveLocked(sess *session, size int64) (ok, waited bool) {
 	c := sess.ctrl
 	for !sess.closed {
+		full := c.slots >= s.cfg.Queue
+		if (full || s.mem > 0 && s.mem+size > s.cfg.Memory) && sess.pending > 0 {
+			// What the reader queued must go out before it waits for space.
+			sess.pending = 0
+			s.makeRunnableLocked(c)
+		}
 		switch {
-		case c.slots >= s.cfg.Queue:
+		case full:
 			waited = true
 			c.space.Wait()
 		case s.mem > 0 && s.mem+size > s.cfg.Memory:

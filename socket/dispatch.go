@@ -111,29 +111,23 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		// A lease its pool kept goes on there when that pool has a free
 		// worker and the hold has not run out; otherwise it is released
 		// and the batch goes elsewhere.
-		var cont, drop bool
+		if c.held && s.heldUsableLocked(c) {
+			h := s.takeHeldLocked(c)
+			s.mu.Unlock()
+			s.continueHeld(h)
+			s.mu.Lock()
+			continue
+		}
+		drop := c.held // released before the acquire, which would find it held
+		c.held = false
 		tok, done := c.tok, c.grantDone
 		keptDone := c.sentResets == c.resets // done may be recorded under tok
-		if c.held {
-			c.held = false
-			if s.heldUsableLocked(c) {
-				p, cont = c.pool, true
-			} else {
-				drop = true // released before the acquire, which would find it held
-			}
-		}
-		from := c.holdUntil.Add(-s.cfg.Hold) // the held lease is valid for Hold from then
 		batch, hold := s.takeBatchLocked(c, p)
 		s.mu.Unlock()
-		switch {
-		case cont:
-			s.continueHeld(c, p, tok, done, from, hold, batch)
-		case drop:
+		if drop {
 			s.release(c.id, tok, done, keptDone)
-			fallthrough
-		default:
-			s.dispatch(ctx, c, p, hold, batch)
 		}
+		s.dispatch(ctx, c, p, hold, batch)
 		s.mu.Lock()
 	}
 }
@@ -166,32 +160,49 @@ func (s *Server) heldUsableLocked(c *controller) bool {
 	return s.pools[p.id] == p && p.available() > 0 && time.Now().Before(s.holdEnds(c))
 }
 
-// continueHeld sends batch to p under c's held lease tok (valid for Hold
-// from from): no acquire, and the pool needs no confirmation.
-func (s *Server) continueHeld(c *controller, p *pool, tok lease.Token, done uint64, from time.Time, hold time.Duration, batch []*msg) {
-	s.stats.continued.Add(1)
-	s.assign(c, p, lease.Grant{Token: tok, Done: done}, from, s.cfg.Hold, hold, batch)
+// handOff is a batch taken under a held lease (takeHeldLocked), to be
+// sent without the lock (continueHeld).
+type handOff struct {
+	c     *controller
+	p     *pool
+	tok   lease.Token
+	done  uint64
+	from  time.Time // the lease is valid for Hold from then
+	hold  time.Duration
+	batch []*msg
 }
 
-// continueLocked returns the hand-off of c's next batch to the pool of
-// this process that kept its lease, for the goroutine that brought the
-// outcome to run, when no other controller waits for a dispatcher: what
-// a dispatcher would do next, without waking one (on a busy box every
-// goroutine woken queues for a CPU). Nil means c goes to the run queue.
-func (s *Server) continueLocked(c *controller) func() {
+// takeHeldLocked takes c's next batch for the pool that holds its lease.
+func (s *Server) takeHeldLocked(c *controller) handOff {
+	c.held = false
+	h := handOff{c: c, p: c.pool, tok: c.tok, done: c.grantDone, from: c.holdUntil.Add(-s.cfg.Hold)}
+	h.batch, h.hold = s.takeBatchLocked(c, c.pool)
+	return h
+}
+
+// continueHeld sends h's batch under its held lease: no acquire, and the
+// pool needs no confirmation.
+func (s *Server) continueHeld(h handOff) {
+	s.stats.continued.Add(1)
+	s.assign(h.c, h.p, lease.Grant{Token: h.tok, Done: h.done}, h.from, s.cfg.Hold, h.hold, h.batch)
+}
+
+// continueLocked takes c's next batch for the pool of this process that
+// kept its lease, for the goroutine that brought the outcome (or read the
+// messages) to send, when no other controller waits for a dispatcher:
+// what a dispatcher would do next, without waking one (on a busy box
+// every goroutine woken queues for a CPU). False means c goes to the run
+// queue.
+func (s *Server) continueLocked(c *controller) (handOff, bool) {
 	p := c.pool
 	if !c.held || p.direct == nil || c.state != stIdle || s.stopping || s.runq.len() > 0 ||
 		time.Now().Before(s.paused) || !s.heldUsableLocked(c) {
-		return nil
+		return handOff{}, false
 	}
 	if s.pruneLocked(c); len(c.q) == 0 {
-		return nil
+		return handOff{}, false
 	}
-	c.held = false
-	tok, done := c.tok, c.grantDone
-	from := c.holdUntil.Add(-s.cfg.Hold) // the held lease is valid for Hold from then
-	batch, hold := s.takeBatchLocked(c, p)
-	return func() { s.continueHeld(c, p, tok, done, from, hold, batch) }
+	return s.takeHeldLocked(c), true
 }
 
 // dispatch acquires c's lease for p and sends it the batch. Called without
@@ -579,19 +590,20 @@ func (s *Server) onNoResponders(id string) {
 // the same controller may go out from here (continueLocked).
 func (s *Server) onOutcome(o coord.Outcome) {
 	s.mu.Lock()
-	next := s.outcomeLocked(o)
+	next, ok := s.outcomeLocked(o)
 	s.mu.Unlock()
-	if next != nil {
-		next()
+	if ok {
+		s.continueHeld(next)
 	}
 }
 
-// outcomeLocked is onOutcome under the lock; what it returns runs after.
-func (s *Server) outcomeLocked(o coord.Outcome) (next func()) {
+// outcomeLocked is onOutcome under the lock; the batch it may return is
+// sent after.
+func (s *Server) outcomeLocked(o coord.Outcome) (next handOff, ok bool) {
 	c := s.ctrls[o.Controller]
 	if c == nil || c.tok.Fence != o.Fence || !c.inFlight() {
 		s.stats.staleOutcomes.Add(1)
-		return nil
+		return handOff{}, false
 	}
 	if o.Early {
 		// The statuses of a batch its pool (this process's) is still
@@ -602,7 +614,7 @@ func (s *Server) outcomeLocked(o coord.Outcome) (next func()) {
 			s.ackLocked(c, k, o.Statuses)
 			c.n -= k
 		}
-		return nil
+		return handOff{}, false
 	}
 	s.inflight--
 	s.idle.Broadcast()
@@ -638,14 +650,14 @@ func (s *Server) outcomeLocked(o coord.Outcome) (next func()) {
 			s.releaseLocked(c, final)
 		}
 	}
-	if next = s.continueLocked(c); next != nil {
-		return next // the worker freed goes to c's next batch
+	if next, ok = s.continueLocked(c); ok {
+		return next, true // the worker freed goes to c's next batch
 	}
 	if freed {
 		s.runCond.Signal()
 	}
 	s.makeRunnableLocked(c)
-	return nil
+	return handOff{}, false
 }
 
 // releaseLocked releases c's kept lease (c.tok) on its own goroutine,

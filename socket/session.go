@@ -52,6 +52,11 @@ type session struct {
 
 	lastSeq  uint64 // reader goroutine only
 	warnedSq bool   // reader goroutine only: an out-of-order seq was logged
+	// Reader goroutine only: the messages it queued since their
+	// controller was last offered for dispatch, and whether it holds the
+	// Server lock (see flush).
+	pending int
+	locked  bool
 
 	wmu     sync.Mutex
 	wbuf    []byte
@@ -498,6 +503,11 @@ func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string)
 
 // readFrames reads DATA, PING and PONG frames until an error, or with
 // apart until r has nothing buffered (errWait).
+//
+// The DATA frames of one read are queued under one hold of the Server
+// lock, and their controller offered for dispatch once (flush): when
+// nothing more is buffered, before anything that could block on the
+// connection, and after a batch's worth.
 func (sess *session) readFrames(r *egp.Reader, apart bool) error {
 	s := sess.s
 	var b burst
@@ -505,6 +515,7 @@ func (sess *session) readFrames(r *egp.Reader, apart bool) error {
 	// message: the messages of one read were received together. recv is
 	// stale when the frame needed a read, or waited for queue space.
 	var recv time.Time
+	defer sess.flush()
 	// Idleness is judged by the idle loop (idleLoop), not by read
 	// deadlines: a deadline per frame costs a timer update and two clock
 	// reads per message.
@@ -513,9 +524,15 @@ func (sess *session) readFrames(r *egp.Reader, apart bool) error {
 			return errWait
 		}
 		stale := r.Buffered() < egp.HeaderSize
+		if stale {
+			sess.flush() // Next reads from the connection
+		}
 		h, err := r.Next()
 		if err != nil {
 			return err
+		}
+		if h.Type != egp.TypeData {
+			sess.flush() // rare frames are read and answered unlocked
 		}
 		switch h.Type {
 		case egp.TypeData:
@@ -523,33 +540,38 @@ func (sess *session) readFrames(r *egp.Reader, apart bool) error {
 				return &egp.Error{Code: egp.CodeProtocol, Reason: "DATA body shorter than its seq"}
 			}
 			size := int64(h.Len-8) + msgOverhead
-			s.mu.Lock()
+			sess.lock()
 			sess.waiting = true
 			ok, waited := s.reserveLocked(sess, size)
 			sess.waiting = false
-			s.mu.Unlock()
 			stale = stale || waited
 			if !ok {
 				return net.ErrClosed
 			}
 			sess.heard.Store(true) // the wait for queue space does not count
 			buffered := r.Buffered()
-			stale = stale || buffered < int(h.Len)
+			if buffered < int(h.Len) {
+				stale = true
+				sess.flush() // BodyInto reads from the connection
+			}
 			body := b.body(int(h.Len), buffered)
 			if err := r.BodyInto(body); err != nil {
-				s.mu.Lock()
+				sess.lock()
 				s.unreserveLocked(sess.ctrl, size)
-				s.mu.Unlock()
 				return err
 			}
 			if stale || recv.IsZero() {
 				recv = time.Now()
 			}
 			seq, payload, _ := egp.ParseData(body)
-			sess.receive(b.msg(buffered/(egp.HeaderSize+int(h.Len))+1), seq, payload, size, recv)
+			sess.lock()
+			sess.receiveLocked(b.msg(buffered/(egp.HeaderSize+int(h.Len))+1), seq, payload, size, recv)
 			sess.heard.Store(true)
 			if r.Buffered() == 0 {
 				b.end()
+			}
+			if sess.pending >= s.cfg.Batch {
+				sess.flush()
 			}
 		case egp.TypePing:
 			b, err := r.Scratch(h)
@@ -610,6 +632,7 @@ func (s *Server) sweepIdle() {
 // an error, or with apart until r has nothing buffered (errWait).
 func (sess *session) readLines(r *egp.LineReader, apart bool) error {
 	s := sess.s
+	defer sess.flush()
 	for {
 		if apart && r.Buffered() == 0 {
 			return errWait
@@ -619,23 +642,21 @@ func (sess *session) readLines(r *egp.LineReader, apart bool) error {
 			return err
 		}
 		size := int64(len(line)) + msgOverhead
-		s.mu.Lock()
-		ok, _ := s.reserveLocked(sess, size)
-		s.mu.Unlock()
-		if !ok {
+		sess.lock()
+		if ok, _ := s.reserveLocked(sess, size); !ok {
 			return net.ErrClosed
 		}
 		sess.line++ // a line's seq is its number in the connection
-		sess.receive(new(msg), sess.line, line, size, time.Now())
+		sess.receiveLocked(new(msg), sess.line, line, size, time.Now())
+		sess.flush()
 	}
 }
 
-// receive queues a message whose slot is reserved, in m, received at recv.
-func (sess *session) receive(m *msg, seq uint64, payload []byte, size int64, recv time.Time) {
+// receiveLocked queues a message whose slot is reserved, in m, received
+// at recv; the reader's next flush offers its controller for dispatch.
+func (sess *session) receiveLocked(m *msg, seq uint64, payload []byte, size int64, recv time.Time) {
 	s := sess.s
 	s.stats.received.Add(1)
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	c := sess.ctrl
 	if seq <= sess.lastSeq {
 		s.unreserveLocked(c, size)
@@ -654,7 +675,43 @@ func (sess *session) receive(m *msg, seq uint64, payload []byte, size int64, rec
 	}
 	*m = msg{seq: seq, payload: payload, recv: recv, sess: sess}
 	c.q = append(c.q, m)
-	s.makeRunnableLocked(c)
+	sess.pending++
+}
+
+// lock takes the Server lock for the reader, unless it holds it.
+func (sess *session) lock() {
+	if !sess.locked {
+		sess.s.mu.Lock()
+		sess.locked = true
+	}
+}
+
+// flush offers the controller of the messages the reader queued since the
+// last flush for dispatch, and gives up the reader's hold of the Server
+// lock. A held lease of the pool of this process takes the next batch
+// from here when no other controller waits (continueLocked): the reader
+// hands it out itself instead of waking a dispatcher, as the outcome of a
+// batch does.
+func (sess *session) flush() {
+	s := sess.s
+	var next handOff
+	ok := false
+	if sess.pending > 0 {
+		sess.pending = 0
+		sess.lock()
+		if c := sess.ctrl; !sess.closed && c.state == stIdle {
+			if next, ok = s.continueLocked(c); !ok {
+				s.makeRunnableLocked(c)
+			}
+		}
+	}
+	if sess.locked {
+		sess.locked = false
+		s.mu.Unlock()
+	}
+	if ok {
+		s.continueHeld(next)
+	}
 }
 
 // write appends to the session's output and wakes its writer.
