@@ -40,6 +40,14 @@ type Result struct {
 	// Procs is the GOMAXPROCS the appliance ran with (a child process; 0:
 	// not known).
 	Procs int `json:"procs,omitempty"`
+	// RunWait is how long a goroutine of the appliance that became
+	// runnable waited for a CPU, on average over the run (the Go
+	// scheduler's latency); LockWaiters is how many of its goroutines
+	// waited for a lock, on average (seconds of lock wait per second).
+	// What the devices see beyond the appliance's own share waits on the
+	// one, and its own share on both. Zero when not measured.
+	RunWait     time.Duration `json:"run_wait_ns,omitempty"`
+	LockWaiters float64       `json:"lock_waiters,omitempty"`
 	// CPU is the CPU time of the measured process over the run divided by
 	// the elapsed time (2.0 = two cores busy); negative when not measured.
 	CPU float64 `json:"cpu"`

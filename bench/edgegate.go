@@ -78,6 +78,10 @@ func Edgegate(ctx context.Context, w Workload, c EdgegateConfig) (Result, error)
 	}
 	defer app.stop()
 
+	var before own
+	if app.metrics != "" {
+		before, _ = readOwn(app.metrics)
+	}
 	cpu := startCPU(app.pid)
 	rep, err := device.Simulate(ctx, device.SimConfig{
 		Addrs: []string{app.addr}, Controllers: w.Controllers, Messages: w.Messages, Size: w.Size, Window: w.Window, Rate: c.Rate,
@@ -96,8 +100,9 @@ func Edgegate(ctx context.Context, w Workload, c EdgegateConfig) (Result, error)
 		r.RSS = rss
 	}
 	if app.metrics != "" {
-		if p50, p99, procs, err := ownLatency(app.metrics); err == nil {
-			r.OwnP50, r.OwnP99, r.Procs = p50, p99, procs
+		if after, err := readOwn(app.metrics); err == nil {
+			r.OwnP50, r.OwnP99, r.Procs = after.p50, after.p99, after.procs
+			r.waits(before, after)
 		}
 	}
 	if c.Exe == "" {

@@ -12,25 +12,63 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// ownLatency is the appliance's own share of the ACK latency: its
-// edgegate_ack_latency_seconds histogram (per batch, from reading the
-// batch's first message to queueing its ACKs), read from its /metrics,
-// with its GOMAXPROCS (go_sched_gomaxprocs_threads; 0 when not exported).
-func ownLatency(metricsURL string) (p50, p99 time.Duration, procs int, err error) {
+// own is what the appliance under test says of itself on /metrics.
+type own struct {
+	// p50 and p99 are its own share of the ACK latency: its
+	// edgegate_ack_latency_seconds histogram (per batch, from reading the
+	// batch's first message to queueing its ACKs).
+	p50, p99 time.Duration
+	procs    int // go_sched_gomaxprocs_threads; 0 when not exported
+	// Cumulative since it started: how many times a goroutine became
+	// runnable and waited for a CPU (go_sched_latencies_seconds, sampled),
+	// for how long in all, and how long goroutines waited for locks
+	// (go_sync_mutex_wait_total_seconds_total).
+	runnable          uint64
+	runWait, lockWait float64
+}
+
+// readOwn reads the appliance's /metrics.
+func readOwn(metricsURL string) (own, error) {
 	resp, err := http.Get(metricsURL)
 	if err != nil {
-		return 0, 0, 0, err
+		return own{}, err
 	}
 	defer resp.Body.Close()
 	mfs, err := parseMetrics(resp.Body)
 	if err != nil {
-		return 0, 0, 0, err
+		return own{}, err
 	}
-	if mf := mfs["go_sched_gomaxprocs_threads"]; mf != nil && len(mf.GetMetric()) == 1 {
-		procs = int(mf.GetMetric()[0].GetGauge().GetValue())
+	var o own
+	if m := single(mfs, "go_sched_gomaxprocs_threads"); m != nil {
+		o.procs = int(m.GetGauge().GetValue())
 	}
-	p50, p99, err = ownLatencyOf(mfs)
-	return p50, p99, procs, err
+	if m := single(mfs, "go_sched_latencies_seconds"); m != nil && m.GetHistogram() != nil {
+		o.runnable, o.runWait = m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+	}
+	if m := single(mfs, "go_sync_mutex_wait_total_seconds_total"); m != nil {
+		o.lockWait = m.GetCounter().GetValue()
+	}
+	o.p50, o.p99, err = ownLatencyOf(mfs)
+	return o, err
+}
+
+// single is the one metric of family name, nil when there is not one.
+func single(mfs map[string]*dto.MetricFamily, name string) *dto.Metric {
+	if mf := mfs[name]; mf != nil && len(mf.GetMetric()) == 1 {
+		return mf.GetMetric()[0]
+	}
+	return nil
+}
+
+// waits sets r's scheduler and lock waits over the run, from what the
+// appliance said before it (o0) and after (o1).
+func (r *Result) waits(o0, o1 own) {
+	if n := o1.runnable - o0.runnable; n > 0 {
+		r.RunWait = time.Duration((o1.runWait - o0.runWait) / float64(n) * float64(time.Second))
+	}
+	if r.Elapsed > 0 {
+		r.LockWaiters = (o1.lockWait - o0.lockWait) / r.Elapsed.Seconds()
+	}
 }
 
 func parseOwnLatency(r io.Reader) (p50, p99 time.Duration, err error) {

@@ -67,6 +67,8 @@ type Summary struct {
 	P999        time.Duration `json:"p999_ns"`
 	OwnP50      time.Duration `json:"own_p50_ns,omitempty"` // medians; zero: not measured
 	OwnP99      time.Duration `json:"own_p99_ns,omitempty"`
+	RunWait     time.Duration `json:"run_wait_ns,omitempty"` // medians; zero: not measured
+	LockWaiters float64       `json:"lock_waiters,omitempty"`
 	CPU         float64       `json:"cpu"` // median; negative: not measured
 	RSS         int64         `json:"rss"` // largest; negative: not measured
 	Note        string        `json:"note,omitempty"`
@@ -274,16 +276,18 @@ func (rep *Report) summarize() {
 			return v[len(v)/2]
 		}
 		s := Summary{Scenario: k.s, Controllers: k.c, Runs: len(rs), Note: rs[0].Note,
-			Rate:    med(func(r Result) float64 { return r.Rate }),
-			RateMin: slices.MinFunc(rs, func(a, b Result) int { return cmpF(a.Rate, b.Rate) }).Rate,
-			RateMax: slices.MaxFunc(rs, func(a, b Result) int { return cmpF(a.Rate, b.Rate) }).Rate,
-			P50:     time.Duration(med(func(r Result) float64 { return float64(r.P50) })),
-			P99:     time.Duration(med(func(r Result) float64 { return float64(r.P99) })),
-			P999:    time.Duration(med(func(r Result) float64 { return float64(r.P999) })),
-			OwnP50:  time.Duration(med(func(r Result) float64 { return float64(r.OwnP50) })),
-			OwnP99:  time.Duration(med(func(r Result) float64 { return float64(r.OwnP99) })),
-			CPU:     med(func(r Result) float64 { return r.CPU }),
-			RSS:     slices.MaxFunc(rs, func(a, b Result) int { return cmpF(float64(a.RSS), float64(b.RSS)) }).RSS,
+			Rate:        med(func(r Result) float64 { return r.Rate }),
+			RateMin:     slices.MinFunc(rs, func(a, b Result) int { return cmpF(a.Rate, b.Rate) }).Rate,
+			RateMax:     slices.MaxFunc(rs, func(a, b Result) int { return cmpF(a.Rate, b.Rate) }).Rate,
+			P50:         time.Duration(med(func(r Result) float64 { return float64(r.P50) })),
+			P99:         time.Duration(med(func(r Result) float64 { return float64(r.P99) })),
+			P999:        time.Duration(med(func(r Result) float64 { return float64(r.P999) })),
+			OwnP50:      time.Duration(med(func(r Result) float64 { return float64(r.OwnP50) })),
+			OwnP99:      time.Duration(med(func(r Result) float64 { return float64(r.OwnP99) })),
+			RunWait:     time.Duration(med(func(r Result) float64 { return float64(r.RunWait) })),
+			LockWaiters: med(func(r Result) float64 { return r.LockWaiters }),
+			CPU:         med(func(r Result) float64 { return r.CPU }),
+			RSS:         slices.MaxFunc(rs, func(a, b Result) int { return cmpF(float64(a.RSS), float64(b.RSS)) }).RSS,
 		}
 		rep.Summaries = append(rep.Summaries, s)
 	}

@@ -14,8 +14,9 @@ import (
 )
 
 // TestBenchCommand: `edgegate bench` runs the appliance under test as a
-// child process (with the GOMAXPROCS asked for), prints the table, and
-// writes the JSON report and the chart.
+// child process (with the GOMAXPROCS asked for), reads its own latency
+// and scheduler waits off its /metrics, prints the table, and writes the
+// JSON report and the chart.
 func TestBenchCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the edgegate binary")
@@ -55,6 +56,9 @@ func TestBenchCommand(t *testing.T) {
 		}
 		if s.OwnP50 <= 0 || s.OwnP99 < s.OwnP50 {
 			t.Errorf("%s: own latency p50 %v, p99 %v not measured", s.Scenario, s.OwnP50, s.OwnP99)
+		}
+		if s.RunWait <= 0 || s.LockWaiters < 0 {
+			t.Errorf("%s: the appliance's wait for a CPU %v, lock waiters %.2f not measured", s.Scenario, s.RunWait, s.LockWaiters)
 		}
 	}
 	// 2 configurations × 2 counts, and 2 loads at the count nearest 100
