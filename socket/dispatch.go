@@ -653,8 +653,8 @@ func (s *Server) outcomeLocked(o coord.Outcome) (next handOff, ok bool) {
 	if next, ok = s.continueLocked(c); ok {
 		return next, true // the worker freed goes to c's next batch
 	}
-	if freed {
-		s.runCond.Signal()
+	if freed && s.runq.len() > 0 {
+		s.runCond.Signal() // a controller waits for a worker
 	}
 	s.makeRunnableLocked(c)
 	return handOff{}, false
