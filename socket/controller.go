@@ -2,6 +2,7 @@ package socket
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgegate/edgegate/lease"
@@ -71,8 +72,12 @@ type controller struct {
 	// value when the batch out was taken from the queue. The lease of a
 	// batch taken before a reset is not kept for the next one.
 	resets, sentResets int
-	unseen             bool // its pool has not answered the assignment it was picked for
-	watched            bool // its lock deletions wake this socket (while waiting)
+	// unseen is set while its pool has not answered the assignment it was
+	// picked for: -1 from the pick, then the unix nanoseconds it was sent
+	// at (startLocked). Written under Server.mu; the sender of a batch
+	// clears it without the lock when the pool of this process took it.
+	unseen  atomic.Int64
+	watched bool // its lock deletions wake this socket (while waiting)
 }
 
 // holdEnds is when c's held lease is too old to send under: two margins

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,7 +24,7 @@ type pool struct {
 	id, appliance, subject string
 	workers                int
 	free                   int
-	unseen                 int
+	unseen                 atomic.Int64 // written under Server.mu, or by heard
 	seen                   time.Time
 	local                  bool
 	direct                 LocalPool // the pool of this process: batches go to it without NATS
@@ -47,7 +48,7 @@ func (s *Server) onReady(m *nats.Msg) {
 		s.pools[r.Pool] = p
 		s.log.Info("socket: parser pool seen", "pool", r.Pool, "pool_appliance", r.Appliance, "workers", r.Workers)
 	}
-	p.workers, p.free, p.seen = r.Workers, max(0, r.Free-p.unseen), time.Now()
+	p.workers, p.free, p.seen = r.Workers, max(0, r.Free-int(p.unseen.Load())), time.Now()
 	if r.Free > 0 {
 		s.runCond.Broadcast()
 	}
@@ -58,7 +59,7 @@ func (s *Server) onReady(m *nats.Msg) {
 // picked for it and not yet offered, for others the estimate.
 func (p *pool) available() int {
 	if p.direct != nil {
-		return p.direct.Free() - p.unseen
+		return p.direct.Free() - int(p.unseen.Load())
 	}
 	return p.free
 }
@@ -136,8 +137,8 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 // and the hold to ask the parser for.
 func (s *Server) takeBatchLocked(c *controller, p *pool) (batch []*msg, hold time.Duration) {
 	p.free--
-	p.unseen++
-	c.unseen = true
+	p.unseen.Add(1)
+	c.unseen.Store(-1)
 	c.state, c.pool, c.n, c.sentResets = stDispatching, p, min(len(c.q), s.cfg.Batch), c.resets
 	batch = make([]*msg, c.n)
 	copy(batch, c.q)
@@ -165,18 +166,24 @@ func (s *Server) heldUsableLocked(c *controller) bool {
 type handOff struct {
 	c     *controller
 	p     *pool
-	tok   lease.Token
-	done  uint64
+	g     lease.Grant
 	from  time.Time // the lease is valid for Hold from then
 	hold  time.Duration
 	batch []*msg
+	sent  time.Time // started already (startLocked); zero: not yet
 }
 
 // takeHeldLocked takes c's next batch for the pool that holds its lease.
+// For the pool of this process the batch starts at once, under the same
+// hold of the lock (unless duplicates lead it, which assign acknowledges
+// first).
 func (s *Server) takeHeldLocked(c *controller) handOff {
 	c.held = false
-	h := handOff{c: c, p: c.pool, tok: c.tok, done: c.grantDone, from: c.holdUntil.Add(-s.cfg.Hold)}
+	h := handOff{c: c, p: c.pool, g: lease.Grant{Token: c.tok, Done: c.grantDone}, from: c.holdUntil.Add(-s.cfg.Hold)}
 	h.batch, h.hold = s.takeBatchLocked(c, c.pool)
+	if h.p.direct != nil && duplicates(h.batch, h.g.Done) == 0 {
+		h.sent = s.startLocked(c, h.p, h.g)
+	}
 	return h
 }
 
@@ -184,7 +191,12 @@ func (s *Server) takeHeldLocked(c *controller) handOff {
 // pool needs no confirmation.
 func (s *Server) continueHeld(h handOff) {
 	s.stats.continued.Add(1)
-	s.assign(h.c, h.p, lease.Grant{Token: h.tok, Done: h.done}, h.from, s.cfg.Hold, h.hold, h.batch)
+	if h.sent.IsZero() {
+		s.assign(h.c, h.p, h.g, h.from, s.cfg.Hold, h.hold, h.batch)
+		return
+	}
+	a := s.assignment(h.c, h.g, h.from, s.cfg.Hold, h.hold, h.batch)
+	s.send(h.c, h.p, h.g, &a, h.sent, h.batch)
 }
 
 // continueLocked takes c's next batch for the pool of this process that
@@ -280,14 +292,7 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time
 func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, valid, hold time.Duration, batch []*msg) {
 	// A device that keeps its seq across sessions gets its duplicates (seqs
 	// the done record covers) acknowledged without the handler.
-	dups := 0
-	for _, m := range batch {
-		if !m.sess.persistent || m.seq > g.Done {
-			break
-		}
-		dups++
-	}
-	if dups > 0 {
+	if dups := duplicates(batch, g.Done); dups > 0 {
 		s.mu.Lock()
 		s.ackLocked(c, dups, nil)
 		s.stats.suppressed.Add(uint64(dups))
@@ -299,7 +304,28 @@ func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, v
 			return
 		}
 	}
+	a := s.assignment(c, g, from, valid, hold, batch)
+	s.mu.Lock()
+	sent := s.startLocked(c, p, g)
+	s.mu.Unlock()
+	s.send(c, p, g, &a, sent, batch)
+}
 
+// duplicates counts the messages that lead batch and that the done record
+// done covers, of devices that keep their seqs across sessions.
+func duplicates(batch []*msg, done uint64) int {
+	n := 0
+	for _, m := range batch {
+		if !m.sess.persistent || m.seq > done {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// assignment is the assignment of batch under g (see assign).
+func (s *Server) assignment(c *controller, g lease.Grant, from time.Time, valid, hold time.Duration, batch []*msg) coord.Assign {
 	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: valid - time.Since(from), Hold: hold, Msgs: make([]coord.Msg, len(batch)), Socket: s.id}
 	if s.cfg.Clock != nil {
 		// The lock expires no sooner than a TTL after the acquire began
@@ -309,33 +335,44 @@ func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, v
 	for i, m := range batch {
 		a.Msgs[i] = coord.Msg{Seq: m.seq, Received: m.recv, Payload: m.payload}
 	}
-	s.mu.Lock()
-	sent := time.Now()
+	return a
+}
+
+// startLocked records c's batch as sent to p under g now, and returns
+// when: assigned, or for the pool of this process running at once (its
+// outcome may come before Offer returns).
+func (s *Server) startLocked(c *controller, p *pool, g lease.Grant) (sent time.Time) {
+	sent = time.Now()
 	c.state, c.tok, c.grantDone, c.sentAt, c.released = stAssigned, g.Token, g.Done, sent, time.Time{}
 	s.inflight++
 	if p.direct != nil {
-		// The answer is Offer's result. The outcome may come before Offer
-		// returns, so the batch is running from now on.
 		c.state = stRunning
 	}
-	s.mu.Unlock()
+	if c.unseen.Load() != 0 {
+		c.unseen.Store(sent.UnixNano())
+	}
+	return sent
+}
+
+// send hands a, c's batch started at sent (startLocked), to p. Called
+// without the lock.
+func (s *Server) send(c *controller, p *pool, g lease.Grant, a *coord.Assign, sent time.Time, batch []*msg) {
 	if p.direct != nil {
-		ok := p.direct.Offer(&a, s.onOutcome)
+		if p.direct.Offer(a, s.onOutcome) {
+			s.heard(c, p, sent)
+			s.stats.direct.Add(1)
+			s.countBatch(batch)
+			return
+		}
 		s.mu.Lock()
 		if c.sentAt == sent { // not yet another batch of c (after this one's outcome)
 			s.heardLocked(c)
-			if !ok {
-				s.busyLocked(c)
-			}
+			s.busyLocked(c)
 		}
 		s.mu.Unlock()
-		if ok {
-			s.stats.direct.Add(1)
-			s.countBatch(batch)
-		}
 		return
 	}
-	err := s.nc.PublishMsg(&nats.Msg{Subject: p.subject, Reply: s.inbox + "." + c.id, Data: coord.AppendAssign(nil, &a)})
+	err := s.nc.PublishMsg(&nats.Msg{Subject: p.subject, Reply: s.inbox + "." + c.id, Data: coord.AppendAssign(nil, a)})
 	if err != nil {
 		s.log.Warn("socket: send assignment", "controller", c.id, "err", err)
 		s.mu.Lock()
@@ -365,9 +402,16 @@ func (s *Server) countBatch(batch []*msg) {
 // heardLocked records that c's pool answered (or will never answer) the
 // assignment c was picked for.
 func (s *Server) heardLocked(c *controller) {
-	if c.unseen {
-		c.unseen = false
-		c.pool.unseen--
+	if c.unseen.Swap(0) != 0 {
+		c.pool.unseen.Add(-1)
+	}
+}
+
+// heard records, without the lock, that p took c's batch sent at sent,
+// unless that was recorded already (by its outcome, which may come first).
+func (s *Server) heard(c *controller, p *pool, sent time.Time) {
+	if c.unseen.CompareAndSwap(sent.UnixNano(), 0) {
+		p.unseen.Add(-1)
 	}
 }
 
