@@ -90,6 +90,10 @@ type Pool struct {
 	mu      sync.Mutex
 	free    int
 	stopped bool
+	// idle is free, or 0 once stopped, for Free to read without mu (a
+	// socket asks under its own lock, for every batch it picks a pool
+	// for). Written under mu.
+	idle atomic.Int32
 	// exhausted is set when the last free worker was taken since the last
 	// ready announcement: the next one goes out at once, not coalesced.
 	exhausted bool
@@ -179,6 +183,7 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Pool, error) {
 
 		handlerSeconds: newHandlerHistogram(),
 	}
+	p.idle.Store(int32(cfg.Workers))
 	p.log = cfg.Logger.With("pool", p.id)
 	return p, nil
 }
@@ -245,6 +250,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	<-ctx.Done()
 	p.mu.Lock()
 	p.stopped = true
+	p.idle.Store(0)
 	close(p.work)
 	p.mu.Unlock()
 	_ = sub.Unsubscribe()
@@ -299,14 +305,7 @@ func (p *Pool) Offer(a *coord.Assign, outcome func(coord.Outcome)) bool {
 }
 
 // Free returns how many workers are idle (0 once the pool stops).
-func (p *Pool) Free() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.stopped {
-		return 0
-	}
-	return p.free
-}
+func (p *Pool) Free() int { return int(p.idle.Load()) }
 
 // take queues j for a worker if one is free.
 func (p *Pool) take(j job) bool {
@@ -317,6 +316,7 @@ func (p *Pool) take(j job) bool {
 	ok := !p.stopped && p.free > 0
 	if ok {
 		p.free--
+		p.idle.Store(int32(p.free))
 		p.work <- j
 		if p.free == 0 {
 			p.exhausted = true
@@ -334,6 +334,9 @@ func (p *Pool) workerLoop(ctx context.Context) {
 		then := p.runBatch(ctx, j)
 		p.mu.Lock()
 		p.free++
+		if !p.stopped {
+			p.idle.Store(int32(p.free))
+		}
 		p.mu.Unlock()
 		select {
 		case p.announce <- struct{}{}:
