@@ -71,14 +71,6 @@ func (r *Result) waits(o0, o1 own) {
 	}
 }
 
-func parseOwnLatency(r io.Reader) (p50, p99 time.Duration, err error) {
-	mfs, err := parseMetrics(r)
-	if err != nil {
-		return 0, 0, err
-	}
-	return ownLatencyOf(mfs)
-}
-
 // parseMetrics reads a /metrics page in the Prometheus text format.
 func parseMetrics(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
@@ -90,11 +82,11 @@ func parseMetrics(r io.Reader) (map[string]*dto.MetricFamily, error) {
 }
 
 func ownLatencyOf(mfs map[string]*dto.MetricFamily) (p50, p99 time.Duration, err error) {
-	mf := mfs["edgegate_ack_latency_seconds"]
-	if mf == nil || len(mf.GetMetric()) != 1 || mf.GetMetric()[0].GetHistogram() == nil {
+	m := single(mfs, "edgegate_ack_latency_seconds")
+	if m == nil || m.GetHistogram() == nil {
 		return 0, 0, fmt.Errorf("bench: metrics: no edgegate_ack_latency_seconds histogram")
 	}
-	h := mf.GetMetric()[0].GetHistogram()
+	h := m.GetHistogram()
 	if h.GetSampleCount() == 0 {
 		return 0, 0, nil
 	}

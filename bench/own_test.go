@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"io"
 	"testing"
 	"time"
 
@@ -48,4 +49,13 @@ func TestOwnLatency(t *testing.T) {
 			t.Errorf("%d slow: p99 %v, want %v ± %v", tt.slow, p99, tt.p99, tt.tol)
 		}
 	}
+}
+
+// parseOwnLatency reads the own latency off a /metrics page.
+func parseOwnLatency(r io.Reader) (p50, p99 time.Duration, err error) {
+	mfs, err := parseMetrics(r)
+	if err != nil {
+		return 0, 0, err
+	}
+	return ownLatencyOf(mfs)
 }
