@@ -56,33 +56,40 @@ func (s *Server) check(ctx context.Context) {
 	now := time.Now()
 	var items []checkItem
 	s.mu.Lock()
-	for id, p := range s.pools {
+	for _, p := range s.pools {
 		if now.Sub(p.seen) > s.cfg.PoolExpiry {
-			delete(s.pools, id)
+			s.forgetPoolLocked(p)
 			s.log.Info("socket: parser pool silent, forgotten", "pool", p.id, "pool_appliance", p.appliance)
 		}
 	}
-	for _, c := range s.ctrls {
-		switch {
-		case c.inFlight():
-			items = append(items, checkItem{c: c, tok: c.tok})
-		case c.state == stWaiting:
-			c.state = stIdle
-			s.makeRunnableLocked(c)
-		case c.held && c.state == stIdle && now.After(s.holdEnds(c).Add(-s.unrecordedMargin(c))):
-			// Nothing came in time. The lease would expire by itself a
-			// moment later (Hold after the keep); released now, the
-			// controller's next message need not wait for that. A lease
-			// whose done seq is not recorded yet goes a round early, so
-			// that the release (which records it) comes before it expires.
-			s.releaseHeldLocked(c)
-			s.forgetIfIdleLocked(c)
-		}
-	}
 	s.mu.Unlock()
-
+	s.eachShard(func(sh *shard) {
+		for _, c := range sh.ctrls {
+			s.checkLocked(c, now, &items)
+		}
+	})
 	for _, it := range items {
 		s.checkOne(ctx, it)
+	}
+}
+
+// checkLocked is check's look at c, under its shard lock: an in-flight
+// controller's lease is read after (items).
+func (s *Server) checkLocked(c *controller, now time.Time, items *[]checkItem) {
+	switch {
+	case c.inFlight():
+		*items = append(*items, checkItem{c: c, tok: c.tok})
+	case c.state == stWaiting:
+		c.state = stIdle
+		s.makeRunnableLocked(c)
+	case c.held && c.state == stIdle && now.After(s.holdEnds(c).Add(-s.unrecordedMargin(c))):
+		// Nothing came in time. The lease would expire by itself a
+		// moment later (Hold after the keep); released now, the
+		// controller's next message need not wait for that. A lease
+		// whose done seq is not recorded yet goes a round early, so
+		// that the release (which records it) comes before it expires.
+		s.releaseHeldLocked(c)
+		s.forgetIfIdleLocked(c)
 	}
 }
 
@@ -151,27 +158,32 @@ func (s *Server) readEpoch(ctx context.Context, e lease.Epoch, r *epochRead) {
 	epoch, err := e.Epoch(cctx)
 	cancel()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.epochRead = nil
 	if err != nil {
+		s.mu.Unlock()
 		s.stats.storeErrors.Add(1)
 		s.logStoreError("epoch", "", err)
 		return
 	}
-	if s.epoch != "" && epoch != s.epoch {
-		s.pauseLocked("the lease store restarted or failed over (new run_id " + epoch + ")")
+	changed := s.epoch != "" && epoch != s.epoch
+	if changed {
+		s.pause("the lease store restarted or failed over (new run_id " + epoch + ")")
 	}
 	s.epoch = epoch
 	if r.start.After(s.epochAt) {
 		s.epochAt = r.start
 	}
+	s.mu.Unlock()
+	if changed {
+		s.forgetGrants()
+	}
 }
 
 // judge decides on one in-flight controller from its lease state.
 func (s *Server) judge(it checkItem, st lease.State) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	c := it.c
+	c.sh.mu.Lock()
+	defer c.sh.mu.Unlock()
 	if !c.inFlight() || c.tok != it.tok {
 		return // the outcome came meanwhile
 	}

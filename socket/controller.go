@@ -40,9 +40,10 @@ func (s state) String() string { return stateNames[s] }
 
 // controller is the socket's view of one controller: its current session,
 // its queue (q[:n] is handed out to a parser) and its dispatch state. All
-// fields are guarded by Server.mu.
+// fields are guarded by its shard's lock (sh.mu).
 type controller struct {
 	id    string
+	sh    *shard
 	sess  *session
 	q     []*msg
 	n     int // q[:n] is dispatching, assigned or running
@@ -74,8 +75,9 @@ type controller struct {
 	resets, sentResets int
 	// unseen is set while its pool has not answered the assignment it was
 	// picked for: -1 from the pick, then the unix nanoseconds it was sent
-	// at (startLocked). Written under Server.mu; the sender of a batch
-	// clears it without the lock when the pool of this process took it.
+	// at (startLocked). Written under the shard lock; the sender of a
+	// batch clears it without the lock when the pool of this process took
+	// it.
 	unseen  atomic.Int64
 	watched bool // its lock deletions wake this socket (while waiting)
 }
@@ -97,15 +99,29 @@ type fifo struct {
 }
 
 func (f *fifo) push(c *controller) {
-	if f.size == len(f.buf) {
-		nb := make([]*controller, max(16, 2*len(f.buf)))
-		for i := 0; i < f.size; i++ {
-			nb[i] = f.buf[(f.head+i)%len(f.buf)]
-		}
-		f.buf, f.head = nb, 0
-	}
+	f.grow()
 	f.buf[(f.head+f.size)%len(f.buf)] = c
 	f.size++
+}
+
+// pushFront puts c back at the head.
+func (f *fifo) pushFront(c *controller) {
+	f.grow()
+	f.head = (f.head - 1 + len(f.buf)) % len(f.buf)
+	f.buf[f.head] = c
+	f.size++
+}
+
+// grow makes room for one more.
+func (f *fifo) grow() {
+	if f.size < len(f.buf) {
+		return
+	}
+	nb := make([]*controller, max(16, 2*len(f.buf)))
+	for i := 0; i < f.size; i++ {
+		nb[i] = f.buf[(f.head+i)%len(f.buf)]
+	}
+	f.buf, f.head = nb, 0
 }
 
 func (f *fifo) pop() *controller {
@@ -118,12 +134,13 @@ func (f *fifo) pop() *controller {
 
 func (f *fifo) len() int { return f.size }
 
-// controllerLocked returns id's controller, creating it.
-func (s *Server) controllerLocked(id string) *controller {
-	c := s.ctrls[id]
+// controllerLocked returns id's controller, creating it; sh is id's shard,
+// locked.
+func (s *Server) controllerLocked(sh *shard, id string) *controller {
+	c := sh.ctrls[id]
 	if c == nil {
-		c = &controller{id: id, space: sync.NewCond(&s.mu)}
-		s.ctrls[id] = c
+		c = &controller{id: id, sh: sh, space: sync.NewCond(&sh.mu)}
+		sh.ctrls[id] = c
 	}
 	return c
 }
@@ -131,30 +148,50 @@ func (s *Server) controllerLocked(id string) *controller {
 // makeRunnableLocked puts c in the run queue if it has messages to hand out
 // and nothing handed out.
 func (s *Server) makeRunnableLocked(c *controller) {
-	if c.state != stIdle || len(c.q) == 0 || s.stopping {
+	if c.state != stIdle || len(c.q) == 0 || s.stopping.Load() {
 		s.forgetIfIdleLocked(c)
 		return
 	}
 	c.state = stRunnable
+	s.mu.Lock()
 	s.runq.push(c)
+	s.runqLen.Store(int32(s.runq.len()))
 	s.runCond.Signal()
+	s.mu.Unlock()
 }
 
 // forgetIfIdleLocked drops c from the table when nothing refers to it.
 func (s *Server) forgetIfIdleLocked(c *controller) {
 	if c.state == stIdle && !c.held && c.sess == nil && len(c.q) == 0 && c.slots == 0 {
-		delete(s.ctrls, c.id)
+		delete(c.sh.ctrls, c.id)
 	}
 }
 
+// signalRun wakes a dispatcher: a controller or a worker may be free. A
+// dispatcher checks under Server.mu before it waits, so the signal is sent
+// under it too.
+func (s *Server) signalRun() {
+	s.mu.Lock()
+	s.runCond.Signal()
+	s.mu.Unlock()
+}
+
+// endFlight counts a batch that is no longer in flight, waking the drain
+// at the last.
+func (s *Server) endFlight() {
+	if s.inflight.Add(-1) == 0 && s.stopping.Load() {
+		s.mu.Lock()
+		s.idle.Broadcast()
+		s.mu.Unlock()
+	}
+}
+
+// isPaused reports whether dispatch is paused at now (see pause).
+func (s *Server) isPaused(now time.Time) bool { return now.UnixNano() < s.paused.Load() }
+
 // freeLocked gives back the queue slot and memory of m.
 func (s *Server) freeLocked(c *controller, m *msg) {
-	c.slots--
-	s.mem -= m.size()
-	c.space.Signal()
-	if s.memWait > 0 {
-		s.memCond.Broadcast()
-	}
+	s.unreserveLocked(c, m.size())
 }
 
 // keepQueue is the largest backing array an emptied queue keeps: a busy
@@ -200,41 +237,70 @@ func (s *Server) pruneLocked(c *controller) {
 
 // reserveLocked waits until c has a free queue slot and size bytes of
 // memory are free, then reserves them. ok is false when the session
-// closed meanwhile; waited tells whether it had to wait.
+// closed meanwhile; waited tells whether it had to wait. The caller holds
+// the shard lock, which a wait for memory gives up meanwhile.
 func (s *Server) reserveLocked(sess *session, size int64) (ok, waited bool) {
 	c := sess.ctrl
 	for !sess.closed {
 		full := c.slots >= s.cfg.Queue
-		if (full || s.mem > 0 && s.mem+size > s.cfg.Memory) && sess.pending > 0 {
+		if !full && s.takeMemory(size) {
+			c.slots++
+			return true, waited
+		}
+		if sess.pending > 0 {
 			// What the reader queued must go out before it waits for space.
 			sess.pending = 0
 			s.makeRunnableLocked(c)
 		}
-		switch {
-		case full:
-			waited = true
+		waited = true
+		if full {
 			c.space.Wait()
-		case s.mem > 0 && s.mem+size > s.cfg.Memory:
-			waited = true
-			s.memWait++
-			s.memCond.Wait()
-			s.memWait--
-		default:
-			c.slots++
-			s.mem += size
-			return true, waited
+		} else {
+			s.waitMemory(sess, size)
 		}
 	}
 	return false, waited
 }
 
-// unreserveLocked gives back a reservation that was not used.
+// takeMemory reserves size bytes of the global memory limit, if they are
+// free (or nothing is queued: one message always fits).
+func (s *Server) takeMemory(size int64) bool {
+	for {
+		m := s.mem.Load()
+		if m > 0 && m+size > s.cfg.Memory {
+			return false
+		}
+		if s.mem.CompareAndSwap(m, m+size) {
+			return true
+		}
+	}
+}
+
+// waitMemory waits, without sess's shard lock, until memory was freed or
+// sess closed (or a moment that looks like it).
+func (s *Server) waitMemory(sess *session, size int64) {
+	sh := sess.sh
+	sh.mu.Unlock()
+	s.mu.Lock()
+	s.memWait.Add(1)
+	// Dekker with unreserveLocked: it lowers mem, then looks at memWait.
+	if m := s.mem.Load(); !sess.gone && m > 0 && m+size > s.cfg.Memory {
+		s.memCond.Wait()
+	}
+	s.memWait.Add(-1)
+	s.mu.Unlock()
+	sh.mu.Lock()
+}
+
+// unreserveLocked gives back a queue slot and size bytes of memory.
 func (s *Server) unreserveLocked(c *controller, size int64) {
 	c.slots--
-	s.mem -= size
+	s.mem.Add(-size)
 	c.space.Signal()
-	if s.memWait > 0 {
+	if s.memWait.Load() > 0 {
+		s.mu.Lock()
 		s.memCond.Broadcast()
+		s.mu.Unlock()
 	}
 }
 

@@ -19,13 +19,16 @@ import (
 // pool is a parser pool as announced on edgegate.ready. free is an
 // estimate: the announced count minus the assignments this socket picked
 // it for and has not heard back about (unseen), which the announcement
-// may not count yet; an outcome adds one.
+// may not count yet; an outcome adds one. Its counters are atomics: the
+// hot path reads and changes them under a shard lock, announcements under
+// Server.mu.
 type pool struct {
 	id, appliance, subject string
-	workers                int
-	free                   int
-	unseen                 atomic.Int64 // written under Server.mu, or by heard
-	seen                   time.Time
+	workers                atomic.Int64
+	free                   atomic.Int64
+	unseen                 atomic.Int64
+	seen                   time.Time   // guarded by Server.mu
+	gone                   atomic.Bool // dropped from the pool table
 	local                  bool
 	direct                 LocalPool // the pool of this process: batches go to it without NATS
 }
@@ -48,7 +51,9 @@ func (s *Server) onReady(m *nats.Msg) {
 		s.pools[r.Pool] = p
 		s.log.Info("socket: parser pool seen", "pool", r.Pool, "pool_appliance", r.Appliance, "workers", r.Workers)
 	}
-	p.workers, p.free, p.seen = r.Workers, max(0, r.Free-int(p.unseen.Load())), time.Now()
+	p.workers.Store(int64(r.Workers))
+	p.free.Store(max(0, int64(r.Free)-p.unseen.Load()))
+	p.seen = time.Now()
 	if r.Free > 0 {
 		s.runCond.Broadcast()
 	}
@@ -61,7 +66,57 @@ func (p *pool) available() int {
 	if p.direct != nil {
 		return p.direct.Free() - int(p.unseen.Load())
 	}
-	return p.free
+	return int(p.free.Load())
+}
+
+// reserve takes one of p's available workers for a batch about to be
+// sent, if it has one (see available); the batch's controller then counts
+// as unseen by p until p answers (heardLocked).
+func (p *pool) reserve() bool {
+	if p.direct != nil {
+		for {
+			u := p.unseen.Load()
+			if int64(p.direct.Free())-u <= 0 {
+				return false
+			}
+			if p.unseen.CompareAndSwap(u, u+1) {
+				p.free.Add(-1)
+				return true
+			}
+		}
+	}
+	for {
+		f := p.free.Load()
+		if f <= 0 {
+			return false
+		}
+		if p.free.CompareAndSwap(f, f-1) {
+			p.unseen.Add(1)
+			return true
+		}
+	}
+}
+
+// giveBack returns a worker to p's free count, up to its workers; false
+// if none was missing.
+func (p *pool) giveBack() bool {
+	for {
+		f := p.free.Load()
+		if f >= p.workers.Load() {
+			return false
+		}
+		if p.free.CompareAndSwap(f, f+1) {
+			return true
+		}
+	}
+}
+
+// forgetPoolLocked drops p from the pool table (Server.mu held).
+func (s *Server) forgetPoolLocked(p *pool) {
+	if s.pools[p.id] == p {
+		delete(s.pools, p.id)
+		p.gone.Store(true)
+	}
 }
 
 // pickPoolLocked returns a pool with a free worker, local ones first, then
@@ -84,15 +139,15 @@ func (s *Server) pickPoolLocked() *pool {
 // dispatchLoop hands runnable controllers to parser pools: pick a pool,
 // acquire the lease, send up to Batch queued messages.
 func (s *Server) dispatchLoop(ctx context.Context) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for {
+		s.mu.Lock()
 		var p *pool
 		for {
-			if s.stopping || ctx.Err() != nil {
+			if s.stopping.Load() || ctx.Err() != nil {
+				s.mu.Unlock()
 				return
 			}
-			if s.runq.len() > 0 && !time.Now().Before(s.paused) {
+			if s.runq.len() > 0 && !s.isPaused(time.Now()) {
 				if p = s.pickPoolLocked(); p != nil {
 					break
 				}
@@ -100,44 +155,62 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 			s.runCond.Wait()
 		}
 		c := s.runq.pop()
-		s.pruneLocked(c)
-		if len(c.q) == 0 {
-			c.state = stIdle
-			if c.sess == nil {
-				s.releaseHeldLocked(c)
-			}
-			s.forgetIfIdleLocked(c)
-			continue
-		}
-		// A lease its pool kept goes on there when that pool has a free
-		// worker and the hold has not run out; otherwise it is released
-		// and the batch goes elsewhere.
-		if c.held && s.heldUsableLocked(c) {
-			h := s.takeHeldLocked(c)
-			s.mu.Unlock()
-			s.continueHeld(h)
-			s.mu.Lock()
-			continue
-		}
-		drop := c.held // released before the acquire, which would find it held
-		c.held = false
-		tok, done := c.tok, c.grantDone
-		keptDone := c.sentResets == c.resets // done may be recorded under tok
-		batch, hold := s.takeBatchLocked(c, p)
+		s.runqLen.Store(int32(s.runq.len()))
 		s.mu.Unlock()
-		if drop {
-			s.release(c.id, tok, done, keptDone)
-		}
-		s.dispatch(ctx, c, p, hold, batch)
-		s.mu.Lock()
+		s.dispatchOne(ctx, c, p)
 	}
 }
 
-// takeBatchLocked picks c's next batch for p (c goes to stDispatching)
-// and the hold to ask the parser for.
+// dispatchOne hands c, just taken from the run queue, to p, or to the
+// pool that kept its lease.
+func (s *Server) dispatchOne(ctx context.Context, c *controller, p *pool) {
+	sh := c.sh
+	sh.mu.Lock()
+	s.pruneLocked(c)
+	if len(c.q) == 0 {
+		c.state = stIdle
+		if c.sess == nil {
+			s.releaseHeldLocked(c)
+		}
+		s.forgetIfIdleLocked(c)
+		sh.mu.Unlock()
+		return
+	}
+	// A lease its pool kept goes on there when that pool has a free
+	// worker and the hold has not run out; otherwise it is released
+	// and the batch goes elsewhere.
+	if c.held && s.heldUsableLocked(c) {
+		if h, ok := s.takeHeldLocked(c); ok {
+			sh.mu.Unlock()
+			s.continueHeld(h)
+			return
+		}
+	}
+	if !p.reserve() {
+		// Another controller took p's last worker since the pick: c
+		// waits at the head of the run queue.
+		s.mu.Lock()
+		s.runq.pushFront(c)
+		s.runqLen.Store(int32(s.runq.len()))
+		s.mu.Unlock()
+		sh.mu.Unlock()
+		return
+	}
+	drop := c.held // released before the acquire, which would find it held
+	c.held = false
+	tok, done := c.tok, c.grantDone
+	keptDone := c.sentResets == c.resets // done may be recorded under tok
+	batch, hold := s.takeBatchLocked(c, p)
+	sh.mu.Unlock()
+	if drop {
+		s.release(c.id, tok, done, keptDone)
+	}
+	s.dispatch(ctx, c, p, hold, batch)
+}
+
+// takeBatchLocked picks c's next batch for p, whose worker the caller
+// reserved (c goes to stDispatching), and the hold to ask the parser for.
 func (s *Server) takeBatchLocked(c *controller, p *pool) (batch []*msg, hold time.Duration) {
-	p.free--
-	p.unseen.Add(1)
 	c.unseen.Store(-1)
 	c.state, c.pool, c.n, c.sentResets = stDispatching, p, min(len(c.q), s.cfg.Batch), c.resets
 	batch = make([]*msg, c.n)
@@ -158,7 +231,7 @@ func (s *Server) takeBatchLocked(c *controller, p *pool) (batch []*msg, hold tim
 // not run out.
 func (s *Server) heldUsableLocked(c *controller) bool {
 	p := c.pool
-	return s.pools[p.id] == p && p.available() > 0 && time.Now().Before(s.holdEnds(c))
+	return !p.gone.Load() && p.available() > 0 && time.Now().Before(s.holdEnds(c))
 }
 
 // handOff is a batch taken under a held lease (takeHeldLocked), to be
@@ -173,18 +246,21 @@ type handOff struct {
 	sent  time.Time // started already (startLocked); zero: not yet
 }
 
-// takeHeldLocked takes c's next batch for the pool that holds its lease.
-// For the pool of this process the batch starts at once, under the same
-// hold of the lock (unless duplicates lead it, which assign acknowledges
-// first).
-func (s *Server) takeHeldLocked(c *controller) handOff {
+// takeHeldLocked takes c's next batch for the pool that holds its lease,
+// if that pool still has a worker for it. For the pool of this process
+// the batch starts at once, under the same hold of the lock (unless
+// duplicates lead it, which assign acknowledges first).
+func (s *Server) takeHeldLocked(c *controller) (handOff, bool) {
+	if !c.pool.reserve() {
+		return handOff{}, false
+	}
 	c.held = false
 	h := handOff{c: c, p: c.pool, g: lease.Grant{Token: c.tok, Done: c.grantDone}, from: c.holdUntil.Add(-s.cfg.Hold)}
 	h.batch, h.hold = s.takeBatchLocked(c, c.pool)
 	if h.p.direct != nil && duplicates(h.batch, h.g.Done) == 0 {
 		h.sent = s.startLocked(c, h.p, h.g)
 	}
-	return h
+	return h, true
 }
 
 // continueHeld sends h's batch under its held lease: no acquire, and the
@@ -207,14 +283,14 @@ func (s *Server) continueHeld(h handOff) {
 // queue.
 func (s *Server) continueLocked(c *controller) (handOff, bool) {
 	p := c.pool
-	if !c.held || p.direct == nil || c.state != stIdle || s.stopping || s.runq.len() > 0 ||
-		time.Now().Before(s.paused) || !s.heldUsableLocked(c) {
+	if !c.held || p.direct == nil || c.state != stIdle || s.stopping.Load() || s.runqLen.Load() > 0 ||
+		s.isPaused(time.Now()) || !s.heldUsableLocked(c) {
 		return handOff{}, false
 	}
 	if s.pruneLocked(c); len(c.q) == 0 {
 		return handOff{}, false
 	}
-	return s.takeHeldLocked(c), true
+	return s.takeHeldLocked(c)
 }
 
 // dispatch acquires c's lease for p and sends it the batch. Called without
@@ -224,15 +300,16 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time
 	actx, cancel := context.WithTimeout(ctx, s.cfg.TTL)
 	g, err := s.store.Acquire(actx, c.id, p.id, s.cfg.TTL)
 	cancel()
+	sh := c.sh
 	if err != nil {
-		s.mu.Lock()
+		sh.mu.Lock()
 		c.state, c.n = stWaiting, 0
 		s.unpickLocked(c)
 		if errors.Is(err, lease.ErrHeld) && s.watch != nil && !c.watched {
 			c.watched = true
 			s.watch.Add(c.id) // its release wakes us before the next check
 		}
-		s.mu.Unlock()
+		sh.mu.Unlock()
 		if errors.Is(err, lease.ErrHeld) {
 			s.stats.leaseHeld.Add(1)
 		} else {
@@ -250,11 +327,11 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time
 		// dispatch into that window: with a read begun after the grant.
 		s.checkEpoch(ctx, time.Now())
 	}
-	s.mu.Lock()
+	sh.mu.Lock()
 	lostData := g.Fresh && c.granted
 	// A fresh grant during a pause (the epoch check above may just have
 	// started one) waits for the pause to end like the rest.
-	inPause := !lostData && g.Fresh && time.Now().Before(s.paused)
+	inPause := !lostData && g.Fresh && s.isPaused(time.Now())
 	c.granted = true
 	if c.watched {
 		c.watched = false
@@ -265,22 +342,23 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time
 		// store has no record of it: the store lost its data, and with it
 		// every lease. Old parsers may still run until their next
 		// heartbeat fails; wait a lease before dispatching anything.
-		s.pauseLocked("the lease store lost its data (a fresh fence for a known controller)")
+		s.pause("the lease store lost its data (a fresh fence for a known controller)")
 		c.state, c.n = stWaiting, 0
 		s.unpickLocked(c)
 	}
-	s.mu.Unlock()
+	sh.mu.Unlock()
 	if lostData {
+		s.forgetGrants()
 		s.abandon(c.id, g.Token)
 		return
 	}
 	if inPause {
 		s.abandon(c.id, g.Token)
-		s.mu.Lock()
+		sh.mu.Lock()
 		s.unpickLocked(c)
 		c.state, c.n = stIdle, 0
 		s.makeRunnableLocked(c) // dispatched when the pause ends
-		s.mu.Unlock()
+		sh.mu.Unlock()
 		return
 	}
 	s.assign(c, p, g, start, s.cfg.TTL, hold, batch)
@@ -293,21 +371,21 @@ func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, v
 	// A device that keeps its seq across sessions gets its duplicates (seqs
 	// the done record covers) acknowledged without the handler.
 	if dups := duplicates(batch, g.Done); dups > 0 {
-		s.mu.Lock()
+		c.sh.mu.Lock()
 		s.ackLocked(c, dups, nil)
 		s.stats.suppressed.Add(uint64(dups))
 		batch = batch[dups:]
 		c.n -= dups
-		s.mu.Unlock()
+		c.sh.mu.Unlock()
 		if len(batch) == 0 {
 			s.handBack(c, p, g.Token, true)
 			return
 		}
 	}
 	a := s.assignment(c, g, from, valid, hold, batch)
-	s.mu.Lock()
+	c.sh.mu.Lock()
 	sent := s.startLocked(c, p, g)
-	s.mu.Unlock()
+	c.sh.mu.Unlock()
 	s.send(c, p, g, &a, sent, batch)
 }
 
@@ -344,7 +422,7 @@ func (s *Server) assignment(c *controller, g lease.Grant, from time.Time, valid,
 func (s *Server) startLocked(c *controller, p *pool, g lease.Grant) (sent time.Time) {
 	sent = time.Now()
 	c.state, c.tok, c.grantDone, c.sentAt, c.released = stAssigned, g.Token, g.Done, sent, time.Time{}
-	s.inflight++
+	s.inflight.Add(1)
 	if p.direct != nil {
 		c.state = stRunning
 	}
@@ -364,25 +442,24 @@ func (s *Server) send(c *controller, p *pool, g lease.Grant, a *coord.Assign, se
 			s.countBatch(batch)
 			return
 		}
-		s.mu.Lock()
+		c.sh.mu.Lock()
 		if c.sentAt == sent { // not yet another batch of c (after this one's outcome)
 			s.heardLocked(c)
 			s.busyLocked(c)
 		}
-		s.mu.Unlock()
+		c.sh.mu.Unlock()
 		return
 	}
 	err := s.nc.PublishMsg(&nats.Msg{Subject: p.subject, Reply: s.inbox + "." + c.id, Data: coord.AppendAssign(nil, a)})
 	if err != nil {
 		s.log.Warn("socket: send assignment", "controller", c.id, "err", err)
-		s.mu.Lock()
+		c.sh.mu.Lock()
 		ok := c.state == stAssigned && c.tok == g.Token
 		if ok {
-			s.inflight--
-			s.idle.Broadcast()
+			s.endFlight()
 			c.state = stReleasing
 		}
-		s.mu.Unlock()
+		c.sh.mu.Unlock()
 		if ok {
 			s.handBack(c, p, g.Token, true)
 		}
@@ -419,37 +496,49 @@ func (s *Server) heard(c *controller, p *pool, sent time.Time) {
 // sent.
 func (s *Server) unpickLocked(c *controller) {
 	s.heardLocked(c)
-	if c.pool.free < c.pool.workers {
-		c.pool.free++
-	}
-	s.runCond.Signal()
+	c.pool.giveBack()
+	s.signalRun()
 }
 
-// pauseLocked stops dispatching for one lease TTL: every parser that might
+// pause stops dispatching for one lease TTL: every parser that might
 // still work under a lost lease has stopped by then (it cancels its batch
-// when it cannot confirm a heartbeat for a lease). A fresh fence after the
-// pause is then no sign of another loss: every controller is forgotten as
-// granted before, so that the first grant of each does not pause again.
-func (s *Server) pauseLocked(why string) {
-	for _, c := range s.ctrls {
-		// Held leases may be among the lost ones: they are forgotten, not
-		// released (they expire by themselves).
-		c.granted, c.held = false, false
-		s.forgetIfIdleLocked(c)
-	}
-	until := time.Now().Add(s.cfg.TTL)
-	if until.After(s.paused) {
-		if !time.Now().Before(s.paused) {
+// when it cannot confirm a heartbeat for a lease). It takes no lock; its
+// caller then calls forgetGrants, holding none.
+func (s *Server) pause(why string) {
+	now := time.Now()
+	until := now.Add(s.cfg.TTL).UnixNano()
+	for {
+		old := s.paused.Load()
+		if until <= old {
+			return
+		}
+		if !s.paused.CompareAndSwap(old, until) {
+			continue
+		}
+		if old <= now.UnixNano() {
 			s.log.Warn("socket: dispatch paused for one lease", "why", why, "for", s.cfg.TTL)
 			s.stats.pauses.Add(1)
 		}
-		s.paused = until
 		time.AfterFunc(s.cfg.TTL, func() {
 			s.mu.Lock()
 			s.runCond.Broadcast()
 			s.mu.Unlock()
 		})
+		return
 	}
+}
+
+// forgetGrants forgets, after a pause, every controller as granted
+// before, so that a fresh fence after the pause is no sign of another
+// loss, and every held lease: held leases may be among the lost ones, and
+// are forgotten, not released (they expire by themselves).
+func (s *Server) forgetGrants() {
+	s.eachShard(func(sh *shard) {
+		for _, c := range sh.ctrls {
+			c.granted, c.held = false, false
+			s.forgetIfIdleLocked(c)
+		}
+	})
 }
 
 // abandon releases a grant nobody works under, logging a store error.
@@ -465,23 +554,22 @@ func (s *Server) abandon(id string, tok lease.Token) {
 // deleted or expired: retry a waiting controller now, check an in-flight
 // one now.
 func (s *Server) wake(id string) {
-	s.mu.Lock()
-	c := s.ctrls[id]
+	c, sh := s.lookup(id)
 	if c == nil {
-		s.mu.Unlock()
+		sh.mu.Unlock()
 		return
 	}
 	switch {
 	case c.state == stWaiting:
 		c.state = stIdle
 		s.makeRunnableLocked(c)
-		s.mu.Unlock()
+		sh.mu.Unlock()
 	case c.inFlight():
 		it := checkItem{c: c, tok: c.tok}
-		s.mu.Unlock()
+		sh.mu.Unlock()
 		go s.checkOne(context.Background(), it)
 	default:
-		s.mu.Unlock()
+		sh.mu.Unlock()
 	}
 }
 
@@ -494,8 +582,8 @@ func (s *Server) handBack(c *controller, p *pool, tok lease.Token, poolFree bool
 	if err != nil && !errors.Is(err, lease.ErrLost) {
 		s.logStoreError("release", c.id, err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	c.sh.mu.Lock()
+	defer c.sh.mu.Unlock()
 	if poolFree {
 		s.unpickLocked(c)
 	}
@@ -580,20 +668,17 @@ func (s *Server) onReply(m *nats.Msg) {
 }
 
 func (s *Server) onAnswer(a coord.Answer) {
-	s.mu.Lock()
-	c := s.ctrls[a.Controller]
+	c, sh := s.lookup(a.Controller)
+	defer sh.mu.Unlock()
 	if c == nil || c.tok.Fence != a.Fence || c.state != stAssigned {
-		s.mu.Unlock()
 		return
 	}
 	s.heardLocked(c)
 	if a.Accepted {
 		c.state = stRunning
-		s.mu.Unlock()
 		return
 	}
 	s.busyLocked(c)
-	s.mu.Unlock()
 }
 
 // busyLocked handles the answer busy to c's assignment: nobody works under
@@ -601,31 +686,30 @@ func (s *Server) onAnswer(a coord.Answer) {
 func (s *Server) busyLocked(c *controller) {
 	s.stats.busy.Add(1)
 	p, tok := c.pool, c.tok
-	p.free = 0
+	p.free.Store(0)
 	c.state = stReleasing
-	s.inflight--
-	s.idle.Broadcast()
+	s.endFlight()
 	go s.handBack(c, p, tok, false)
 }
 
 // onNoResponders handles an assignment sent to a pool that is gone.
 func (s *Server) onNoResponders(id string) {
-	s.mu.Lock()
-	c := s.ctrls[id]
+	c, sh := s.lookup(id)
 	if c == nil || c.state != stAssigned {
-		s.mu.Unlock()
+		sh.mu.Unlock()
 		return
 	}
 	s.heardLocked(c)
 	p, tok := c.pool, c.tok
-	if s.pools[p.id] == p {
-		delete(s.pools, p.id)
+	s.mu.Lock()
+	if !p.gone.Load() {
+		s.forgetPoolLocked(p)
 		s.log.Info("socket: parser pool gone", "pool", p.id, "pool_appliance", p.appliance)
 	}
-	c.state = stReleasing
-	s.inflight--
-	s.idle.Broadcast()
 	s.mu.Unlock()
+	c.state = stReleasing
+	s.endFlight()
+	sh.mu.Unlock()
 	go s.handBack(c, p, tok, false)
 }
 
@@ -633,18 +717,17 @@ func (s *Server) onNoResponders(id string) {
 // pool of this process, or decoded from NATS (onReply). A next batch of
 // the same controller may go out from here (continueLocked).
 func (s *Server) onOutcome(o coord.Outcome) {
-	s.mu.Lock()
-	next, ok := s.outcomeLocked(o)
-	s.mu.Unlock()
+	c, sh := s.lookup(o.Controller)
+	next, ok := s.outcomeLocked(c, o)
+	sh.mu.Unlock()
 	if ok {
 		s.continueHeld(next)
 	}
 }
 
-// outcomeLocked is onOutcome under the lock; the batch it may return is
-// sent after.
-func (s *Server) outcomeLocked(o coord.Outcome) (next handOff, ok bool) {
-	c := s.ctrls[o.Controller]
+// outcomeLocked is onOutcome for c (nil if unknown) under its shard lock;
+// the batch it may return is sent after.
+func (s *Server) outcomeLocked(c *controller, o coord.Outcome) (next handOff, ok bool) {
 	if c == nil || c.tok.Fence != o.Fence || !c.inFlight() {
 		s.stats.staleOutcomes.Add(1)
 		return handOff{}, false
@@ -660,14 +743,9 @@ func (s *Server) outcomeLocked(o coord.Outcome) (next handOff, ok bool) {
 		}
 		return handOff{}, false
 	}
-	s.inflight--
-	s.idle.Broadcast()
+	s.endFlight()
 	s.heardLocked(c)
-	freed := false
-	if p := c.pool; s.pools[p.id] == p && p.free < p.workers {
-		p.free++
-		freed = true
-	}
+	freed := !c.pool.gone.Load() && c.pool.giveBack()
 	final := o.Released && len(o.Statuses) <= c.n
 	switch {
 	case final:
@@ -685,7 +763,7 @@ func (s *Server) outcomeLocked(o coord.Outcome) (next handOff, ok bool) {
 		// lease goes, unless a seq reset came since the batch was taken.
 		c.grantDone = o.Done
 		switch {
-		case final && !s.stopping && c.sess != nil && c.sentResets == c.resets:
+		case final && !s.stopping.Load() && c.sess != nil && c.sentResets == c.resets:
 			c.held, c.holdUntil, c.unrecorded = true, o.Until, !o.Until.IsZero()
 			if !c.unrecorded {
 				c.holdUntil = c.sentAt.Add(s.cfg.Hold) // the keep began after the batch was sent
@@ -697,8 +775,8 @@ func (s *Server) outcomeLocked(o coord.Outcome) (next handOff, ok bool) {
 	if next, ok = s.continueLocked(c); ok {
 		return next, true // the worker freed goes to c's next batch
 	}
-	if freed && s.runq.len() > 0 {
-		s.runCond.Signal() // a controller waits for a worker
+	if freed && s.runqLen.Load() > 0 {
+		s.signalRun() // a controller waits for a worker
 	}
 	s.makeRunnableLocked(c)
 	return handOff{}, false
@@ -741,8 +819,7 @@ func (s *Server) requeueLocked(c *controller, why string) {
 	s.log.Warn("socket: parser presumed dead, batch dispatched again", "controller", c.id,
 		"fence", c.tok.Fence, "pool", c.pool.id, "why", why, "in_flight_for", time.Since(c.sentAt).Round(time.Millisecond))
 	s.stats.redispatched.Add(1)
-	s.inflight--
-	s.idle.Broadcast()
+	s.endFlight()
 	s.heardLocked(c)
 	c.n, c.state = 0, stIdle
 	s.makeRunnableLocked(c)

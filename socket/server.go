@@ -181,8 +181,12 @@ func (c *Config) setDefaults() {
 
 // Server is the socket side of an appliance.
 //
-// Lock order: Server.mu, then session.wmu. Server.mu guards the controllers,
-// their queues and states, the pool table and the run queue.
+// Locks: a controller, its queue and dispatch state, and the sessions of
+// its device are guarded by the lock of its shard (see shard). Server.mu
+// guards the pool table, the run queue, the session and connection tables
+// and the lease store's epoch, and is what dispatchers, and readers out of
+// memory, wait under. Lock order: shard.mu, then Server.mu, then
+// session.wmu; a shard lock is never taken under Server.mu.
 type Server struct {
 	cfg   Config
 	nc    *nats.Conn
@@ -193,26 +197,28 @@ type Server struct {
 
 	ln, lln net.Listener
 
+	shards [shards]shard
+
 	mu        sync.Mutex
-	ctrls     map[string]*controller
 	runq      fifo
-	runCond   *sync.Cond // dispatchers wait for a runnable controller and a free pool
-	memCond   *sync.Cond // readers wait for global memory
-	memWait   int
-	mem       int64
+	runqLen   atomic.Int32 // runq.len(), for readers without mu
+	runCond   *sync.Cond   // dispatchers wait for a runnable controller and a free pool
+	memCond   *sync.Cond   // readers wait for global memory
+	memWait   atomic.Int32 // readers waiting on memCond
+	mem       atomic.Int64 // bytes queued or reserved over all controllers
 	pools     map[string]*pool
 	sessions  map[*session]struct{}
 	greeting  map[net.Conn]struct{} // connections before their HELLO
 	readBufs  *egp.BufferPool       // read buffers lent beyond manyConns
 	conns     int
-	stopping  bool // no new batches
-	inflight  int  // controllers assigned or running
-	idle      *sync.Cond
+	stopping  atomic.Bool  // no new batches; written under mu
+	inflight  atomic.Int64 // controllers assigned or running
+	idle      *sync.Cond   // the drain waits for inflight to reach 0
 	ready     bool
-	paused    time.Time  // no dispatch before then: leases may have been lost
-	epoch     string     // the lease store's epoch (Redis run_id) last seen
-	epochAt   time.Time  // when the last successful read of it began
-	epochRead *epochRead // the read under way, if any
+	paused    atomic.Int64 // unix nanos: no dispatch before then, leases may have been lost
+	epoch     string       // the lease store's epoch (Redis run_id) last seen
+	epochAt   time.Time    // when the last successful read of it began
+	epochRead *epochRead   // the read under way, if any
 	watch     lease.Subscription
 	sessWG    sync.WaitGroup
 	releases  sync.WaitGroup // releases of held leases running on their own
@@ -236,13 +242,15 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 		nc:       nc,
 		store:    store,
 		id:       nuid.Next(),
-		ctrls:    make(map[string]*controller),
 		pools:    make(map[string]*pool),
 		sessions: make(map[*session]struct{}),
 		greeting: make(map[net.Conn]struct{}),
 		readBufs: egp.NewBufferPool(readBufSize),
 		metrics:  newMetrics(),
 		perIP:    make(map[string]int),
+	}
+	for i := range s.shards {
+		s.shards[i].ctrls = make(map[string]*controller)
 	}
 	s.inbox = coord.SocketSubject(s.id)
 	s.log = cfg.Logger.With("socket", s.id)
@@ -299,7 +307,7 @@ func (s *Server) LinesAddr() net.Addr {
 func (s *Server) Ready() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.ready && !s.stopping
+	return s.ready && !s.stopping.Load()
 }
 
 // Run serves devices until ctx is done. Then it stops accepting, lets the
@@ -389,32 +397,42 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) drain() {
 	deadline := time.Now().Add(s.cfg.Drain)
 	s.mu.Lock()
-	s.stopping = true
+	s.stopping.Store(true) // under mu: open registers no session after this
 	s.runCond.Broadcast()
 	t := time.AfterFunc(s.cfg.Drain, func() {
 		s.mu.Lock()
 		s.idle.Broadcast()
 		s.mu.Unlock()
 	})
-	for s.inflight > 0 && time.Now().Before(deadline) {
+	for s.inflight.Load() > 0 && time.Now().Before(deadline) {
 		s.idle.Wait()
 	}
 	t.Stop()
-	if s.inflight > 0 {
-		s.log.Warn("socket: batches still in flight after the drain period; their devices resend them", "batches", s.inflight)
-		for _, c := range s.ctrls {
-			if c.inFlight() {
-				s.log.Warn("socket: in flight at shutdown", "controller", c.id, "state", c.state, "fence", c.tok.Fence,
-					"batch", c.n, "queued", len(c.q), "since", time.Since(c.sentAt).Round(time.Millisecond))
-			}
-		}
-	}
-	for _, c := range s.ctrls {
-		s.releaseHeldLocked(c)
-	}
+	sessions := make([]*session, 0, len(s.sessions))
 	for sess := range s.sessions {
-		s.closeSessionLocked(sess, egp.CodeShuttingDown, "the appliance is stopping")
+		sessions = append(sessions, sess)
 	}
+	s.mu.Unlock()
+	if n := s.inflight.Load(); n > 0 {
+		s.log.Warn("socket: batches still in flight after the drain period; their devices resend them", "batches", n)
+		s.eachShard(func(sh *shard) {
+			for _, c := range sh.ctrls {
+				if c.inFlight() {
+					s.log.Warn("socket: in flight at shutdown", "controller", c.id, "state", c.state, "fence", c.tok.Fence,
+						"batch", c.n, "queued", len(c.q), "since", time.Since(c.sentAt).Round(time.Millisecond))
+				}
+			}
+		})
+	}
+	s.eachShard(func(sh *shard) {
+		for _, c := range sh.ctrls {
+			s.releaseHeldLocked(c)
+		}
+	})
+	for _, sess := range sessions {
+		s.closeSession(sess, egp.CodeShuttingDown, "the appliance is stopping")
+	}
+	s.mu.Lock()
 	for conn := range s.greeting {
 		conn.SetReadDeadline(time.Now()) // ends the wait for HELLO now
 	}

@@ -35,6 +35,7 @@ const readBufSize = 4096
 // session is one device connection after its HELLO.
 type session struct {
 	s          *Server
+	sh         *shard // its controller's
 	conn       net.Conn
 	lines      bool
 	id         string
@@ -42,19 +43,21 @@ type session struct {
 	opened     time.Time
 	line       uint64 // lines: the last line's number; the reader's alone
 
-	// Guarded by Server.mu.
+	// Guarded by sh.mu.
 	ctrl    *controller
 	closed  bool
 	waiting bool // the reader waits for queue space (backpressure is not idleness)
 	pinged  bool // the idle loop sent a PING that nothing answered yet
+
+	gone bool // closed; guarded by Server.mu (a reader out of memory waits under it)
 
 	heard atomic.Bool // a frame arrived since the idle loop last looked
 
 	lastSeq  uint64 // reader goroutine only
 	warnedSq bool   // reader goroutine only: an out-of-order seq was logged
 	// Reader goroutine only: the messages it queued since their
-	// controller was last offered for dispatch, and whether it holds the
-	// Server lock (see flush).
+	// controller was last offered for dispatch, and whether it holds its
+	// shard's lock (see flush).
 	pending int
 	locked  bool
 
@@ -88,7 +91,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 		s.mu.Lock()
 		full := s.cfg.MaxConnections > 0 && s.conns >= s.cfg.MaxConnections
 		fullIP := s.cfg.MaxPerIP > 0 && s.perIP[host] >= s.cfg.MaxPerIP
-		stopping := s.stopping
+		stopping := s.stopping.Load()
 		if !full && !fullIP && !stopping {
 			s.conns++
 			s.perIP[host]++
@@ -207,13 +210,11 @@ func (s *Server) served(ctx context.Context, c *connection, err error) {
 	} else if err != nil && !isEOF(err) && !errors.Is(err, net.ErrClosed) {
 		c.log.get().Debug("socket: connection error", "err", err)
 	}
-	s.mu.Lock()
 	if pe != nil {
-		s.closeSessionLocked(c.sess, pe.Code, pe.Reason)
+		s.closeSession(c.sess, pe.Code, pe.Reason)
 	} else {
-		s.closeSessionLocked(c.sess, 0, "")
+		s.closeSession(c.sess, 0, "")
 	}
-	s.mu.Unlock()
 	<-c.sess.written
 	c.done()
 }
@@ -247,7 +248,7 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (
 	log := &connLog{base: s.log, conn: conn} // built when it logs: most connections never do
 	s.mu.Lock()
 	s.greeting[conn] = struct{}{}
-	stopping := s.stopping
+	stopping := s.stopping.Load()
 	s.mu.Unlock()
 	conn.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	if stopping {
@@ -280,7 +281,7 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (
 	}
 	s.mu.Lock()
 	delete(s.greeting, conn)
-	stopping = s.stopping
+	stopping = s.stopping.Load()
 	s.mu.Unlock()
 	if err != nil && stopping {
 		rejectConn(conn, lines, egp.CodeShuttingDown, "the appliance is stopping")
@@ -307,7 +308,7 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (
 	}
 	conn.SetReadDeadline(time.Time{})
 	sess := &session{
-		s: s, conn: conn, lines: lines, id: hello.ID, opened: time.Now(),
+		s: s, sh: s.shardOf(hello.ID), conn: conn, lines: lines, id: hello.ID, opened: time.Now(),
 		persistent: !lines && hello.Flags&egp.FlagPersistentSeq != 0,
 		written:    make(chan struct{}),
 	}
@@ -393,29 +394,35 @@ func (s *Server) openApart(ctx context.Context, sess *session, reset bool) (last
 // open registers sess as its controller's current session, taking over an
 // older one, and returns the controller's done seq for the WELCOME.
 func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, error) {
+	sh := sess.sh
+	sh.mu.Lock()
+	// Registered under Server.mu with the check: the drain, which sets
+	// stopping under it, then closes every session registered before.
 	s.mu.Lock()
-	if s.stopping {
+	if s.stopping.Load() {
 		s.mu.Unlock()
+		sh.mu.Unlock()
 		return 0, errStopping
 	}
-	c := s.controllerLocked(sess.id)
+	s.sessions[sess] = struct{}{}
+	s.mu.Unlock()
+	c := s.controllerLocked(sh, sess.id)
 	if old := c.sess; old != nil {
 		s.stats.takeovers.Add(1)
 		s.log.Info("socket: session taken over by a newer one", "controller", sess.id,
 			"old", old.conn.RemoteAddr().String(), "new", sess.conn.RemoteAddr().String())
 		s.closeSessionLocked(old, egp.CodeTakenOver, "a newer session for this controller exists")
 		// Closing the old session may have forgotten an idle controller.
-		c = s.controllerLocked(sess.id)
+		c = s.controllerLocked(sh, sess.id)
 	}
 	c.sess, sess.ctrl = sess, c
-	s.sessions[sess] = struct{}{}
 	if reset {
 		// The seqs start again: no batch goes under a lease that a batch
 		// taken before had (its done seq is the old session's).
 		c.resets++
 		s.releaseHeldLocked(c)
 	}
-	s.mu.Unlock()
+	sh.mu.Unlock()
 	// A session of this controller on another appliance is older: take it
 	// over (onSession there).
 	if err := s.nc.Publish(coord.SessionSubject(sess.id), []byte(s.id)); err != nil {
@@ -426,14 +433,14 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 	defer cancel()
 	if reset {
 		if err := s.store.ResetDone(cctx, sess.id); err != nil {
-			s.closeSession(sess)
+			s.closeSession(sess, 0, "")
 			return 0, fmt.Errorf("lease store unavailable, try again: %w", err)
 		}
 		return 0, nil
 	}
 	done, err := s.store.Done(cctx, sess.id)
 	if err != nil {
-		s.closeSession(sess)
+		s.closeSession(sess, 0, "")
 		return 0, fmt.Errorf("lease store unavailable, try again: %w", err)
 	}
 	return done, nil
@@ -447,9 +454,8 @@ func (s *Server) onSession(m *nats.Msg) {
 	}
 	at := time.Now()
 	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := s.ctrls[id]
+	c, sh := s.lookup(id)
+	defer sh.mu.Unlock()
 	if c == nil || c.sess == nil || !c.sess.opened.Before(at) {
 		return
 	}
@@ -459,21 +465,27 @@ func (s *Server) onSession(m *nats.Msg) {
 	s.closeSessionLocked(c.sess, egp.CodeTakenOver, "a newer session for this controller exists")
 }
 
-func (s *Server) closeSession(sess *session) {
-	s.mu.Lock()
-	s.closeSessionLocked(sess, 0, "")
-	s.mu.Unlock()
+// closeSession ends sess (see closeSessionLocked).
+func (s *Server) closeSession(sess *session, code egp.Code, reason string) {
+	sess.sh.mu.Lock()
+	s.closeSessionLocked(sess, code, reason)
+	sess.sh.mu.Unlock()
 }
 
-// closeSessionLocked ends sess: with a code the device gets ERROR first. Its
-// messages not handed out are dropped (the device resends them) and its
-// reader is woken if it waits for queue space.
+// closeSessionLocked ends sess, under its shard lock: with a code the
+// device gets ERROR first. Its messages not handed out are dropped (the
+// device resends them) and its reader is woken if it waits for queue
+// space or memory.
 func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string) {
 	if sess.closed {
 		return
 	}
 	sess.closed = true
+	s.mu.Lock()
 	delete(s.sessions, sess)
+	sess.gone = true
+	s.memCond.Broadcast()
+	s.mu.Unlock()
 	c := sess.ctrl
 	if c != nil {
 		if c.sess == sess {
@@ -481,7 +493,6 @@ func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string)
 		}
 		s.pruneLocked(c)
 		c.space.Broadcast()
-		s.memCond.Broadcast()
 		if c.sess == nil && c.state == stIdle {
 			// The device is gone (perhaps to another appliance, which
 			// then needs the lease): release a held one now.
@@ -504,7 +515,7 @@ func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string)
 // readFrames reads DATA, PING and PONG frames until an error, or with
 // apart until r has nothing buffered (errWait).
 //
-// The DATA frames of one read are queued under one hold of the Server
+// The DATA frames of one read are queued under one hold of the shard
 // lock, and their controller offered for dispatch once (flush): when
 // nothing more is buffered, before anything that could block on the
 // connection, and after a batch's worth.
@@ -612,8 +623,13 @@ func (s *Server) idleLoop(ctx context.Context) {
 
 func (s *Server) sweepIdle() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	sessions := make([]*session, 0, len(s.sessions))
 	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		sess.sh.mu.Lock()
 		switch {
 		case sess.lines || sess.closed:
 		case sess.heard.Swap(false) || sess.waiting:
@@ -625,6 +641,7 @@ func (s *Server) sweepIdle() {
 			s.stats.idleClosed.Add(1)
 			sess.conn.SetReadDeadline(time.Now()) // its reader fails now and closes the session
 		}
+		sess.sh.mu.Unlock()
 	}
 }
 
@@ -678,16 +695,16 @@ func (sess *session) receiveLocked(m *msg, seq uint64, payload []byte, size int6
 	sess.pending++
 }
 
-// lock takes the Server lock for the reader, unless it holds it.
+// lock takes the shard lock for the reader, unless it holds it.
 func (sess *session) lock() {
 	if !sess.locked {
-		sess.s.mu.Lock()
+		sess.sh.mu.Lock()
 		sess.locked = true
 	}
 }
 
 // flush offers the controller of the messages the reader queued since the
-// last flush for dispatch, and gives up the reader's hold of the Server
+// last flush for dispatch, and gives up the reader's hold of the shard
 // lock. A held lease of the pool of this process takes the next batch
 // from here when no other controller waits (continueLocked): the reader
 // hands it out itself instead of waking a dispatcher, as the outcome of a
@@ -707,7 +724,7 @@ func (sess *session) flush() {
 	}
 	if sess.locked {
 		sess.locked = false
-		s.mu.Unlock()
+		sess.sh.mu.Unlock()
 	}
 	if ok {
 		s.continueHeld(next)
@@ -767,7 +784,7 @@ func (sess *session) writeLoop() {
 		}
 		sess.conn.SetWriteDeadline(deadline)
 		if _, err := sess.conn.Write(buf); err != nil {
-			sess.s.closeSession(sess)
+			sess.s.closeSession(sess, 0, "")
 			sess.wmu.Lock()
 			sess.wbuf = nil // nothing more can be written
 			sess.wmu.Unlock()

@@ -71,12 +71,14 @@ func (s *Server) Stats() Stats {
 			out.ProtocolErrors[egp.Code(i)] = v
 		}
 	}
+	s.eachShard(func(sh *shard) {
+		for _, c := range sh.ctrls {
+			out.Queued += len(c.q)
+		}
+		out.Controllers += len(sh.ctrls)
+	})
+	out.InFlight = int(s.inflight.Load())
 	s.mu.Lock()
-	for _, c := range s.ctrls {
-		out.Queued += len(c.q)
-	}
-	out.InFlight = s.inflight
-	out.Controllers = len(s.ctrls)
 	out.Pools = len(s.pools)
 	s.mu.Unlock()
 	return out

@@ -37,29 +37,29 @@ func (s *Server) onStatus(m *nats.Msg) {
 		i  int
 	}
 	var flight []sent
-	s.mu.Lock()
-	out.Paused = time.Now().Before(s.paused)
-	for _, c := range s.ctrls {
-		if len(c.q) == 0 && !c.inFlight() && !c.held {
-			continue
-		}
-		cs := coord.ControllerStatus{ID: c.id, State: c.state.String(), Queued: len(c.q), Connected: c.sess != nil}
-		if c.held && c.state == stIdle {
-			cs.State = "held"
-		}
-		if c.inFlight() {
-			cs.Batch, cs.Fence = c.n, c.tok.Fence
-			if c.pool != nil {
-				cs.Holder = c.pool.appliance
+	out.Paused = s.isPaused(time.Now())
+	s.eachShard(func(sh *shard) {
+		for _, c := range sh.ctrls {
+			if len(out.Controllers) >= maxStatusControllers {
+				return
 			}
-			flight = append(flight, sent{c.sentAt, len(out.Controllers)})
+			if len(c.q) == 0 && !c.inFlight() && !c.held {
+				continue
+			}
+			cs := coord.ControllerStatus{ID: c.id, State: c.state.String(), Queued: len(c.q), Connected: c.sess != nil}
+			if c.held && c.state == stIdle {
+				cs.State = "held"
+			}
+			if c.inFlight() {
+				cs.Batch, cs.Fence = c.n, c.tok.Fence
+				if c.pool != nil {
+					cs.Holder = c.pool.appliance
+				}
+				flight = append(flight, sent{c.sentAt, len(out.Controllers)})
+			}
+			out.Controllers = append(out.Controllers, cs)
 		}
-		out.Controllers = append(out.Controllers, cs)
-		if len(out.Controllers) >= maxStatusControllers {
-			break
-		}
-	}
-	s.mu.Unlock()
+	})
 	for _, f := range flight {
 		cs := &out.Controllers[f.i]
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
