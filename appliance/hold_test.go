@@ -14,8 +14,9 @@ import (
 
 // TestLeaseKeptAcrossBatches: a pipelining controller's batches follow one
 // another under the lease its parser kept (done recorded and the lease
-// extended in one script, or, within half a heartbeat of the last such
-// keep, no store call at all), not an acquire and a release each; the
+// extended in one script, or, while the lock as the last such keep or the
+// acquire set it still holds for about the hold, no store call at all),
+// not an acquire and a release each; the
 // lease is given back once the controller goes quiet, and the done
 // record is then exact.
 func TestLeaseKeptAcrossBatches(t *testing.T) {

@@ -134,11 +134,13 @@ type Outcome struct {
 	// same token, or lets the lease go, recording Done.
 	Kept bool
 	// Until is set when the parser kept the lease without a store call
-	// (the last one for it, a keep, had just gone out; only a pool of the
-	// socket's own process does that, in a call, parser.Pool.Offer: it is
-	// not in the encoding). Until is when that keep set the lock to
-	// expire, at the soonest, and Done is not recorded yet: the next keep
-	// or the socket's release of the lease records it.
+	// (the lock, as the last keep or the acquire set it, still had about
+	// Hold left, at least Hold less half a heartbeat period; only a pool
+	// of the socket's own process does that, in a call,
+	// parser.Pool.Offer: it is not in the encoding). Until is when that
+	// keep or acquire set the lock to expire, at the soonest, and Done is
+	// not recorded yet: the next keep or the socket's release of the
+	// lease records it.
 	Until    time.Time
 	Done     uint64
 	Statuses []byte // one egp.Status per message of the batch, in order

@@ -23,7 +23,7 @@ var (
 		{"edgegate_parser_busy_total", "Assignments refused because every worker was busy.", func(s *StatsSnapshot) uint64 { return s.Busy }},
 		{"edgegate_parser_assignments_direct_total", "Assignments a socket of the same process offered directly, without NATS (busy answers included).", func(s *StatsSnapshot) uint64 { return s.Direct }},
 		{"edgegate_parser_kept_total", "Batches that ended keeping their lease for the controller's next batch.", func(s *StatsSnapshot) uint64 { return s.Kept }},
-		{"edgegate_parser_keeps_deferred_total", "Kept batches whose keep needed no lease store call (one for the same lease had just gone out); their done seq is recorded later.", func(s *StatsSnapshot) uint64 { return s.Deferred }},
+		{"edgegate_parser_keeps_deferred_total", "Kept batches whose keep needed no lease store call (the lock, as the last keep or the acquire set it, still had about the hold left); their done seq is recorded later.", func(s *StatsSnapshot) uint64 { return s.Deferred }},
 		{"edgegate_parser_lease_lost_total", "Batches stopped or fenced because their lease was lost.", func(s *StatsSnapshot) uint64 { return s.LeaseLost }},
 	}
 	poolCounterDescs = func() []*prometheus.Desc {

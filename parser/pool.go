@@ -110,15 +110,21 @@ type Pool struct {
 }
 
 // keptLease is a lease the pool kept after a batch: surely held until
-// p.heldUntil(k) (Assign.Hold less a margin after the keep began), whoever
-// sends the next batch under it and however late that arrives.
+// p.heldUntil(k) (a margin before expires), whoever sends the next batch
+// under it and however late that arrives.
 type keptLease struct {
 	fence  uint64
 	socket string // the socket that sent the batch
-	// at is when the last store call for the lease (a keep, or the
-	// acquire) began, and expires when that call set the lock to expire,
-	// at the soonest.
-	at, expires time.Time
+	// expires is when the last store call for the lease that set its lock
+	// (a keep, or the acquire) set it to expire, at the soonest: that
+	// call's start plus the time it asked for. A batch's own heartbeats
+	// extend the lock further without moving expires. The same call set
+	// hb, so hb is no older than TTL until expires (an acquire asks for
+	// TTL, a keep for Hold, which the appliance's sockets ask as TTL/2),
+	// and a batch, valid only until p.heldUntil(k) unless it heartbeats,
+	// never runs with an hb the socket's check loop takes for a dead
+	// parser's.
+	expires time.Time
 	// done is the last seq handled under the lease; recorded tells whether
 	// the store has it (a keep skipped for a socket of this process leaves
 	// it to that socket, see keepLater).
@@ -526,14 +532,17 @@ func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 		}
 	}
 	// Its first heartbeat comes early enough (see heartbeat.loop).
-	if kept.at.IsZero() && !stamped.IsZero() {
+	if kept.expires.IsZero() && !stamped.IsZero() {
 		// A lease fresh from its acquire, which set the lock to expire a
 		// TTL after it began: that counts as its last keep, so that the
 		// batch's own keep may be deferred too (keepLater). The socket
-		// stamps the acquire's start plus TTL; a lease it continues
-		// after a keep this pool no longer knows of is dated earlier than
-		// that keep, which only makes the deferral rarer.
-		kept = keptLease{fence: a.Token.Fence, socket: a.Socket, at: stamped.Add(-p.cfg.TTL), expires: stamped, recorded: true}
+		// stamps the acquire's start plus TTL, or, for a lease it
+		// continues after a keep this pool no longer knows of, when that
+		// keep set the lock to expire at the soonest (its Outcome.Until,
+		// or a Hold after the batch before it was sent, which the keep
+		// began after): either is no later than the lock's expiry, and
+		// the store call that set it set hb too.
+		kept = keptLease{fence: a.Token.Fence, socket: a.Socket, expires: stamped, recorded: true}
 	}
 	if held := p.heldUntil(kept); confirm && time.Until(held) > margin {
 		valid, confirm = held, false
@@ -629,18 +638,33 @@ func (p *Pool) count(n int) {
 }
 
 // keepLater keeps a's lease for the controller's next batch without a
-// store call when its last keep (kept), or the acquire, began less than
-// half a heartbeat period ago and set the lock to expire at least a.Hold
-// after that: it still holds for about as long as the socket asked, and
-// the outcome tells the socket exactly until when (Outcome.Until). done is not
-// recorded: the socket, of this process, records it when it lets the lease
-// go (see coord.Outcome.Until), and the next keep records it. Only a crash
-// in between leaves the record behind what was acknowledged, by at most
-// half a heartbeat period of messages: duplicates after a fault, not
-// losses. A steadily busy controller so costs the store two calls a
-// second, not one per batch. False means keep it with a store call.
+// store call when the lock, as its last keep (kept) or the acquire set it,
+// still has at least a.Hold less half a heartbeat period left (and at
+// least half of a.Hold): a keep would move its expiry little further, or
+// nearer (it sets it a.Hold from its start). The outcome tells the socket
+// exactly until when (Outcome.Until); the socket sends under the lease
+// only until a margin before that. At least as much is left as the former
+// rule (within half a heartbeat of the last keep) left, so the socket's
+// release of a lease whose done seq is not recorded (a check round early)
+// still comes before the lock expires. After an acquire (a TTL) the keeps
+// of the first TTL - a.Hold + Heartbeat/2 (3 s by default) go without a
+// call: a device's burst costs an acquire and a release even when its
+// later batches queue behind thousands of other controllers'. A deferred
+// keep writes no hb, and needs none: hb, written with the lock's expiry,
+// stays younger than TTL while a batch runs (see keptLease.expires).
+// done is not recorded: the socket, of this process, records it when it
+// lets the lease go (see coord.Outcome.Until), and the next keep records
+// it. Only a crash in between leaves the record behind what was
+// acknowledged: by the messages of at most half a heartbeat period after
+// a keep, of at most TTL - a.Hold + Heartbeat/2 after an acquire.
+// Duplicates after a fault, not losses. A steadily busy controller so
+// costs the store two calls a second, not one per batch. False means keep
+// it with a store call.
 func (p *Pool) keepLater(a *coord.Assign, kept keptLease, done uint64) bool {
-	if kept.at.IsZero() || time.Since(kept.at) >= p.cfg.Heartbeat/2 || kept.expires.Sub(kept.at) < a.Hold {
+	if kept.expires.IsZero() {
+		return false
+	}
+	if left := time.Until(kept.expires); left < a.Hold-p.cfg.Heartbeat/2 || left < a.Hold/2 {
 		return false
 	}
 	p.mu.Lock()
@@ -675,7 +699,7 @@ func (p *Pool) keep(log *batchLog, a *coord.Assign, done uint64) bool {
 	p.mu.Lock()
 	p.kept[a.Controller] = keptLease{
 		fence: a.Token.Fence, socket: a.Socket,
-		at: start, expires: start.Add(a.Hold), done: done, recorded: true,
+		expires: start.Add(a.Hold), done: done, recorded: true,
 	}
 	p.mu.Unlock()
 	return true

@@ -9,6 +9,7 @@ import (
 	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/egp"
 	"github.com/edgegate/edgegate/embed"
+	"github.com/edgegate/edgegate/internal/redistest"
 	"github.com/edgegate/edgegate/lease"
 )
 
@@ -21,6 +22,14 @@ func startPool(t *testing.T, workers int, h Handler) (*Pool, *lease.Memory, *emb
 
 func startPoolWith(t *testing.T, cfg Config) (*Pool, *lease.Memory, *embed.Server) {
 	t.Helper()
+	store := lease.NewMemory()
+	p, ns := startPoolStore(t, cfg, store)
+	return p, store, ns
+}
+
+// startPoolStore runs a pool on a real embedded NATS server and store.
+func startPoolStore(t *testing.T, cfg Config, store lease.Store) (*Pool, *embed.Server) {
+	t.Helper()
 	ns, err := embed.New(embed.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +40,6 @@ func startPoolWith(t *testing.T, cfg Config) (*Pool, *lease.Memory, *embed.Serve
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	store := lease.NewMemory()
 	p, err := New(cfg, nc, store)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +55,7 @@ func startPoolWith(t *testing.T, cfg Config) (*Pool, *lease.Memory, *embed.Serve
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return p, store, ns
+	return p, ns
 }
 
 func assignment(t *testing.T, store lease.Store, p *Pool, id string, hold time.Duration, seqs ...uint64) *coord.Assign {
@@ -86,6 +94,19 @@ func waitBatch(t *testing.T, ch <-chan coord.Outcome) (early, final coord.Outcom
 		t.Fatalf("second call %+v: want the outcome proper, without statuses", final)
 	}
 	return early, final
+}
+
+// waitFinal returns a batch's outcome proper, after its statuses ahead
+// (Early) if they came first: a batch whose keep went to the store.
+func waitFinal(t *testing.T, ch <-chan coord.Outcome) coord.Outcome {
+	t.Helper()
+	o := waitOutcome(t, ch)
+	if o.Early {
+		if o = waitOutcome(t, ch); o.Early {
+			t.Fatalf("second call %+v: want the outcome proper", o)
+		}
+	}
+	return o
 }
 
 // sessionElsewhere announces a new session of id on another socket
@@ -240,10 +261,14 @@ func TestRevokedLeaseIsConfirmed(t *testing.T) {
 	if !p.Offer(first, out) {
 		t.Fatal("refused")
 	}
-	if _, o := waitBatch(t, outcomes); !o.Kept || !o.Released || o.Done != 2 {
+	// Kept with or without a store call (the stamp leaves about the hold):
+	// either way the pool keeps it, and the session elsewhere releases it.
+	if o := waitFinal(t, outcomes); !o.Kept || !o.Released || o.Done != 2 {
 		t.Fatalf("outcome %+v: want kept with done 2", o)
 	}
-	sessionElsewhere(t, ns, store, "ctl")
+	if st := sessionElsewhere(t, ns, store, "ctl"); st.Done != 2 {
+		t.Errorf("released with done %d, want 2", st.Done)
+	}
 	next := *first
 	next.Msgs = []coord.Msg{{Seq: 3, Received: time.Now(), Payload: []byte("x")}}
 	stamp(&next)
@@ -270,7 +295,9 @@ func TestRevokedLeaseIsConfirmed(t *testing.T) {
 func TestFirstKeepDeferred(t *testing.T) {
 	clock := coord.NewClock()
 	// The TTL the sockets acquire with (assignment's); a long heartbeat: the
-	// deferral window (half of it) outlasts a slow machine's batch.
+	// deferral window (while the lock has at least the hold less half a
+	// heartbeat left, 7 s after the acquire here) outlasts a slow
+	// machine's batch.
 	p, store, ns := startPoolWith(t, Config{Workers: 1, Clock: clock, TTL: 10 * time.Second, Heartbeat: 4 * time.Second,
 		Handler: HandlerFunc(func(ctx context.Context, m *Message) error { return nil })})
 	outcomes := make(chan coord.Outcome, 4)
@@ -305,8 +332,9 @@ func TestFirstKeepDeferred(t *testing.T) {
 // keep set the lock to expire; the done record stays where that keep left
 // it until the lease is released, which records the new one.
 func TestKeepDeferred(t *testing.T) {
-	// A long heartbeat: the deferral window (half of it) outlasts a slow
-	// machine's gap between the two batches.
+	// A long heartbeat: the deferral window (while the lock has at least
+	// the hold less half a heartbeat left, 5 s after the keep here)
+	// outlasts a slow machine's gap between the two batches.
 	p, store, ns := startPoolWith(t, Config{Workers: 1, Handler: HandlerFunc(func(ctx context.Context, m *Message) error { return nil }),
 		TTL: 30 * time.Second, Heartbeat: 10 * time.Second})
 	outcomes := make(chan coord.Outcome, 4)
@@ -355,5 +383,102 @@ func waitFree(t *testing.T, p *Pool, n int, msg string) {
 			t.Fatalf("%s: %d free workers, want %d", msg, p.Free(), n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestKeepDeferredWhileLockHolds: whether a batch's keep needs a store
+// call is decided by how long the lock, as the acquire or the last keep
+// set it, still holds, not by how long ago that call was. A device's
+// second batch that ends well over half a heartbeat period after the
+// acquire (at 10,000 controllers it comes behind every other
+// controller's first one) is kept without a call while the acquire's TTL
+// leaves at least the hold less half a heartbeat: no keep script runs,
+// the lock keeps the acquire's expiry and the done record waits. Once
+// less is left, the keep goes to Redis: it records done and sets the lock
+// to expire a hold later.
+func TestKeepDeferredWhileLockHolds(t *testing.T) {
+	const ttl, heartbeat, hold = 4 * time.Second, 100 * time.Millisecond, 2 * time.Second
+	redis := redistest.Start(t)
+	rc := redis.Client()
+	store := lease.NewRedis(rc, "", 0)
+	lockKey := store.Keys("ctl")[1]
+	clock := coord.NewClock()
+	p, _ := startPoolStore(t, Config{Workers: 1, Clock: clock, TTL: ttl, Heartbeat: heartbeat,
+		Handler: HandlerFunc(func(ctx context.Context, m *Message) error { return nil })}, store)
+	ctx := context.Background()
+	outcomes := make(chan coord.Outcome, 4)
+	out := func(o coord.Outcome) { outcomes <- o }
+
+	// As a socket of this process does: the lock expires no sooner than a
+	// TTL after the acquire began, stamped on the shared clock.
+	expires := time.Now().Add(ttl)
+	g, err := store.Acquire(ctx, "ctl", p.ID(), ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &coord.Assign{Controller: "ctl", Token: g.Token, Valid: ttl, Hold: hold, Socket: "socket-1",
+		Clock: clock.ID(), Deadline: clock.At(expires)}
+	stamped := clock.Time(a.Deadline)
+	batch := func(seqs ...uint64) *coord.Assign {
+		b := *a
+		b.Msgs = nil
+		for _, s := range seqs {
+			b.Msgs = append(b.Msgs, coord.Msg{Seq: s, Received: time.Now(), Payload: []byte("x")})
+		}
+		if !p.Offer(&b, out) {
+			t.Fatal("refused")
+		}
+		return &b
+	}
+	// The rule reads the clock: the test lets it pass the points it is
+	// about (a wait for time itself, not for readiness).
+	waitTill := func(when time.Time) { <-time.After(time.Until(when)) }
+	deferred := func(what string, done uint64) {
+		t.Helper()
+		o := waitOutcome(t, outcomes)
+		if o.Early || !o.Released || !o.Kept || o.Done != done || !o.Until.Equal(stamped) {
+			t.Fatalf("%s: outcome %+v: want final at once, kept until the acquire's expiry %v, done %d", what, o, stamped, done)
+		}
+		if left := time.Until(o.Until); left < hold-heartbeat/2 {
+			t.Errorf("%s: the lock holds %v more: want at least the hold less half a heartbeat", what, left)
+		}
+		st, err := store.Inspect(ctx, "ctl")
+		if err != nil || !st.Locked || st.Done != 0 {
+			t.Fatalf("%s: the lease is %+v (%v): want held, nothing recorded yet", what, st, err)
+		}
+		if pttl, err := rc.PTTL(ctx, lockKey).Result(); err != nil || pttl <= hold {
+			t.Fatalf("%s: the lock expires in %v (%v): want the acquire's TTL still running, more than the hold", what, pttl, err)
+		}
+	}
+
+	batch(1, 2)
+	deferred("first batch", 2)
+	// Twice half a heartbeat after the acquire: a rule of "within half a
+	// heartbeat of the last keep" would call the store now.
+	waitTill(expires.Add(-ttl + heartbeat))
+	batch(3, 4)
+	deferred("second batch, a heartbeat after the acquire", 4)
+	if s := p.Stats(); s.Kept != 2 || s.Deferred != 2 {
+		t.Errorf("stats %+v: want 2 kept, both deferred", s)
+	}
+
+	// Less than the hold less half a heartbeat left: the keep goes to the
+	// store, which records done and sets the lock a hold ahead.
+	waitTill(expires.Add(-(hold - heartbeat)))
+	keepStart := time.Now()
+	batch(5)
+	if _, o := waitBatch(t, outcomes); !o.Released || !o.Kept || !o.Until.IsZero() || o.Done != 5 {
+		t.Fatalf("third batch: outcome %+v: want kept by a store call (no Until), done 5", o)
+	}
+	st, err := store.Inspect(ctx, "ctl")
+	if err != nil || !st.Locked || st.Done != 5 {
+		t.Fatalf("after the keep the lease is %+v (%v): want held, done 5", st, err)
+	}
+	pttl, err := rc.PTTL(ctx, lockKey).Result()
+	if err != nil || pttl > hold || time.Now().Add(pttl).Before(keepStart.Add(hold-time.Second)) {
+		t.Fatalf("after the keep the lock expires in %v (%v): want about a hold", pttl, err)
+	}
+	if s := p.Stats(); s.Kept != 3 || s.Deferred != 2 || s.Messages != 5 {
+		t.Errorf("stats %+v: want 3 kept, 2 of them deferred, 5 messages", s)
 	}
 }

@@ -27,9 +27,9 @@ type StatsSnapshot struct {
 	Unconfirmed uint64
 	// Kept counts batches that ended keeping their lease for the next one.
 	Kept uint64
-	// Deferred counts the kept batches whose keep needed no store call (a
-	// keep for the same lease had just gone out): their done seq is
-	// recorded later.
+	// Deferred counts the kept batches whose keep needed no store call (the
+	// lock, as the lease's last keep or its acquire set it, still had about
+	// a hold left, see keepLater): their done seq is recorded later.
 	Deferred uint64
 	// Direct counts assignments a socket of the same process offered
 	// directly (Offer), without NATS.
