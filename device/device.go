@@ -93,7 +93,8 @@ type Client struct {
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced on a state change while waiting is set
 	waiting  bool          // somebody waits on changed
-	pend     []pending     // unacknowledged, in seq order
+	pend     []pending     // unacknowledged, in seq order; a window of pendArr
+	pendArr  []pending     // pend's backing array, reused (see roomLocked)
 	seq      uint64        // last seq assigned
 	welcome  egp.Welcome
 	sess     *conn // nil while reconnecting
@@ -561,8 +562,13 @@ func (c *Client) SendBatch(ctx context.Context, payloads [][]byte) (uint64, erro
 		noAck := c.welcome.AckMode == egp.AckNone
 		if !noAck {
 			now := time.Now()
+			c.roomLocked(len(chunk))
 			for i, p := range chunk {
-				c.pend = append(c.pend, pending{seq: first + uint64(i), payload: append([]byte(nil), p...), sent: now})
+				m := pending{seq: first + uint64(i), sent: now}
+				if c.cfg.Reconnect {
+					m.payload = append([]byte(nil), p...) // resent by the next session
+				}
+				c.pend = append(c.pend, m)
 			}
 		}
 		if s := c.sess; s != nil {
@@ -581,6 +587,22 @@ func (c *Client) SendBatch(ctx context.Context, payloads [][]byte) (uint64, erro
 		last = c.seq
 	}
 	return last, nil
+}
+
+// roomLocked makes room for n more unacknowledged messages: ACKs take
+// them off the front of pend and sends append at its end, so pend slides
+// along pendArr; it moves back to the front when it reaches the end,
+// instead of growing into a new array every few batches.
+func (c *Client) roomLocked(n int) {
+	if cap(c.pend)-len(c.pend) >= n {
+		return
+	}
+	if need := len(c.pend) + n; need > cap(c.pendArr) {
+		c.pendArr = make([]pending, max(need, 2*cap(c.pendArr), 16))
+	}
+	k := copy(c.pendArr[:cap(c.pendArr)], c.pend)
+	clear(c.pendArr[k:cap(c.pendArr)])
+	c.pend = c.pendArr[:k]
 }
 
 // Flush waits until every message sent is acknowledged (with ack mode

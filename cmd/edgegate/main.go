@@ -105,6 +105,18 @@ func runCommand(run func(context.Context, appliance.Config) error, stderr io.Wri
 					}
 				}
 			}()
+			// The collector's headroom, for the process that runs the
+			// appliance (see gcHeadroom).
+			gctx, gcancel := context.WithCancel(c.Context)
+			gcDone := make(chan struct{})
+			go func() {
+				defer close(gcDone)
+				gcHeadroomLoop(gctx, gcHeadroom)
+			}()
+			defer func() {
+				gcancel()
+				<-gcDone
+			}()
 			return run(c.Context, cfg)
 		},
 	}
