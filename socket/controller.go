@@ -189,11 +189,6 @@ func (s *Server) endFlight() {
 // isPaused reports whether dispatch is paused at now (see pause).
 func (s *Server) isPaused(now time.Time) bool { return now.UnixNano() < s.paused.Load() }
 
-// freeLocked gives back the queue slot and memory of m.
-func (s *Server) freeLocked(c *controller, m *msg) {
-	s.unreserveLocked(c, m.size())
-}
-
 // keepQueue is the largest backing array an emptied queue keeps: a busy
 // controller's queue empties after every batch at moderate load, and
 // regrowing it from nothing would cost several allocations per batch.
@@ -203,7 +198,7 @@ const keepQueue = 64
 // the front of its backing array.
 func (s *Server) popLocked(c *controller, k int) {
 	for i := 0; i < k; i++ {
-		s.freeLocked(c, c.q[i])
+		s.unreserveLocked(c, c.q[i].size())
 	}
 	n := copy(c.q, c.q[k:])
 	clear(c.q[n:])
@@ -223,7 +218,7 @@ func (s *Server) pruneLocked(c *controller) {
 	keep := c.q[:c.n]
 	for _, m := range c.q[c.n:] {
 		if m.sess.closed {
-			s.freeLocked(c, m)
+			s.unreserveLocked(c, m.size())
 			s.stats.dropped.Add(1)
 			continue
 		}

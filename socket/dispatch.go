@@ -179,7 +179,7 @@ func (s *Server) dispatchOne(ctx context.Context, c *controller, p *pool) {
 	// A lease its pool kept goes on there when that pool has a free
 	// worker and the hold has not run out; otherwise it is released
 	// and the batch goes elsewhere.
-	if c.held && s.heldUsableLocked(c) {
+	if c.held && s.heldUsableLocked(c, time.Now()) {
 		if h, ok := s.takeHeldLocked(c); ok {
 			sh.mu.Unlock()
 			s.continueHeld(h)
@@ -227,11 +227,11 @@ func (s *Server) takeBatchLocked(c *controller, p *pool) (batch []*msg, hold tim
 }
 
 // heldUsableLocked reports whether c's held lease can carry its next
-// batch: its pool is still known and has a free worker, and the hold has
-// not run out.
-func (s *Server) heldUsableLocked(c *controller) bool {
-	p := c.pool
-	return !p.gone.Load() && p.available() > 0 && time.Now().Before(s.holdEnds(c))
+// batch at now: its pool is still known and the hold has not run out.
+// Whether that pool has a worker for it, takeHeldLocked finds out when it
+// reserves one.
+func (s *Server) heldUsableLocked(c *controller, now time.Time) bool {
+	return !c.pool.gone.Load() && now.Before(s.holdEnds(c))
 }
 
 // handOff is a batch taken under a held lease (takeHeldLocked), to be
@@ -283,8 +283,9 @@ func (s *Server) continueHeld(h handOff) {
 // queue.
 func (s *Server) continueLocked(c *controller) (handOff, bool) {
 	p := c.pool
+	now := time.Now()
 	if !c.held || p.direct == nil || c.state != stIdle || s.stopping.Load() || s.runqLen.Load() > 0 ||
-		s.isPaused(time.Now()) || !s.heldUsableLocked(c) {
+		s.isPaused(now) || !s.heldUsableLocked(c, now) {
 		return handOff{}, false
 	}
 	if s.pruneLocked(c); len(c.q) == 0 {

@@ -408,10 +408,7 @@ func (s *Server) drain() {
 		s.idle.Wait()
 	}
 	t.Stop()
-	sessions := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		sessions = append(sessions, sess)
-	}
+	sessions := s.sessionsLocked()
 	s.mu.Unlock()
 	if n := s.inflight.Load(); n > 0 {
 		s.log.Warn("socket: batches still in flight after the drain period; their devices resend them", "batches", n)

@@ -621,12 +621,19 @@ func (s *Server) idleLoop(ctx context.Context) {
 	}
 }
 
-func (s *Server) sweepIdle() {
-	s.mu.Lock()
+// sessionsLocked lists the open sessions (Server.mu held), to be visited
+// under their shard locks after it is let go.
+func (s *Server) sessionsLocked() []*session {
 	sessions := make([]*session, 0, len(s.sessions))
 	for sess := range s.sessions {
 		sessions = append(sessions, sess)
 	}
+	return sessions
+}
+
+func (s *Server) sweepIdle() {
+	s.mu.Lock()
+	sessions := s.sessionsLocked()
 	s.mu.Unlock()
 	for _, sess := range sessions {
 		sess.sh.mu.Lock()
