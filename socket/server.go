@@ -64,6 +64,7 @@ type Config struct {
 	// a lease held with nothing to send is released by the first failure
 	// detection round after Hold, and at once when the device goes. Zero
 	// means TTL/2; negative means leases are released after every batch.
+	// Above TTL is an error.
 	Hold time.Duration
 	// Clock, shared with the parser pool of the same process, lets that
 	// pool skip the confirming heartbeat (see coord.Clock). Nil means none.
@@ -234,6 +235,12 @@ type Server struct {
 // New validates cfg and binds the listeners; Run serves them.
 func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 	cfg.setDefaults()
+	if cfg.Hold > cfg.TTL {
+		// A lock kept without a store call (parser keepLater) writes no
+		// heartbeat: held longer than TTL, it would look stale to the
+		// failure detection while its batches still run.
+		return nil, fmt.Errorf("socket: hold %v is longer than the lease TTL %v", cfg.Hold, cfg.TTL)
+	}
 	if nc == nil || store == nil {
 		return nil, errors.New("socket: a NATS connection and a lease store are required")
 	}
