@@ -54,6 +54,11 @@ type Grant struct {
 	// its data). A fresh counter starts at the store's clock in unix
 	// milliseconds times 1000, so fences keep increasing across data loss.
 	Fresh bool
+	// Epoch, on a fresh grant, is the store's epoch (see the Epoch
+	// interface) read with the grant, atomically, when the store can; empty
+	// when it cannot (Redis Cluster, whose epoch is every master's) or the
+	// grant is not fresh.
+	Epoch string
 }
 
 // freshFence is the first fence of a new counter (see Grant.Fresh).

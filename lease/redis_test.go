@@ -51,6 +51,18 @@ func TestRedisRunIDChangesOnRestart(t *testing.T) {
 	if err != nil || !g2.Fresh || g2.Token.Fence <= g.Token.Fence {
 		t.Fatalf("grant after data loss %+v, %v: want fresh with a fence above %d", g2, err, g.Token.Fence)
 	}
+	// A fresh grant carries the epoch it was granted in; the socket
+	// compares it instead of reading the run_id after the grant.
+	if g.Epoch != id1 || g2.Epoch != id2 {
+		t.Fatalf("fresh grants' epochs %q and %q, want the run_ids %q and %q", g.Epoch, g2.Epoch, id1, id2)
+	}
+	if err := s.Release(ctx, "c", g2.Token, 0); err != nil {
+		t.Fatal(err)
+	}
+	g3, err := s.Acquire(ctx, "c", "p", 10e9)
+	if err != nil || g3.Fresh || g3.Epoch != "" {
+		t.Fatalf("second grant %+v, %v: want neither fresh nor an epoch", g3, err)
+	}
 }
 
 func TestRedisNotify(t *testing.T) {

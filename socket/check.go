@@ -159,19 +159,26 @@ func (s *Server) readEpoch(ctx context.Context, e lease.Epoch, r *epochRead) {
 	cancel()
 	s.mu.Lock()
 	s.epochRead = nil
+	s.mu.Unlock()
 	if err != nil {
-		s.mu.Unlock()
 		s.stats.storeErrors.Add(1)
 		s.logStoreError("epoch", "", err)
 		return
 	}
+	s.sawEpoch(epoch, r.start)
+}
+
+// sawEpoch takes in epoch, read no earlier than start, pausing dispatch
+// when it changed.
+func (s *Server) sawEpoch(epoch string, start time.Time) {
+	s.mu.Lock()
 	changed := s.epoch != "" && epoch != s.epoch
 	if changed {
 		s.pause("the lease store restarted or failed over (new run_id " + epoch + ")")
 	}
 	s.epoch = epoch
-	if r.start.After(s.epochAt) {
-		s.epochAt = r.start
+	if start.After(s.epochAt) {
+		s.epochAt = start
 	}
 	s.mu.Unlock()
 	if changed {

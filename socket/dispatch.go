@@ -325,8 +325,13 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time
 		// (a restart): then other parsers may still work under leases the
 		// store forgot, and the check loop may not have noticed the new
 		// run_id yet. Check it now (pausing when it changed) rather than
-		// dispatch into that window: with a read begun after the grant.
-		s.checkEpoch(ctx, time.Now())
+		// dispatch into that window: with the epoch the store read with
+		// the grant, or else a read begun after it.
+		if g.Epoch != "" {
+			s.sawEpoch(g.Epoch, start)
+		} else {
+			s.checkEpoch(ctx, time.Now())
+		}
 	}
 	sh.mu.Lock()
 	lostData := g.Fresh && c.granted

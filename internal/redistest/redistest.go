@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -36,12 +37,7 @@ type Server struct {
 // EDGEGATE_REQUIRE_REDIS is set (CI sets it) and is skipped otherwise.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("EDGEGATE_REQUIRE_REDIS") != "" {
-			t.Fatalf("redis-server not found on PATH and EDGEGATE_REQUIRE_REDIS is set: install it (apt-get install redis-server)")
-		}
-		t.Skip("redis-server not found on PATH: skipping this Redis test (install redis-server to run it; CI requires it)")
-	}
+	requireRedis(t)
 	s := &Server{t: t, dir: t.TempDir(), args: args}
 	s.port = freePort(t)
 	s.start()
@@ -83,6 +79,18 @@ func StartTLS(t testing.TB, certFile, keyFile, caFile string, aclLines ...string
 	s.start()
 	t.Cleanup(s.Kill)
 	return s
+}
+
+// requireRedis fails or skips the test without redis-server on PATH (see
+// Start).
+func requireRedis(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("EDGEGATE_REQUIRE_REDIS") != "" {
+			t.Fatalf("redis-server not found on PATH and EDGEGATE_REQUIRE_REDIS is set: install it (apt-get install redis-server)")
+		}
+		t.Skip("redis-server not found on PATH: skipping this Redis test (install redis-server to run it; CI requires it)")
+	}
 }
 
 func freePort(t testing.TB) int {
@@ -166,4 +174,207 @@ func (s *Server) Restart() {
 	s.t.Helper()
 	s.Kill()
 	s.start()
+}
+
+// clusterSlots is the number of hash slots of a Redis Cluster.
+const clusterSlots = 16384
+
+// Cluster is a Redis Cluster of masters without replicas, each a Server
+// with its own directory, where its nodes.conf lives.
+type Cluster struct {
+	t     testing.TB
+	Nodes []*Server
+	bus   []int    // the cluster bus port of each node
+	probe []string // a key served by each node, for the readiness check
+}
+
+// StartCluster starts a Redis Cluster of n masters and stops it when the
+// test ends. Node i serves the i-th of n even ranges of the 16384 slots.
+// It returns once every node says the cluster is ok and knows all n
+// nodes, and a cluster client can write to every node. Without
+// redis-server it fails or skips like Start.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	requireRedis(t)
+	if n < 1 || n > clusterSlots {
+		t.Fatalf("redistest: a cluster of %d nodes", n)
+	}
+	c := &Cluster{t: t}
+	for i := 0; i < n; i++ {
+		// The bus port is chosen too: the default, port+10000, may be
+		// taken or above 65535. nodes.conf is relative to --dir, so it
+		// stays in the node's directory and Restart finds it again.
+		ports := freePorts(t, 2)
+		s := &Server{t: t, dir: t.TempDir(), port: ports[0], args: []string{
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", "5000", "--cluster-port", strconv.Itoa(ports[1]),
+		}}
+		s.start()
+		t.Cleanup(s.Kill)
+		c.Nodes = append(c.Nodes, s)
+		c.bus = append(c.bus, ports[1])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, s := range c.Nodes {
+		rc := redis.NewClient(&redis.Options{Addr: s.Addr()})
+		lo, hi := c.slots(i)
+		err := rc.Do(ctx, "cluster", "addslotsrange", lo, hi).Err()
+		// Every node meets all those before it, rather than waiting for
+		// gossip to introduce them. MEET takes the bus port: it is not
+		// port+10000.
+		for j := 0; j < i && err == nil; j++ {
+			err = rc.Do(ctx, "cluster", "meet", "127.0.0.1", c.Nodes[j].port, c.bus[j]).Err()
+		}
+		rc.Close()
+		if err != nil {
+			t.Fatalf("redistest: cluster node %d (%s): %v", i, s.Addr(), err)
+		}
+	}
+	c.probe = make([]string, n)
+	rc := redis.NewClient(&redis.Options{Addr: c.Nodes[0].Addr()})
+	defer rc.Close()
+	for k, found := 0, 0; found < n; k++ {
+		if k == 100*n+1000 {
+			t.Fatalf("redistest: no probe key for every node in %d keys", k)
+		}
+		key := fmt.Sprintf("redistest:probe:%d", k)
+		slot, err := rc.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			t.Fatalf("redistest: cluster keyslot: %v", err)
+		}
+		if i := c.nodeOfSlot(int(slot)); c.probe[i] == "" {
+			c.probe[i] = key
+			found++
+		}
+	}
+	c.waitOK()
+	return c
+}
+
+// freePorts returns k distinct free loopback ports.
+func freePorts(t testing.TB, k int) []int {
+	t.Helper()
+	var ports []int
+	for range k {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close() // held until all are chosen, so they differ
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+// slots returns the range of slots node i serves.
+func (c *Cluster) slots(i int) (lo, hi int) {
+	n := len(c.Nodes)
+	return i * clusterSlots / n, (i+1)*clusterSlots/n - 1
+}
+
+func (c *Cluster) nodeOfSlot(slot int) int {
+	for i := range c.Nodes {
+		if _, hi := c.slots(i); slot <= hi {
+			return i
+		}
+	}
+	return len(c.Nodes) - 1
+}
+
+// waitOK polls until every node says cluster_state:ok and knows every
+// node, and a new cluster client can SET and GET a key on every node.
+func (c *Cluster) waitOK() {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := c.check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("redistest: cluster not ok within 30s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// check returns why the cluster is not ready, nil when it is.
+func (c *Cluster) check() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	want := fmt.Sprintf("cluster_known_nodes:%d", len(c.Nodes))
+	for i, s := range c.Nodes {
+		rc := redis.NewClient(&redis.Options{Addr: s.Addr()})
+		info, err := rc.ClusterInfo(ctx).Result()
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("node %d: cluster info: %w", i, err)
+		}
+		lines := strings.Split(strings.ReplaceAll(info, "\r", ""), "\n")
+		if !slices.Contains(lines, "cluster_state:ok") || !slices.Contains(lines, want) {
+			return fmt.Errorf("node %d: cluster info without cluster_state:ok and %s:\n%s", i, want, info)
+		}
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), MaxRetries: -1})
+	defer cc.Close()
+	for i, key := range c.probe {
+		if err := cc.Set(ctx, key, i, 0).Err(); err != nil {
+			return fmt.Errorf("node %d: set %s: %w", i, key, err)
+		}
+		if v, err := cc.Get(ctx, key).Int(); err != nil || v != i {
+			return fmt.Errorf("node %d: get %s: %d, %v", i, key, v, err)
+		}
+	}
+	return nil
+}
+
+// Addrs returns host:port of every node.
+func (c *Cluster) Addrs() []string {
+	var out []string
+	for _, s := range c.Nodes {
+		out = append(out, s.Addr())
+	}
+	return out
+}
+
+// URL returns the cluster URL of lease.redis_mode cluster and go-redis
+// ParseClusterURL: redis://host1:port1?addr=host2:port2&addr=host3:port3.
+func (c *Cluster) URL() string {
+	u, sep := "redis://"+c.Nodes[0].Addr(), "?"
+	for _, s := range c.Nodes[1:] {
+		u += sep + "addr=" + s.Addr()
+		sep = "&"
+	}
+	return u
+}
+
+// Client returns a cluster client closed at the end of the test.
+func (c *Cluster) Client() *redis.ClusterClient {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	c.t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// NodeOf returns the index in Nodes of the node that serves key.
+func (c *Cluster) NodeOf(key string) int {
+	c.t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: c.Nodes[0].Addr()})
+	defer rc.Close()
+	slot, err := rc.ClusterKeySlot(context.Background(), key).Result()
+	if err != nil {
+		c.t.Fatalf("redistest: cluster keyslot %s: %v", key, err)
+	}
+	return c.nodeOfSlot(int(slot))
+}
+
+// RestartNode kills node i and starts it again on the same ports with its
+// nodes.conf: it rejoins as the same node with the same slots, a new
+// run_id and no keys (a master that restarted). It returns once the
+// cluster is ok again (a restarted master waits about 2s before it takes
+// writes).
+func (c *Cluster) RestartNode(i int) {
+	c.t.Helper()
+	c.Nodes[i].Restart()
+	c.waitOK()
 }

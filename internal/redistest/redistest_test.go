@@ -1,0 +1,113 @@
+package redistest_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/edgegate/edgegate/internal/redistest"
+)
+
+// TestStartCluster: three masters share the slots; the URL parses as a
+// cluster URL; each node keeps its nodes.conf in its own directory; a
+// restarted node comes back as the same node with the same slots, a new
+// run_id and none of its keys.
+func TestStartCluster(t *testing.T) {
+	start := time.Now()
+	c := redistest.StartCluster(t, 3)
+	t.Logf("cluster ok in %v", time.Since(start))
+	ctx := context.Background()
+	o, err := redis.ParseClusterURL(c.URL())
+	if err != nil || !slices.Equal(o.Addrs, c.Addrs()) {
+		t.Fatalf("URL %s parses to %v, %v: want the addresses %v", c.URL(), o.Addrs, err, c.Addrs())
+	}
+	for i, s := range c.Nodes {
+		if _, err := os.Stat(filepath.Join(dirOf(t, s), "nodes.conf")); err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	cc := c.Client()
+	keys := map[int]string{} // a key on each node
+	for k := 0; len(keys) < 3 && k < 1000; k++ {
+		key := "k" + strings.Repeat("x", k)
+		keys[c.NodeOf(key)] = key
+	}
+	if len(keys) != 3 {
+		t.Fatalf("keys on %d nodes, want 3", len(keys))
+	}
+	for _, key := range keys {
+		if err := cc.Set(ctx, key, "v", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	node := c.Nodes[1].Client()
+	id1, run1, slots1 := nodeState(t, node)
+	start = time.Now()
+	c.RestartNode(1)
+	t.Logf("restarted node ok in %v", time.Since(start))
+	id2, run2, slots2 := nodeState(t, node)
+	if id2 != id1 || run2 == run1 || !slices.Equal(slots2, slots1) {
+		t.Fatalf("after restart: node id %s (was %s), run_id %s (was %s), slots %v (were %v): want the same node and slots, a new run_id",
+			id2, id1, run2, run1, slots2, slots1)
+	}
+	for i, key := range keys {
+		want := int64(1)
+		if i == 1 {
+			want = 0
+		}
+		if n, err := cc.Exists(ctx, key).Result(); err != nil || n != want {
+			t.Errorf("node %d: exists %s = %d, %v after node 1 restarted: want only node 1's key lost", i, key, n, err)
+		}
+	}
+}
+
+// dirOf returns the directory of s: the --dir of its CONFIG.
+func dirOf(t *testing.T, s *redistest.Server) string {
+	t.Helper()
+	cfg, err := s.Client().ConfigGet(context.Background(), "dir").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg["dir"]
+}
+
+// nodeState returns a node's cluster id, run_id and the slot ranges it
+// serves.
+func nodeState(t *testing.T, c *redis.Client) (id, runID string, slots []string) {
+	t.Helper()
+	ctx := context.Background()
+	id, err := c.ClusterMyID(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "run_id:"); ok {
+			runID = v
+		}
+	}
+	nodes, err := c.ClusterNodes(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 8 && f[0] == id {
+			slots = f[8:]
+		}
+	}
+	if runID == "" || len(slots) == 0 {
+		t.Fatalf("node %s: run_id %q, slots %v", id, runID, slots)
+	}
+	return id, runID, slots
+}
