@@ -26,7 +26,7 @@ type ackLog struct {
 	st   map[uint64]egp.Status
 }
 
-func (l *ackLog) onAck(seq uint64, st egp.Status, _ time.Time) {
+func (l *ackLog) onAck(seq uint64, st egp.Status, _, _ time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.st == nil {

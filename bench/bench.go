@@ -30,6 +30,12 @@ type Result struct {
 	P50  time.Duration `json:"p50_ns"`
 	P99  time.Duration `json:"p99_ns"`
 	P999 time.Duration `json:"p999_ns"`
+	// SockP50 and SockP99 end at the kernel's receive time of the ACK on
+	// the device's socket instead of the device's reader (see
+	// device.SimReport): without the simulated devices' own wait for a
+	// CPU. Zero when not measured.
+	SockP50 time.Duration `json:"sock_p50_ns,omitempty"`
+	SockP99 time.Duration `json:"sock_p99_ns,omitempty"`
 	// OwnP50 and OwnP99 are the appliance's own share of the latency, by
 	// its edgegate_ack_latency_seconds histogram: per batch, from reading
 	// its first message to queueing its ACKs (what the devices see adds

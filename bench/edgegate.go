@@ -94,7 +94,7 @@ func Edgegate(ctx context.Context, w Workload, c EdgegateConfig) (Result, error)
 	}
 	r := Result{
 		Scenario: c.scenario(), Controllers: w.Controllers, Messages: rep.Acked, Elapsed: rep.Elapsed, Rate: rep.Throughput,
-		P50: rep.P50, P99: rep.P99, P999: rep.P999, CPU: cpu.cores(), RSS: -1,
+		P50: rep.P50, P99: rep.P99, P999: rep.P999, SockP50: rep.SockP50, SockP99: rep.SockP99, CPU: cpu.cores(), RSS: -1,
 	}
 	if rss, err := procRSS(app.pid); err == nil {
 		r.RSS = rss

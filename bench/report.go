@@ -26,7 +26,7 @@ func (rep *Report) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "edgegate bench, %s, %s; median of %d runs (min–max)%s\n\n", rep.Started.Format(time.DateTime), rep.Machine, rep.Options.Runs, procs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tcontrollers\tmsg/s\tmin–max\tp50\tp99\tp99.9\town p50\town p99\trun wait\tlock waiters\tCPU cores\tRSS MiB\t")
+	fmt.Fprintln(tw, "scenario\tcontrollers\tmsg/s\tmin–max\tp50\tp99\tp99.9\tsock p50\tsock p99\town p50\town p99\trun wait\tlock waiters\tCPU cores\tRSS MiB\t")
 	for _, s := range rep.Summaries {
 		cpu, rss := "—", "—"
 		if s.CPU >= 0 {
@@ -45,8 +45,8 @@ func (rep *Report) WriteText(w io.Writer) {
 		if s.RunWait > 0 {
 			waiters = fmt.Sprintf("%.1f", s.LockWaiters)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f–%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.Scenario, s.Controllers, s.Rate, s.RateMin, s.RateMax,
-			lat(s.P50), lat(s.P99), lat(s.P999), lat(s.OwnP50), lat(s.OwnP99), lat(s.RunWait), waiters, cpu, rss)
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f–%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.Scenario, s.Controllers, s.Rate, s.RateMin, s.RateMax,
+			lat(s.P50), lat(s.P99), lat(s.P999), lat(s.SockP50), lat(s.SockP99), lat(s.OwnP50), lat(s.OwnP99), lat(s.RunWait), waiters, cpu, rss)
 	}
 	tw.Flush()
 	if len(rep.Ratios) > 0 {

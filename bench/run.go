@@ -65,6 +65,8 @@ type Summary struct {
 	P50         time.Duration `json:"p50_ns"` // medians of the runs' quantiles
 	P99         time.Duration `json:"p99_ns"`
 	P999        time.Duration `json:"p999_ns"`
+	SockP50     time.Duration `json:"sock_p50_ns,omitempty"` // medians; zero: not measured
+	SockP99     time.Duration `json:"sock_p99_ns,omitempty"`
 	OwnP50      time.Duration `json:"own_p50_ns,omitempty"` // medians; zero: not measured
 	OwnP99      time.Duration `json:"own_p99_ns,omitempty"`
 	RunWait     time.Duration `json:"run_wait_ns,omitempty"` // medians; zero: not measured
@@ -282,6 +284,8 @@ func (rep *Report) summarize() {
 			P50:         time.Duration(med(func(r Result) float64 { return float64(r.P50) })),
 			P99:         time.Duration(med(func(r Result) float64 { return float64(r.P99) })),
 			P999:        time.Duration(med(func(r Result) float64 { return float64(r.P999) })),
+			SockP50:     time.Duration(med(func(r Result) float64 { return float64(r.SockP50) })),
+			SockP99:     time.Duration(med(func(r Result) float64 { return float64(r.SockP99) })),
 			OwnP50:      time.Duration(med(func(r Result) float64 { return float64(r.OwnP50) })),
 			OwnP99:      time.Duration(med(func(r Result) float64 { return float64(r.OwnP99) })),
 			RunWait:     time.Duration(med(func(r Result) float64 { return float64(r.RunWait) })),

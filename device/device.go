@@ -63,8 +63,15 @@ type Config struct {
 	// TLS, when set, dials with TLS.
 	TLS *tls.Config
 	// OnAck is called for every acknowledged message, in seq order, from the
-	// client's reader goroutine. Nil means no callback.
-	OnAck func(seq uint64, status egp.Status, sent time.Time)
+	// client's reader goroutine, with the time it was sent (Send) and the
+	// time its ACK arrived (see SocketTimes). Nil means no callback.
+	OnAck func(seq uint64, status egp.Status, sent, arrived time.Time)
+	// SocketTimes makes an ACK's arrival time the kernel's: when the last
+	// bytes of the read that brought it reached the device's socket (never
+	// earlier than the ACK did), not when the client's reader handled them.
+	// Only on 64-bit Linux over plain TCP; elsewhere, and when false, it is
+	// the reader's time.
+	SocketTimes bool
 	// Logger receives the logs. Nil means discard.
 	Logger *slog.Logger
 }
@@ -111,6 +118,7 @@ type Client struct {
 // conn is one session's connection and its writer.
 type conn struct {
 	nc      net.Conn
+	stamps  *stampReader // reads nc when SocketTimes; nil otherwise
 	wmu     sync.Mutex
 	wbuf    []byte
 	wsig    chan struct{}
@@ -185,7 +193,16 @@ func (c *Client) connect(ctx context.Context, first bool) (*conn, *egp.Reader, e
 		nc.Close()
 		return nil, nil, fmt.Errorf("device: hello: %w", err)
 	}
-	r := egp.NewReader(nc, egp.DefaultMaxFrame, 4096)
+	var stamps *stampReader
+	if c.cfg.SocketTimes {
+		stamps = newStampReader(nc)
+	}
+	var r *egp.Reader
+	if stamps != nil {
+		r = egp.NewReader(stamps, egp.DefaultMaxFrame, 4096)
+	} else {
+		r = egp.NewReader(nc, egp.DefaultMaxFrame, 4096)
+	}
 	h, body, err := r.ReadFrame()
 	if err != nil {
 		nc.Close()
@@ -208,7 +225,7 @@ func (c *Client) connect(ctx context.Context, first bool) (*conn, *egp.Reader, e
 		return nil, nil, err
 	}
 	nc.SetDeadline(time.Time{})
-	s := &conn{nc: nc, wsig: make(chan struct{}, 1), written: make(chan struct{})}
+	s := &conn{nc: nc, stamps: stamps, wsig: make(chan struct{}, 1), written: make(chan struct{})}
 
 	c.mu.Lock()
 	c.welcome = w
@@ -378,9 +395,13 @@ func (c *Client) read(s *conn, r *egp.Reader) error {
 				continue // the next ACK is read already: matched with this one
 			}
 		}
-		lastRead.Store(time.Now().UnixNano())
+		now := time.Now()
+		lastRead.Store(now.UnixNano())
 		if len(acks) > 0 {
-			batch = c.acked(acks, batch[:0])
+			if s.stamps != nil && !s.stamps.last.IsZero() {
+				now = s.stamps.last
+			}
+			batch = c.acked(acks, batch[:0], now)
 			acks = acks[:0]
 		}
 		switch h.Type {
@@ -407,9 +428,9 @@ type acked struct {
 }
 
 // acked drops the messages acks acknowledge from the unacknowledged ones,
-// under one lock for all of them, and runs OnAck for each; batch is
-// scratch space, returned for reuse.
-func (c *Client) acked(acks []egp.Ack, batch []acked) []acked {
+// under one lock for all of them, and runs OnAck for each, the ACKs
+// having arrived at arrived; batch is scratch space, returned for reuse.
+func (c *Client) acked(acks []egp.Ack, batch []acked, arrived time.Time) []acked {
 	c.mu.Lock()
 	for _, a := range acks {
 		if len(c.pend) > 0 && c.pend[0].seq == a.Seq {
@@ -445,7 +466,7 @@ func (c *Client) acked(acks []egp.Ack, batch []acked) []acked {
 	c.mu.Unlock()
 	if c.cfg.OnAck != nil {
 		for _, b := range batch {
-			c.cfg.OnAck(b.seq, b.st, b.sent)
+			c.cfg.OnAck(b.seq, b.st, b.sent, arrived)
 		}
 		c.mu.Lock()
 		c.inAck--

@@ -141,7 +141,7 @@ func streamForever(t *testing.T, addrs []string, n int, rate float64) *faultDevi
 		id := fmt.Sprintf("fd-%02d", i)
 		rot := append(append([]string(nil), addrs[i%len(addrs):]...), addrs[:i%len(addrs)]...)
 		c, err := device.Dial(ctx, device.Config{Addrs: rot, ID: id, PersistentSeq: true, Window: 16, Reconnect: true,
-			OnAck: func(seq uint64, _ egp.Status, _ time.Time) {
+			OnAck: func(seq uint64, _ egp.Status, _, _ time.Time) {
 				now := time.Now()
 				d.mu.Lock()
 				d.acked[id] = append(d.acked[id], seq)

@@ -363,8 +363,8 @@ type devRun struct {
 	mark    time.Time
 }
 
-func (d *devRun) onAck(id string) func(uint64, egp.Status, time.Time) {
-	return func(seq uint64, _ egp.Status, _ time.Time) {
+func (d *devRun) onAck(id string) func(uint64, egp.Status, time.Time, time.Time) {
+	return func(seq uint64, _ egp.Status, _, _ time.Time) {
 		now := time.Now()
 		d.mu.Lock()
 		defer d.mu.Unlock()
