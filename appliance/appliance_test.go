@@ -26,7 +26,8 @@ type ackLog struct {
 	st   map[uint64]egp.Status
 }
 
-func (l *ackLog) onAck(seq uint64, st egp.Status, _, _ time.Time) {
+func (l *ackLog) onAck(a device.Acked) {
+	seq, st := a.Seq, a.Status
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.st == nil {

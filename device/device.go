@@ -63,17 +63,28 @@ type Config struct {
 	// TLS, when set, dials with TLS.
 	TLS *tls.Config
 	// OnAck is called for every acknowledged message, in seq order, from the
-	// client's reader goroutine, with the time it was sent (Send) and the
-	// time its ACK arrived (see SocketTimes). Nil means no callback.
-	OnAck func(seq uint64, status egp.Status, sent, arrived time.Time)
-	// SocketTimes makes an ACK's arrival time the kernel's: when the last
-	// bytes of the read that brought it reached the device's socket (never
-	// earlier than the ACK did), not when the client's reader handled them.
-	// Only on 64-bit Linux over plain TCP; elsewhere, and when false, it is
-	// the reader's time.
+	// client's reader goroutine. Nil means no callback.
+	OnAck func(Acked)
+	// SocketTimes times each message at the device's socket too: when the
+	// client's writer handed it to the kernel (Acked.Written) and when the
+	// kernel received its ACK (Acked.Arrived: of the last bytes of the read
+	// that brought it, never earlier than the ACK came), so that the
+	// device's own waits for a CPU, to write and to read, do not count.
+	// Only on 64-bit Linux over plain TCP; elsewhere, and when false,
+	// Written is zero and Arrived the reader's time.
 	SocketTimes bool
 	// Logger receives the logs. Nil means discard.
 	Logger *slog.Logger
+}
+
+// Acked is an acknowledged message, for Config.OnAck.
+type Acked struct {
+	Seq    uint64
+	Status egp.Status
+	// Sent is when Send took the message; Written when the client's writer
+	// handed it to the kernel (zero without Config.SocketTimes); Arrived
+	// when its ACK arrived (see Config.SocketTimes).
+	Sent, Written, Arrived time.Time
 }
 
 // Stats counts what a client did.
@@ -117,8 +128,12 @@ type Client struct {
 
 // conn is one session's connection and its writer.
 type conn struct {
-	nc      net.Conn
-	stamps  *stampReader // reads nc when SocketTimes; nil otherwise
+	nc     net.Conn
+	stamps *stampReader // reads nc when SocketTimes; nil otherwise
+	// With stamps: whi is the highest seq in wbuf, and writes are the
+	// writes of data not yet acknowledged, oldest first (under wmu).
+	whi     uint64
+	writes  []wrote
 	wmu     sync.Mutex
 	wbuf    []byte
 	wsig    chan struct{}
@@ -236,6 +251,7 @@ func (c *Client) connect(ctx context.Context, first bool) (*conn, *egp.Reader, e
 	if !first {
 		for _, p := range c.pend {
 			s.wbuf = egp.AppendData(s.wbuf, p.seq, p.payload)
+			s.whi = p.seq
 		}
 		c.stats.Resent += uint64(len(c.pend))
 	}
@@ -245,6 +261,25 @@ func (c *Client) connect(ctx context.Context, first bool) (*conn, *egp.Reader, e
 	go s.writeLoop(c)
 	s.signal()
 	return s, r, nil
+}
+
+// wrote is a write of data: the highest seq it carried, and when it was
+// handed to the kernel.
+type wrote struct {
+	hi uint64
+	at time.Time
+}
+
+// writtenLocked returns when seq was handed to the kernel, zero if not
+// known; the writes of lower seqs are forgotten. seqs are asked in order.
+func (s *conn) writtenLocked(seq uint64) time.Time {
+	for len(s.writes) > 0 && s.writes[0].hi < seq {
+		s.writes = s.writes[1:]
+	}
+	if len(s.writes) == 0 {
+		return time.Time{}
+	}
+	return s.writes[0].at
 }
 
 func (s *conn) signal() {
@@ -260,6 +295,11 @@ func (s *conn) writeLoop(c *Client) {
 	for range s.wsig {
 		s.wmu.Lock()
 		buf, s.wbuf = s.wbuf, buf[:0]
+		if s.stamps != nil && len(buf) > 0 && (len(s.writes) == 0 || s.writes[len(s.writes)-1].hi < s.whi) {
+			// Recorded before the write: its ACK may be read before
+			// Write returns.
+			s.writes = append(s.writes, wrote{s.whi, time.Now()})
+		}
 		s.wmu.Unlock()
 		if len(buf) == 0 {
 			continue
@@ -379,7 +419,7 @@ func (c *Client) read(s *conn, r *egp.Reader) error {
 		}()
 	}
 	var acks []egp.Ack // read, not yet matched
-	var batch []acked
+	var batch []Acked
 	for {
 		h, body, err := r.ReadFrame()
 		if err != nil {
@@ -401,7 +441,7 @@ func (c *Client) read(s *conn, r *egp.Reader) error {
 			if s.stamps != nil && !s.stamps.last.IsZero() {
 				now = s.stamps.last
 			}
-			batch = c.acked(acks, batch[:0], now)
+			batch = c.acked(s, acks, batch[:0], now)
 			acks = acks[:0]
 		}
 		switch h.Type {
@@ -420,21 +460,15 @@ func (c *Client) read(s *conn, r *egp.Reader) error {
 	}
 }
 
-// acked is an acknowledged message.
-type acked struct {
-	seq  uint64
-	st   egp.Status
-	sent time.Time
-}
-
 // acked drops the messages acks acknowledge from the unacknowledged ones,
 // under one lock for all of them, and runs OnAck for each, the ACKs
-// having arrived at arrived; batch is scratch space, returned for reuse.
-func (c *Client) acked(acks []egp.Ack, batch []acked, arrived time.Time) []acked {
+// having arrived on s at arrived; batch is scratch space, returned for
+// reuse.
+func (c *Client) acked(s *conn, acks []egp.Ack, batch []Acked, arrived time.Time) []Acked {
 	c.mu.Lock()
 	for _, a := range acks {
 		if len(c.pend) > 0 && c.pend[0].seq == a.Seq {
-			batch = append(batch, acked{a.Seq, a.Status, c.pend[0].sent})
+			batch = append(batch, Acked{Seq: a.Seq, Status: a.Status, Sent: c.pend[0].sent, Arrived: arrived})
 			c.pend[0] = pending{}
 			c.pend = c.pend[1:]
 			continue
@@ -447,15 +481,22 @@ func (c *Client) acked(acks []egp.Ack, batch []acked, arrived time.Time) []acked
 		c.log.Warn("device: ACK out of order", "seq", a.Seq, "expected", want)
 		for i := range c.pend {
 			if c.pend[i].seq == a.Seq {
-				batch = append(batch, acked{a.Seq, a.Status, c.pend[i].sent})
+				batch = append(batch, Acked{Seq: a.Seq, Status: a.Status, Sent: c.pend[i].sent, Arrived: arrived})
 				c.pend = append(c.pend[:i], c.pend[i+1:]...)
 				break
 			}
 		}
 	}
+	if s.stamps != nil {
+		s.wmu.Lock()
+		for i := range batch {
+			batch[i].Written = s.writtenLocked(batch[i].Seq)
+		}
+		s.wmu.Unlock()
+	}
 	for _, b := range batch {
 		c.stats.Acked++
-		if b.st == egp.StatusDeadLettered {
+		if b.Status == egp.StatusDeadLettered {
 			c.stats.DeadLettered++
 		}
 	}
@@ -466,7 +507,7 @@ func (c *Client) acked(acks []egp.Ack, batch []acked, arrived time.Time) []acked
 	c.mu.Unlock()
 	if c.cfg.OnAck != nil {
 		for _, b := range batch {
-			c.cfg.OnAck(b.seq, b.st, b.sent, arrived)
+			c.cfg.OnAck(b)
 		}
 		c.mu.Lock()
 		c.inAck--
@@ -598,10 +639,11 @@ func (c *Client) SendBatch(ctx context.Context, payloads [][]byte) (uint64, erro
 					c.unflush += 14 + len(p)
 				}
 			}
-			s.write(func(b []byte) []byte {
+			s.write(func(b []byte) []byte { // under s.wmu
 				for i, p := range chunk {
 					b = egp.AppendData(b, first+uint64(i), p)
 				}
+				s.whi = c.seq
 				return b
 			})
 		}

@@ -191,7 +191,7 @@ func TestSendBatchLargerThanWindow(t *testing.T) {
 	}()
 	var acked []uint64
 	c, err := Dial(context.Background(), Config{Addrs: []string{ln.Addr().String()}, ID: "batch-1", Window: 3,
-		OnAck: func(seq uint64, _ egp.Status, _, _ time.Time) { acked = append(acked, seq) }})
+		OnAck: func(a Acked) { acked = append(acked, a.Seq) }})
 	if err != nil {
 		t.Fatal(err)
 	}

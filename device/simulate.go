@@ -61,11 +61,12 @@ type SimReport struct {
 	Throughput float64
 	// ACK latency: from Send to its ACK, as the device's reader handled it.
 	P50, P90, P99, P999, Max time.Duration
-	// ACK latency at the devices' sockets: from Send to when the kernel
-	// received the ACK (Config.SocketTimes), without the wait of the
-	// device's reader for a CPU, which on a box shared with the gateway is
-	// the simulator's, not the gateway's. Zero where the kernel's times are
-	// not available (only 64-bit Linux).
+	// ACK latency at the devices' sockets: from the write of the message
+	// to the kernel's receipt of its ACK (Config.SocketTimes), without the
+	// device's own waits for a CPU to write it and to read the ACK, which
+	// on a box shared with the gateway are the simulator's, not the
+	// gateway's. Zero where the kernel's times are not available (only
+	// 64-bit Linux).
 	SockP50, SockP99, SockP999 time.Duration
 }
 
@@ -82,7 +83,7 @@ func (r SimReport) String() string {
 	fmt.Fprintf(&b, "ack latency  p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n",
 		rd(r.P50), rd(r.P90), rd(r.P99), rd(r.P999), rd(r.Max))
 	if r.SockP99 > 0 {
-		fmt.Fprintf(&b, "  at socket  p50 %v  p99 %v  p99.9 %v (the kernel's receive time of the ACK)\n",
+		fmt.Fprintf(&b, "  at socket  p50 %v  p99 %v  p99.9 %v (from the write to the kernel's receipt of the ACK)\n",
 			rd(r.SockP50), rd(r.SockP99), rd(r.SockP999))
 	}
 	return b.String()
@@ -146,14 +147,14 @@ func Simulate(ctx context.Context, cfg SimConfig, progress func(SimReport)) (Sim
 				Window:        cfg.Window,
 				Reconnect:     cfg.Reconnect,
 				SocketTimes:   socketTimes,
-				OnAck: func(_ uint64, st egp.Status, sent, arrived time.Time) {
+				OnAck: func(a Acked) {
 					now := time.Now()
-					hist.record(now.Sub(sent))
-					if socketTimes {
-						sock.record(arrived.Sub(sent))
+					hist.record(now.Sub(a.Sent))
+					if socketTimes && !a.Written.IsZero() {
+						sock.record(a.Arrived.Sub(a.Written))
 					}
 					acked.Add(1)
-					if st == egp.StatusDeadLettered {
+					if a.Status == egp.StatusDeadLettered {
 						dead.Add(1)
 					}
 					lastAck.Store(now.UnixNano())

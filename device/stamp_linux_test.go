@@ -3,12 +3,16 @@
 package device
 
 import (
+	"context"
 	"encoding/binary"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgegate/edgegate/egp"
 )
 
 // TestStampReaderKernelTime: the time a stampReader keeps is when the
@@ -96,6 +100,83 @@ func TestTimestampOf(t *testing.T) {
 	} {
 		if got := timestampOf(c.oob); !got.Equal(c.want) {
 			t.Errorf("%s: %v, want %v", name, got, c.want)
+		}
+	}
+}
+
+// TestSocketTimes: with SocketTimes every ACK carries when its message
+// was handed to the kernel and when the kernel received the ACK, and
+// both lie where the gateway saw them: the write before the gateway read
+// the message, the ACK's arrival after the gateway began writing it (and
+// before the client handled it; a read that brings several ACKs carries
+// the time of its last bytes).
+func TestSocketTimes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	type seen struct{ read, ackFrom time.Time }
+	var mu sync.Mutex
+	gw := map[uint64]seen{}
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		r, ok := welcome(nc)
+		if !ok {
+			return
+		}
+		for {
+			h, body, err := r.ReadFrame()
+			if err != nil || h.Type != egp.TypeData {
+				return
+			}
+			read := time.Now()
+			seq, _, _ := egp.ParseData(body)
+			mu.Lock()
+			gw[seq] = seen{read, time.Now()}
+			mu.Unlock()
+			if _, err := nc.Write(egp.AppendAck(nil, seq, egp.StatusProcessed)); err != nil {
+				return
+			}
+		}
+	}()
+	var acks []Acked
+	var handled []time.Time
+	c, err := Dial(context.Background(), Config{Addrs: []string{ln.Addr().String()}, ID: "times-1", Window: 8, SocketTimes: true,
+		OnAck: func(a Acked) { acks, handled = append(acks, a), append(handled, time.Now()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const n = 50
+	for i := range n / 5 {
+		if _, err := c.SendBatch(ctx, [][]byte{{1}, {2}, {3}, {4}, {byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(acks) != n {
+		t.Fatalf("%d ACKs, want %d", len(acks), n)
+	}
+	for i, a := range acks {
+		g := gw[a.Seq]
+		if a.Seq != uint64(i+1) || a.Written.IsZero() || a.Written.Before(a.Sent) || a.Written.After(g.read) {
+			t.Fatalf("ACK %d: seq %d sent %v written %v; the gateway read it at %v",
+				i, a.Seq, a.Sent.Format(time.StampMicro), a.Written.Format(time.StampMicro), g.read.Format(time.StampMicro))
+		}
+		if a.Arrived.Before(g.ackFrom) || a.Arrived.After(handled[i]) {
+			t.Fatalf("ACK %d (seq %d) arrived %v; the gateway began writing it at %v, the client handled it at %v",
+				i, a.Seq, a.Arrived.Format(time.StampMicro), g.ackFrom.Format(time.StampMicro), handled[i].Format(time.StampMicro))
 		}
 	}
 }

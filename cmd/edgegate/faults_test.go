@@ -19,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/edgegate/edgegate/device"
-	"github.com/edgegate/edgegate/egp"
 	"github.com/edgegate/edgegate/internal/faultproxy"
 	"github.com/edgegate/edgegate/internal/redistest"
 )
@@ -141,8 +140,8 @@ func streamForever(t *testing.T, addrs []string, n int, rate float64) *faultDevi
 		id := fmt.Sprintf("fd-%02d", i)
 		rot := append(append([]string(nil), addrs[i%len(addrs):]...), addrs[:i%len(addrs)]...)
 		c, err := device.Dial(ctx, device.Config{Addrs: rot, ID: id, PersistentSeq: true, Window: 16, Reconnect: true,
-			OnAck: func(seq uint64, _ egp.Status, _, _ time.Time) {
-				now := time.Now()
+			OnAck: func(a device.Acked) {
+				seq, now := a.Seq, time.Now()
 				d.mu.Lock()
 				d.acked[id] = append(d.acked[id], seq)
 				from := d.lastAck[id]

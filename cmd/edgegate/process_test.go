@@ -24,7 +24,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegate/edgegate/device"
-	"github.com/edgegate/edgegate/egp"
 	"github.com/edgegate/edgegate/internal/redistest"
 )
 
@@ -363,9 +362,9 @@ type devRun struct {
 	mark    time.Time
 }
 
-func (d *devRun) onAck(id string) func(uint64, egp.Status, time.Time, time.Time) {
-	return func(seq uint64, _ egp.Status, _, _ time.Time) {
-		now := time.Now()
+func (d *devRun) onAck(id string) func(device.Acked) {
+	return func(a device.Acked) {
+		seq, now := a.Seq, time.Now()
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		d.acked[id] = append(d.acked[id], seq)
