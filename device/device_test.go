@@ -156,17 +156,15 @@ func TestKeepAliveGatewayThatAnswers(t *testing.T) {
 // goes out in order, with consecutive seqs and the payloads as they were
 // when SendBatch was called, as ACKs make room; every one is acknowledged
 // in seq order and SendBatch returns the last seq.
-func TestSendBatchLargerThanWindow(t *testing.T) {
+// ackingGateway serves one device on a loopback listener, closed when
+// the test ends: it says WELCOME and acknowledges every DATA frame as
+// processed, right after calling seen with it. It returns the address.
+func ackingGateway(t *testing.T, seen func(seq uint64, payload []byte)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	type frame struct {
-		seq     uint64
-		payload string
-	}
-	got := make(chan frame, 64)
 	go func() {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -183,14 +181,24 @@ func TestSendBatchLargerThanWindow(t *testing.T) {
 				return
 			}
 			seq, p, _ := egp.ParseData(body)
-			got <- frame{seq, string(p)}
+			seen(seq, p)
 			if _, err := nc.Write(egp.AppendAck(nil, seq, egp.StatusProcessed)); err != nil {
 				return
 			}
 		}
 	}()
+	return ln.Addr().String()
+}
+
+func TestSendBatchLargerThanWindow(t *testing.T) {
+	type frame struct {
+		seq     uint64
+		payload string
+	}
+	got := make(chan frame, 64)
+	addr := ackingGateway(t, func(seq uint64, p []byte) { got <- frame{seq, string(p)} })
 	var acked []uint64
-	c, err := Dial(context.Background(), Config{Addrs: []string{ln.Addr().String()}, ID: "batch-1", Window: 3,
+	c, err := Dial(context.Background(), Config{Addrs: []string{addr}, ID: "batch-1", Window: 3,
 		OnAck: func(a Acked) { acked = append(acked, a.Seq) }})
 	if err != nil {
 		t.Fatal(err)

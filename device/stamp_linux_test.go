@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/edgegate/edgegate/egp"
 )
 
 // TestStampReaderKernelTime: the time a stampReader keeps is when the
@@ -111,42 +109,18 @@ func TestTimestampOf(t *testing.T) {
 // before the client handled it; a read that brings several ACKs carries
 // the time of its last bytes).
 func TestSocketTimes(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	type seen struct{ read, ackFrom time.Time }
+	// The gateway read each message before it called seen, and writes
+	// its ACK after.
 	var mu sync.Mutex
-	gw := map[uint64]seen{}
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		r, ok := welcome(nc)
-		if !ok {
-			return
-		}
-		for {
-			h, body, err := r.ReadFrame()
-			if err != nil || h.Type != egp.TypeData {
-				return
-			}
-			read := time.Now()
-			seq, _, _ := egp.ParseData(body)
-			mu.Lock()
-			gw[seq] = seen{read, time.Now()}
-			mu.Unlock()
-			if _, err := nc.Write(egp.AppendAck(nil, seq, egp.StatusProcessed)); err != nil {
-				return
-			}
-		}
-	}()
+	gw := map[uint64]time.Time{}
+	addr := ackingGateway(t, func(seq uint64, _ []byte) {
+		mu.Lock()
+		gw[seq] = time.Now()
+		mu.Unlock()
+	})
 	var acks []Acked
 	var handled []time.Time
-	c, err := Dial(context.Background(), Config{Addrs: []string{ln.Addr().String()}, ID: "times-1", Window: 8, SocketTimes: true,
+	c, err := Dial(context.Background(), Config{Addrs: []string{addr}, ID: "times-1", Window: 8, SocketTimes: true,
 		OnAck: func(a Acked) { acks, handled = append(acks, a), append(handled, time.Now()) }})
 	if err != nil {
 		t.Fatal(err)
@@ -170,13 +144,13 @@ func TestSocketTimes(t *testing.T) {
 	}
 	for i, a := range acks {
 		g := gw[a.Seq]
-		if a.Seq != uint64(i+1) || a.Written.IsZero() || a.Written.Before(a.Sent) || a.Written.After(g.read) {
-			t.Fatalf("ACK %d: seq %d sent %v written %v; the gateway read it at %v",
-				i, a.Seq, a.Sent.Format(time.StampMicro), a.Written.Format(time.StampMicro), g.read.Format(time.StampMicro))
+		if a.Seq != uint64(i+1) || a.Written.IsZero() || a.Written.Before(a.Sent) || a.Written.After(g) {
+			t.Fatalf("ACK %d: seq %d sent %v written %v; the gateway had read it at %v",
+				i, a.Seq, a.Sent.Format(time.StampMicro), a.Written.Format(time.StampMicro), g.Format(time.StampMicro))
 		}
-		if a.Arrived.Before(g.ackFrom) || a.Arrived.After(handled[i]) {
-			t.Fatalf("ACK %d (seq %d) arrived %v; the gateway began writing it at %v, the client handled it at %v",
-				i, a.Seq, a.Arrived.Format(time.StampMicro), g.ackFrom.Format(time.StampMicro), handled[i].Format(time.StampMicro))
+		if a.Arrived.Before(g) || a.Arrived.After(handled[i]) {
+			t.Fatalf("ACK %d (seq %d) arrived %v; the gateway began writing it after %v, the client handled it at %v",
+				i, a.Seq, a.Arrived.Format(time.StampMicro), g.Format(time.StampMicro), handled[i].Format(time.StampMicro))
 		}
 	}
 }
