@@ -30,6 +30,7 @@ type Server struct {
 	exit chan struct{}
 	args []string    // extra redis-server arguments, kept for Restart
 	tls  *tls.Config // readiness checks dial with TLS when set
+	conf string      // a Sentinel's config file: run as redis-server <conf> --sentinel
 }
 
 // Start starts redis-server on a free loopback port and stops it when the
@@ -105,11 +106,17 @@ func freePort(t testing.TB) int {
 
 func (s *Server) start() {
 	s.t.Helper()
-	args := []string{
+	var args []string
+	if s.conf != "" {
+		// The config file must be the first argument; the options below
+		// apply to a Sentinel too (it rewrites them into the file).
+		args = []string{s.conf, "--sentinel"}
+	}
+	args = append(args,
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", s.dir,
 		"--protected-mode", "no", "--loglevel", "warning",
-	}
+	)
 	args = append(args, s.args...) // a later --port wins
 	s.cmd = exec.Command("redis-server", args...)
 	logf, err := os.OpenFile(s.dir+"/redis.log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -377,4 +384,177 @@ func (c *Cluster) RestartNode(i int) {
 	c.t.Helper()
 	c.Nodes[i].Restart()
 	c.waitOK()
+}
+
+// Sentinel is a master, one replica of it and one Redis Sentinel that
+// monitors them under a master name (lease.redis_mode sentinel), each a
+// Server with its own directory.
+type Sentinel struct {
+	t    testing.TB
+	name string
+	// Master is the master. Failover swaps Master and Replica.
+	Master *Server
+	// Replica replicates Master. After a Failover it is the former
+	// master, which the Sentinel turns into a replica of the new one some
+	// seconds later.
+	Replica  *Server
+	sentinel *Server
+}
+
+// StartSentinel starts a master, a replica and a Sentinel monitoring them
+// as name with a quorum of 1, and stops them when the test ends. It
+// returns once the replica's link to the master is up and the Sentinel
+// names the master and knows the replica as a healthy one (a replica it
+// could promote). Without redis-server it fails or skips like Start.
+func StartSentinel(t testing.TB, name string) *Sentinel {
+	t.Helper()
+	requireRedis(t)
+	// Without a delay a master starts a replica's full sync at once, not
+	// after 5s in case more replicas come (both may be the master).
+	nodelay := []string{"--repl-diskless-sync-delay", "0"}
+	master := Start(t, nodelay...)
+	replica := Start(t, append(nodelay, "--replicaof", "127.0.0.1", strconv.Itoa(master.port))...)
+	waitFor(t, 10*time.Second, "the replica's link to the master", func(ctx context.Context) error {
+		return checkRole(ctx, replica, "slave", "master_link_status:up")
+	})
+	// The Sentinel starts after the link is up: its first INFO of the
+	// master lists the replica (the next comes 10s later).
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	lines := []string{
+		fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1", name, master.port),
+		fmt.Sprintf("sentinel down-after-milliseconds %s 2000", name),
+		fmt.Sprintf("sentinel failover-timeout %s 5000", name),
+	}
+	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	sen := &Server{t: t, dir: dir, port: freePort(t), conf: conf}
+	sen.start()
+	t.Cleanup(sen.Kill)
+	s := &Sentinel{t: t, name: name, Master: master, Replica: replica, sentinel: sen}
+	waitFor(t, 20*time.Second, "the Sentinel knowing the master and its replica", s.checkReplica)
+	return s
+}
+
+// Name returns the master name.
+func (s *Sentinel) Name() string { return s.name }
+
+// Addr returns the Sentinel's host:port.
+func (s *Sentinel) Addr() string { return s.sentinel.Addr() }
+
+// URL returns the URL of lease.redis_mode sentinel and go-redis
+// ParseFailoverURL: redis://host:port?master_name=name, host:port being
+// the Sentinel's.
+func (s *Sentinel) URL() string { return "redis://" + s.Addr() + "?master_name=" + s.name }
+
+// Client returns a client of the Sentinel itself, closed at the end of the
+// test.
+func (s *Sentinel) Client() *redis.SentinelClient {
+	c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr()})
+	s.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Failover makes the Sentinel fail over (SENTINEL FAILOVER) and returns
+// once it names the former replica as the master and that node says it
+// is one; then Master and Replica are swapped. The new master has a run_id
+// of its own, and holds what had reached it by replication.
+func (s *Sentinel) Failover() {
+	s.t.Helper()
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr()})
+	defer sc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err := sc.Failover(ctx, s.name).Err()
+	cancel()
+	if err != nil {
+		s.t.Fatalf("redistest: sentinel failover %s: %v", s.name, err)
+	}
+	next := s.Replica
+	waitFor(s.t, 20*time.Second, "the failover to "+next.Addr(), func(ctx context.Context) error {
+		if err := s.checkMaster(ctx, next); err != nil {
+			return err
+		}
+		return checkRole(ctx, next, "master")
+	})
+	s.Master, s.Replica = s.Replica, s.Master
+}
+
+// checkReplica returns why the Sentinel does not know Master and a
+// healthy Replica yet, nil when it does.
+func (s *Sentinel) checkReplica(ctx context.Context) error {
+	if err := s.checkMaster(ctx, s.Master); err != nil {
+		return err
+	}
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr()})
+	defer sc.Close()
+	replicas, err := sc.Replicas(ctx, s.name).Result()
+	if err != nil {
+		return fmt.Errorf("sentinel replicas %s: %w", s.name, err)
+	}
+	want := strconv.Itoa(s.Replica.port)
+	for _, r := range replicas {
+		if r["ip"] != "127.0.0.1" || r["port"] != want {
+			continue
+		}
+		// The flags are exactly "slave": no s_down, disconnected or the
+		// like. A run_id and a link status come with the Sentinel's first
+		// INFO of the replica, which it needs before it can promote it.
+		if r["flags"] != "slave" || r["runid"] == "" || r["master-link-status"] != "ok" {
+			return fmt.Errorf("sentinel replicas %s: %s has flags %q, run_id %q, master link %q", s.name, s.Replica.Addr(), r["flags"], r["runid"], r["master-link-status"])
+		}
+		return nil
+	}
+	return fmt.Errorf("sentinel replicas %s: %s not among %v", s.name, s.Replica.Addr(), replicas)
+}
+
+// checkMaster returns nil when the Sentinel names want as the master.
+func (s *Sentinel) checkMaster(ctx context.Context, want *Server) error {
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr()})
+	defer sc.Close()
+	addr, err := sc.GetMasterAddrByName(ctx, s.name).Result()
+	if err != nil {
+		return fmt.Errorf("sentinel get-master-addr-by-name %s: %w", s.name, err)
+	}
+	if got := strings.Join(addr, ":"); got != want.Addr() {
+		return fmt.Errorf("sentinel get-master-addr-by-name %s: %s, want %s", s.name, got, want.Addr())
+	}
+	return nil
+}
+
+// checkRole returns nil when s's INFO replication has role:<role> and
+// every one of lines.
+func checkRole(ctx context.Context, s *Server, role string, lines ...string) error {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer c.Close()
+	info, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		return fmt.Errorf("%s: info replication: %w", s.Addr(), err)
+	}
+	have := strings.Split(strings.ReplaceAll(info, "\r", ""), "\n")
+	for _, l := range append([]string{"role:" + role}, lines...) {
+		if !slices.Contains(have, l) {
+			return fmt.Errorf("%s: info replication without %s:\n%s", s.Addr(), l, info)
+		}
+	}
+	return nil
+}
+
+// waitFor polls check every 20ms, each call bounded by 2s, until it
+// returns nil; after d the test fails with its last error.
+func waitFor(t testing.TB, d time.Duration, what string, check func(ctx context.Context) error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := check(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: %s: not ready within %v: %v", what, d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -68,6 +68,79 @@ func TestStartCluster(t *testing.T) {
 	}
 }
 
+// TestStartSentinel: the URL parses as a failover URL naming the Sentinel
+// and the master; a failover client writes through the master; after
+// Failover the former replica is the master, with a run_id of its own and
+// the key, and the client writes there.
+func TestStartSentinel(t *testing.T) {
+	start := time.Now()
+	s := redistest.StartSentinel(t, "m")
+	t.Logf("sentinel ready in %v", time.Since(start))
+	o, err := redis.ParseFailoverURL(s.URL())
+	if err != nil || o.MasterName != "m" || !slices.Equal(o.SentinelAddrs, []string{s.Addr()}) {
+		t.Fatalf("URL %s parses to master %q, sentinels %v, %v: want m at %s", s.URL(), o.MasterName, o.SentinelAddrs, err, s.Addr())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fc := redis.NewFailoverClient(o)
+	defer fc.Close()
+	if err := fc.Set(ctx, "k", "before", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	master, replica := s.Master, s.Replica
+	run1 := runIDOf(t, master.Client())
+	// The key reaches the replica before the failover, so that it is not
+	// lost in it.
+	for rc := replica.Client(); ; {
+		if v, _ := rc.Get(ctx, "k").Result(); v == "before" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the key never reached the replica")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start = time.Now()
+	s.Failover()
+	t.Logf("failed over in %v", time.Since(start))
+	if s.Master != replica || s.Replica != master {
+		t.Fatalf("after Failover Master is %s and Replica %s: want them swapped (%s, %s)", s.Master.Addr(), s.Replica.Addr(), replica.Addr(), master.Addr())
+	}
+	if addr, err := s.Client().GetMasterAddrByName(ctx, "m").Result(); err != nil || strings.Join(addr, ":") != replica.Addr() {
+		t.Fatalf("the sentinel names %v, %v as the master: want %s", addr, err, replica.Addr())
+	}
+	if run2 := runIDOf(t, s.Master.Client()); run2 == run1 {
+		t.Errorf("the new master has the old master's run_id %s", run1)
+	}
+	// The failover client follows the Sentinel to the new master.
+	for mc := s.Master.Client(); ; {
+		err := fc.Set(ctx, "k", "after", 0).Err()
+		if v, _ := mc.Get(ctx, "k").Result(); err == nil && v == "after" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the failover client never wrote to the new master: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// runIDOf returns the run_id of INFO server.
+func runIDOf(t *testing.T, c *redis.Client) string {
+	t.Helper()
+	info, err := c.Info(context.Background(), "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "run_id:"); ok {
+			return v
+		}
+	}
+	t.Fatalf("no run_id in INFO server")
+	return ""
+}
+
 // dirOf returns the directory of s: the --dir of its CONFIG.
 func dirOf(t *testing.T, s *redistest.Server) string {
 	t.Helper()
