@@ -24,16 +24,38 @@ func (s *Redis) Notify(ctx context.Context, wake func(id string)) (Subscription,
 	if err := s.enableNotifications(ctx); err != nil {
 		return nil, err
 	}
+	on, _ := s.RunID(ctx) // "": the first epoch read enables them again
 	ps := s.c.Subscribe(ctx, fmt.Sprintf("__keyevent@%d__:expired", s.db))
 	if _, err := ps.Receive(ctx); err != nil {
 		ps.Close()
 		return nil, redisErr("subscribe", err)
 	}
+	s.notifyMu.Lock()
+	s.notifying++
+	s.notifiedOn = on
+	s.notifyMu.Unlock()
 	sub := &redisSub{s: s, ps: ps, ops: make(chan subOp, 1024), done: make(chan struct{})}
 	sub.wg.Add(2)
 	go sub.readLoop(wake)
 	go sub.opLoop()
 	return sub, nil
+}
+
+// renotify enables keyspace notifications again on a Redis whose run_id,
+// read by Epoch, is not the one they were enabled on: a restarted Redis,
+// or the replica a failover promoted, has its own configuration, and its
+// subscriptions (go-redis subscribes again) would hear nothing. Sockets
+// would go on, waking only every check interval. A failure is retried on
+// the next read.
+func (s *Redis) renotify(ctx context.Context, runID string) {
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
+	if s.notifying == 0 || runID == s.notifiedOn {
+		return
+	}
+	if s.enableNotifications(ctx) == nil {
+		s.notifiedOn = runID
+	}
 }
 
 // enableNotifications adds K, E, g and x to notify-keyspace-events.
@@ -148,6 +170,9 @@ func (r *redisSub) Close() error {
 		close(r.done)
 		err = r.ps.Close()
 		r.wg.Wait()
+		r.s.notifyMu.Lock()
+		r.s.notifying--
+		r.s.notifyMu.Unlock()
 	})
 	return err
 }

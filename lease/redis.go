@@ -32,6 +32,14 @@ type Redis struct {
 	// cluster: c is a Redis Cluster client, each master has its own
 	// run_id, and keyless commands go to any of them.
 	cluster bool
+
+	// A Redis that restarted or failed over has its own configuration:
+	// keyspace notifications, wanted while a Notify subscription is open,
+	// are enabled again on the first epoch read that finds a new run_id
+	// (see renotify). notifiedOn is the run_id they were last enabled on.
+	notifyMu   sync.Mutex
+	notifying  int // open subscriptions
+	notifiedOn string
 }
 
 // NewRedis returns a store on c with key prefix ("edgegate" when empty).
@@ -307,7 +315,11 @@ func (s *Redis) ResetDone(ctx context.Context, id string) error {
 func (s *Redis) Epoch(ctx context.Context) (string, error) {
 	cc, ok := s.c.(*redis.ClusterClient)
 	if !ok {
-		return s.RunID(ctx)
+		id, err := s.RunID(ctx)
+		if err == nil {
+			s.renotify(ctx, id)
+		}
+		return id, err
 	}
 	var mu sync.Mutex
 	var ids []string

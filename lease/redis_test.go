@@ -3,6 +3,7 @@ package lease_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -108,6 +109,59 @@ func TestRedisNotify(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("release of a watched lock never woke")
+		}
+	}
+}
+
+// TestRedisNotifyAfterRestart: a Redis that restarted has lost its
+// notify-keyspace-events; the first epoch read that finds its new run_id
+// (a socket's check loop makes one every check interval) enables them
+// again, and an expiring lock wakes the subscription as before.
+func TestRedisNotifyAfterRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	s := lease.NewRedis(srv.Client(), "", 0)
+	ctx := context.Background()
+	woken := make(chan string, 64)
+	sub, err := s.Notify(ctx, func(id string) { woken <- id })
+	if err != nil {
+		t.Fatalf("Notify: %v", err)
+	}
+	defer sub.Close()
+	srv.Restart()
+	flags := func() string {
+		v, err := srv.Client().ConfigGet(ctx, "notify-keyspace-events").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v["notify-keyspace-events"]
+	}
+	if f := flags(); f != "" {
+		t.Fatalf("a restarted Redis kept notify-keyspace-events %q: this test tests nothing", f)
+	}
+	if _, err := s.Epoch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f := flags(); !strings.ContainsRune(f, 'K') || !strings.ContainsRune(f, 'E') || !strings.ContainsRune(f, 'x') {
+		t.Fatalf("notify-keyspace-events %q after the epoch read, want K, E and x", f)
+	}
+	// go-redis subscribes again after the restart on its own: an expiring
+	// lock wakes once it has (retried until then, for at most 10s).
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("after-%d", i)
+		if _, err := s.Acquire(ctx, id, "p", 50*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-woken:
+			if !strings.HasPrefix(got, "after-") {
+				t.Fatalf("woken for %q", got)
+			}
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no expiry woke the subscription after the restart")
 		}
 	}
 }
