@@ -47,6 +47,22 @@ func (l *ackLog) get() ([]uint64, map[uint64]egp.Status) {
 	return append([]uint64(nil), l.seqs...), st
 }
 
+// checkProcessed: the device got exactly n ACKs, seqs 1 to n in order,
+// each with status processed.
+func (l *ackLog) checkProcessed(t *testing.T, id string, n int) {
+	t.Helper()
+	got, sts := l.get()
+	if len(got) != n {
+		t.Errorf("%s: %d ACKs, want %d", id, len(got), n)
+	}
+	for k, seq := range got {
+		if seq != uint64(k+1) || sts[seq] != egp.StatusProcessed {
+			t.Errorf("%s: ACK #%d is seq %d status %d, want seq %d processed", id, k, seq, sts[seq], k+1)
+			break
+		}
+	}
+}
+
 // sendAll sends n messages from one device and waits until all are acked.
 func sendAll(ctx context.Context, c *device.Client, id string, n int) error {
 	for i := 0; i < n; i++ {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/device"
-	"github.com/edgegate/edgegate/egp"
 	"github.com/edgegate/edgegate/internal/redistest"
 	"github.com/edgegate/edgegate/lease"
 	"github.com/edgegate/edgegate/parser"
@@ -90,16 +89,7 @@ func TestRedisClusterLeaseStore(t *testing.T) {
 			t.Fatal(errs[i])
 		}
 		checkIncreasing(t, id, j.succeeded(id), messages)
-		got, sts := acks[i].get()
-		if len(got) != messages {
-			t.Errorf("%s: %d ACKs, want %d", id, len(got), messages)
-		}
-		for k, seq := range got {
-			if seq != uint64(k+1) || sts[seq] != egp.StatusProcessed {
-				t.Errorf("%s: ACK #%d is seq %d status %d, want seq %d processed", id, k, seq, sts[seq], k+1)
-				break
-			}
-		}
+		acks[i].checkProcessed(t, id, messages)
 	}
 	if min := 4 * cfg.Lease.CheckInterval; elapsed < min {
 		t.Errorf("the devices were done in %v, before %v: too soon to have seen the epoch read several times", elapsed, min)

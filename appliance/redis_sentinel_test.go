@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/device"
-	"github.com/edgegate/edgegate/egp"
 	"github.com/edgegate/edgegate/internal/redistest"
 	"github.com/edgegate/edgegate/lease"
 	"github.com/edgegate/edgegate/parser"
@@ -98,16 +97,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 		// A batch whose lease the failover lost may have been handled
 		// again, right after its first handling.
 		dups += checkFirstHandlings(t, id, j.succeeded(id), messages, 64)
-		got, sts := acks[i].get()
-		if len(got) != messages {
-			t.Errorf("%s: %d ACKs, want %d", id, len(got), messages)
-		}
-		for k, seq := range got {
-			if seq != uint64(k+1) || sts[seq] != egp.StatusProcessed {
-				t.Errorf("%s: ACK #%d is seq %d status %d, want seq %d processed", id, k, seq, sts[seq], k+1)
-				break
-			}
-		}
+		acks[i].checkProcessed(t, id, messages)
 	}
 	overlaps, _ := j.snapshot()
 	if len(overlaps) > 0 {

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -212,12 +213,11 @@ func (c *Client) connect(ctx context.Context, first bool) (*conn, *egp.Reader, e
 	if c.cfg.SocketTimes {
 		stamps = newStampReader(nc)
 	}
-	var r *egp.Reader
+	var src io.Reader = nc
 	if stamps != nil {
-		r = egp.NewReader(stamps, egp.DefaultMaxFrame, 4096)
-	} else {
-		r = egp.NewReader(nc, egp.DefaultMaxFrame, 4096)
+		src = stamps
 	}
+	r := egp.NewReader(src, egp.DefaultMaxFrame, 4096)
 	h, body, err := r.ReadFrame()
 	if err != nil {
 		nc.Close()

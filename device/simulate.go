@@ -150,7 +150,7 @@ func Simulate(ctx context.Context, cfg SimConfig, progress func(SimReport)) (Sim
 				OnAck: func(a Acked) {
 					now := time.Now()
 					hist.record(now.Sub(a.Sent))
-					if socketTimes && !a.Written.IsZero() {
+					if !a.Written.IsZero() { // SocketTimes, where available
 						sock.record(a.Arrived.Sub(a.Written))
 					}
 					acked.Add(1)

@@ -18,7 +18,7 @@ import (
 // is refused, or with Redis Cluster (notifications are per node), it
 // returns an error and the caller relies on polling.
 func (s *Redis) Notify(ctx context.Context, wake func(id string)) (Subscription, error) {
-	if _, ok := s.c.(*redis.ClusterClient); ok {
+	if s.cluster {
 		return nil, errors.New("keyspace notifications are not used with Redis Cluster (they are per node)")
 	}
 	if err := s.enableNotifications(ctx); err != nil {

@@ -94,15 +94,7 @@ func requireRedis(t testing.TB) {
 	}
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t testing.TB) int { return freePorts(t, 1)[0] }
 
 func (s *Server) start() {
 	s.t.Helper()
@@ -259,6 +251,13 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	return c
 }
 
+// waitOK waits until every node says cluster_state:ok and knows every
+// node, and a new cluster client can SET and GET a key on every node.
+func (c *Cluster) waitOK() {
+	c.t.Helper()
+	waitFor(c.t, 30*time.Second, "the cluster", c.check)
+}
+
 // freePorts returns k distinct free loopback ports.
 func freePorts(t testing.TB, k int) []int {
 	t.Helper()
@@ -289,27 +288,8 @@ func (c *Cluster) nodeOfSlot(slot int) int {
 	return len(c.Nodes) - 1
 }
 
-// waitOK polls until every node says cluster_state:ok and knows every
-// node, and a new cluster client can SET and GET a key on every node.
-func (c *Cluster) waitOK() {
-	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := c.check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("redistest: cluster not ok within 30s: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // check returns why the cluster is not ready, nil when it is.
-func (c *Cluster) check() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+func (c *Cluster) check(ctx context.Context) error {
 	want := fmt.Sprintf("cluster_known_nodes:%d", len(c.Nodes))
 	for i, s := range c.Nodes {
 		rc := redis.NewClient(&redis.Options{Addr: s.Addr()})
@@ -318,9 +298,8 @@ func (c *Cluster) check() error {
 		if err != nil {
 			return fmt.Errorf("node %d: cluster info: %w", i, err)
 		}
-		lines := strings.Split(strings.ReplaceAll(info, "\r", ""), "\n")
-		if !slices.Contains(lines, "cluster_state:ok") || !slices.Contains(lines, want) {
-			return fmt.Errorf("node %d: cluster info without cluster_state:ok and %s:\n%s", i, want, info)
+		if l := missingLine(info, "cluster_state:ok", want); l != "" {
+			return fmt.Errorf("node %d: cluster info without %s:\n%s", i, l, info)
 		}
 	}
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), MaxRetries: -1})
@@ -531,13 +510,22 @@ func checkRole(ctx context.Context, s *Server, role string, lines ...string) err
 	if err != nil {
 		return fmt.Errorf("%s: info replication: %w", s.Addr(), err)
 	}
-	have := strings.Split(strings.ReplaceAll(info, "\r", ""), "\n")
-	for _, l := range append([]string{"role:" + role}, lines...) {
-		if !slices.Contains(have, l) {
-			return fmt.Errorf("%s: info replication without %s:\n%s", s.Addr(), l, info)
-		}
+	if l := missingLine(info, append([]string{"role:" + role}, lines...)...); l != "" {
+		return fmt.Errorf("%s: info replication without %s:\n%s", s.Addr(), l, info)
 	}
 	return nil
+}
+
+// missingLine returns the first of lines that is not a line of info (an
+// INFO reply), "" when none is missing.
+func missingLine(info string, lines ...string) string {
+	have := strings.Split(strings.ReplaceAll(info, "\r", ""), "\n")
+	for _, l := range lines {
+		if !slices.Contains(have, l) {
+			return l
+		}
+	}
+	return ""
 }
 
 // waitFor polls check every 20ms, each call bounded by 2s, until it
