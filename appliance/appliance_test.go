@@ -345,7 +345,7 @@ func TestHandlerErrors(t *testing.T) {
 		if !strings.Contains(m.Header.Get(parser.HeaderError), "cannot parse") {
 			t.Errorf("dead letter %d: Edgegate-Error %q", i, m.Header.Get(parser.HeaderError))
 		}
-		if m.Header.Get("Nats-Msg-Id") != "errs:"+m.Header.Get(parser.HeaderSeq) {
+		if m.Header.Get("Nats-Msg-Id") != "errs:"+m.Header.Get(parser.HeaderGen)+":"+m.Header.Get(parser.HeaderSeq) {
 			t.Errorf("dead letter %d: Nats-Msg-Id %q", i, m.Header.Get("Nats-Msg-Id"))
 		}
 	}

@@ -332,7 +332,8 @@ func TestPublishRecords(t *testing.T) {
 	for i, m := range recs {
 		seq := fmt.Sprint(i + 1)
 		if m.Subject != "edgegate.parsed.pub-1" || m.Header.Get(parser.HeaderController) != "pub-1" ||
-			m.Header.Get(parser.HeaderSeq) != seq || m.Header.Get("Nats-Msg-Id") != "pub-1:"+seq ||
+			m.Header.Get(parser.HeaderSeq) != seq || m.Header.Get("Nats-Msg-Id") != "pub-1:"+m.Header.Get(parser.HeaderGen)+":"+seq ||
+			m.Header.Get(parser.HeaderGen) == "" ||
 			m.Header.Get(parser.HeaderFence) == "" || m.Header.Get(parser.HeaderReceived) == "" {
 			t.Fatalf("record %d: subject %s headers %v", i, m.Subject, m.Header)
 		}

@@ -88,7 +88,7 @@ func RedisCeiling(ctx context.Context, url string, conc int, d time.Duration) (R
 		wg.Go(func() {
 			id := fmt.Sprintf("ceiling-%d-%d", run, g)
 			for rctx.Err() == nil {
-				gr, err := store.Acquire(rctx, id, "bench", 10*time.Second)
+				gr, err := store.Acquire(rctx, id, "bench", 10*time.Second, lease.Session{})
 				if err != nil {
 					// The end of the run can surface as the deadline of a
 					// pipeline a moment before rctx itself reports it.

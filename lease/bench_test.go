@@ -30,7 +30,7 @@ func BenchmarkRedisLeaseCycle(b *testing.B) {
 	// session: the usual case.
 	for i := range 1000 {
 		id := "c" + strconv.Itoa(i)
-		g, err := s.Acquire(ctx, id, "o", 5*time.Second)
+		g, err := s.Acquire(ctx, id, "o", 5*time.Second, lease.Session{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -49,7 +49,7 @@ func BenchmarkRedisLeaseCycle(b *testing.B) {
 		for pb.Next() {
 			i := next.Add(1)
 			id := "c" + strconv.FormatInt(i%1000, 10)
-			g, err := s.Acquire(ctx, id, "o", 5*time.Second)
+			g, err := s.Acquire(ctx, id, "o", 5*time.Second, lease.Session{})
 			if err == lease.ErrHeld {
 				continue // another caller has it at this moment
 			}

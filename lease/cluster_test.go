@@ -78,7 +78,7 @@ func TestRedisClusterEpoch(t *testing.T) {
 
 	ids := idsOnEveryNode(t, c, s)
 	for _, id := range ids {
-		if _, err := s.Acquire(ctx, id, "p", time.Minute); err != nil {
+		if _, err := s.Acquire(ctx, id, "p", time.Minute, lease.Session{}); err != nil {
 			t.Fatalf("acquire %s: %v", id, err)
 		}
 	}
@@ -118,11 +118,11 @@ func TestRedisClusterLeases(t *testing.T) {
 	ctx := context.Background()
 	const ttl = 10 * time.Second
 	for i, id := range idsOnEveryNode(t, c, s) {
-		g, err := s.Acquire(ctx, id, "poolA", ttl)
+		g, err := s.Acquire(ctx, id, "poolA", ttl, lease.Session{})
 		if err != nil || !g.Fresh || g.Done != 0 {
 			t.Fatalf("%s (node %d): acquire %+v, %v: want a fresh grant", id, i, g, err)
 		}
-		if _, err := s.Acquire(ctx, id, "poolB", ttl); !errors.Is(err, lease.ErrHeld) {
+		if _, err := s.Acquire(ctx, id, "poolB", ttl, lease.Session{}); !errors.Is(err, lease.ErrHeld) {
 			t.Fatalf("%s: second acquire: %v, want ErrHeld", id, err)
 		}
 		if err := s.Keep(ctx, id, g.Token, ttl, 5); err != nil {
@@ -135,7 +135,7 @@ func TestRedisClusterLeases(t *testing.T) {
 		if err := s.Release(ctx, id, g.Token, 7); err != nil {
 			t.Fatalf("%s: release: %v", id, err)
 		}
-		g2, err := s.Acquire(ctx, id, "poolB", ttl)
+		g2, err := s.Acquire(ctx, id, "poolB", ttl, lease.Session{})
 		if err != nil || g2.Fresh || g2.Done != 7 || g2.Token.Fence <= g.Token.Fence {
 			t.Fatalf("%s: grant after release %+v, %v: want done 7, a fence above %d", id, g2, err, g.Token.Fence)
 		}

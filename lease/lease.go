@@ -19,6 +19,27 @@ var ErrHeld = errors.New("lease: held by another holder")
 // belongs to another token: the caller's work is fenced.
 var ErrLost = errors.New("lease: lost")
 
+// ErrSuperseded is returned by Acquire and Welcome when a newer device
+// session of the controller was opened (anywhere in the cluster): the
+// older session is taken over and may not dispatch any more. Keep returns
+// it after recording done and releasing the lock: the batch is final, but
+// the lease cannot carry the older session's next batch.
+var ErrSuperseded = errors.New("lease: a newer session of the controller exists")
+
+// Session identifies one device session of a controller in the store
+// (Open). No grows with every session: a lease can only be acquired for
+// the newest one, so a takeover holds even when its announcement to the
+// older session's socket is lost. Gen is the seq generation: it changes
+// when the seqs start again (a reset, a device without persistent seqs) or
+// when the done record may lag what was acknowledged; done records and
+// output message IDs belong to one generation, so that a seq of an older
+// generation can neither move the done record of a newer one nor
+// deduplicate its output.
+type Session struct {
+	No  uint64
+	Gen uint64
+}
+
 // Token identifies one grant of a controller's lock. Fence increases with
 // every grant of the same controller, so a consumer can reject output of an
 // older grant.
@@ -59,6 +80,12 @@ type Grant struct {
 	// when it cannot (Redis Cluster, whose epoch is every master's) or the
 	// grant is not fresh.
 	Epoch string
+	// EpochStart is when, on the caller's clock and estimated late, the
+	// store's current epoch began (a restart, a failover, a rollback to
+	// older data): leases granted before it may be lost while their
+	// holders still run, until a TTL after it. Zero when the store cannot
+	// lose leases that way (in-process).
+	EpochStart time.Time
 }
 
 // freshFence is the first fence of a new counter (see Grant.Fresh).
@@ -88,14 +115,20 @@ func (s State) Stale(ttl time.Duration) bool {
 // and ErrLost means the outcome is unknown: callers never take it as "the
 // holder died".
 type Store interface {
-	// Acquire grants the lock of controller id to owner for ttl, if nobody
-	// holds it: the fence counter is incremented and the heartbeat recorded.
-	Acquire(ctx context.Context, id, owner string, ttl time.Duration) (Grant, error)
+	// Acquire grants the lock of controller id to owner for ttl, for a
+	// batch of session sess, if nobody holds it: the fence grows and the
+	// heartbeat is recorded. ErrSuperseded when a newer session exists.
+	// Fences grow strictly across restarts, failovers and rollbacks of the
+	// store: a grant's fence is above every fence granted in an earlier
+	// epoch.
+	Acquire(ctx context.Context, id, owner string, ttl time.Duration, sess Session) (Grant, error)
 	// Heartbeat extends the lock held by tok for ttl and records a heartbeat.
 	Heartbeat(ctx context.Context, id string, tok Token, ttl time.Duration) error
 	// Keep records done as the last seq handled and sets the lock held by
 	// tok to expire ttl from now, with a heartbeat: a batch finished, and
-	// the holder keeps the lease for the controller's next batch (DESIGN §9).
+	// the holder keeps the lease for the controller's next batch. When a
+	// newer session was opened since the grant, it records done, releases
+	// the lock and returns ErrSuperseded.
 	Keep(ctx context.Context, id string, tok Token, ttl time.Duration, done uint64) error
 	// Release deletes the lock held by tok and records done as the last seq
 	// handled.
@@ -105,13 +138,21 @@ type Store interface {
 	Abandon(ctx context.Context, id string, tok Token) error
 	// Inspect reads the lock, the last heartbeat and the done record.
 	Inspect(ctx context.Context, id string) (State, error)
-	// Done reads the done record, 0 if none.
-	Done(ctx context.Context, id string) (uint64, error)
-	// ResetDone clears the done record (a device that reset its seq). The
-	// leases granted before it no longer record done (Keep and Release
-	// leave the record alone): a batch of the session before the reset
-	// may still be running, and its seqs are not the new session's.
-	ResetDone(ctx context.Context, id string) error
+	// Open starts a device session of controller id. continues tells
+	// whether its seqs continue the controller's (a persistent-seq device
+	// that did not reset): then it keeps the generation, else it starts a
+	// new one with an empty done record. Older sessions can no longer
+	// acquire (ErrSuperseded), and their kept leases are released at their
+	// next Keep.
+	Open(ctx context.Context, id string, continues bool) (Session, error)
+	// Welcome returns the done record of sess's generation for the
+	// session's WELCOME, once no lease of id is held (ErrHeld while one
+	// is): the last lease then either recorded done, or ended without
+	// (its holder died, perhaps after acknowledging messages it did not
+	// record), in which case the generation changes and the done record
+	// is carried over. It returns the session with its generation, or
+	// ErrSuperseded when a newer session was opened meanwhile.
+	Welcome(ctx context.Context, id string, sess Session) (Session, uint64, error)
 }
 
 // Notifier is implemented by stores that can wake a socket early when a

@@ -23,7 +23,10 @@ type memEntry struct {
 	hb      time.Time
 	done    uint64
 	rel     uint64
-	reset   uint64 // the last fence granted before the done record was reset
+	sess    uint64 // the newest session (Open)
+	gen     uint64 // the current generation
+	lock    Session
+	clean   uint64 // the fence of the last grant that ended recording done
 }
 
 // NewMemory returns an empty in-process store.
@@ -45,13 +48,16 @@ func (s *Memory) entry(id string, now time.Time) *memEntry {
 }
 
 // Acquire implements Store.
-func (s *Memory) Acquire(_ context.Context, id, owner string, ttl time.Duration) (Grant, error) {
+func (s *Memory) Acquire(_ context.Context, id, owner string, ttl time.Duration, sess Session) (Grant, error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entry(id, now)
 	if e.locked {
 		return Grant{}, ErrHeld
+	}
+	if e.sess > sess.No {
+		return Grant{}, ErrSuperseded
 	}
 	fresh := e.fence == 0
 	if fresh {
@@ -61,9 +67,13 @@ func (s *Memory) Acquire(_ context.Context, id, owner string, ttl time.Duration)
 	} else {
 		e.fence++
 	}
-	e.locked, e.tok = true, Token{Fence: e.fence, Owner: owner}
+	e.locked, e.tok, e.lock = true, Token{Fence: e.fence, Owner: owner}, sess
 	e.expires, e.hb = now.Add(ttl), now
-	return Grant{Token: e.tok, Done: e.done, Fresh: fresh}, nil
+	var done uint64
+	if sess.Gen == e.gen {
+		done = e.done
+	}
+	return Grant{Token: e.tok, Done: done, Fresh: fresh}, nil
 }
 
 // Heartbeat implements Store.
@@ -77,7 +87,8 @@ func (s *Memory) Keep(_ context.Context, id string, tok Token, ttl time.Duration
 }
 
 // extend sets tok's lock to expire ttl from now with a heartbeat, and
-// records done when given.
+// records done when given (a keep: released instead when a newer session
+// exists).
 func (s *Memory) extend(id string, tok Token, ttl time.Duration, done *uint64) error {
 	now := s.now()
 	s.mu.Lock()
@@ -86,11 +97,29 @@ func (s *Memory) extend(id string, tok Token, ttl time.Duration, done *uint64) e
 	if !e.locked || e.tok != tok {
 		return ErrLost
 	}
-	e.expires, e.hb = now.Add(ttl), now
-	if done != nil && tok.Fence > e.reset {
-		e.done = *done
+	if done != nil {
+		e.setDone(*done)
+		if e.sess > e.lock.No {
+			e.unlock(tok.Fence)
+			return ErrSuperseded
+		}
 	}
+	e.expires, e.hb = now.Add(ttl), now
 	return nil
+}
+
+// setDone records done for the lock's generation, never backwards; a lock
+// of an older generation records nothing.
+func (e *memEntry) setDone(done uint64) {
+	if e.lock.Gen == e.gen && done > e.done {
+		e.done = done
+	}
+}
+
+// unlock ends the grant of fence having recorded what it handled.
+func (e *memEntry) unlock(fence uint64) {
+	e.locked, e.tok, e.hb = false, Token{}, time.Time{}
+	e.rel, e.clean = fence, fence
 }
 
 // Release implements Store.
@@ -102,11 +131,8 @@ func (s *Memory) Release(_ context.Context, id string, tok Token, done uint64) e
 	if !e.locked || e.tok != tok {
 		return ErrLost
 	}
-	e.locked, e.tok, e.hb = false, Token{}, time.Time{}
-	if tok.Fence > e.reset {
-		e.done = done
-	}
-	e.rel = tok.Fence
+	e.setDone(done)
+	e.unlock(tok.Fence)
 	return nil
 }
 
@@ -120,6 +146,7 @@ func (s *Memory) Abandon(_ context.Context, id string, tok Token) error {
 		return ErrLost
 	}
 	e.locked, e.tok, e.hb = false, Token{}, time.Time{}
+	e.clean = tok.Fence
 	return nil
 }
 
@@ -132,7 +159,42 @@ func (s *Memory) Inspect(_ context.Context, id string) (State, error) {
 	return State{Locked: e.locked, Token: e.tok, Heartbeat: e.hb, Now: now, Done: e.done, Released: e.rel}, nil
 }
 
-// Done implements Store.
+// Open implements Store.
+func (s *Memory) Open(_ context.Context, id string, continues bool) (Session, error) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entry(id, now)
+	e.sess++
+	if !continues {
+		e.gen++
+		e.done = 0
+	}
+	return Session{No: e.sess, Gen: e.gen}, nil
+}
+
+// Welcome implements Store.
+func (s *Memory) Welcome(_ context.Context, id string, sess Session) (Session, uint64, error) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entry(id, now)
+	if e.locked {
+		return sess, 0, ErrHeld
+	}
+	if e.sess != sess.No || e.gen != sess.Gen {
+		return sess, 0, ErrSuperseded
+	}
+	if e.fence != e.clean {
+		// The last lease expired: its holder may have acknowledged
+		// messages it never recorded.
+		e.gen++
+		e.clean = e.fence
+	}
+	return Session{No: e.sess, Gen: e.gen}, e.done, nil
+}
+
+// Done reads the done record of the current generation, 0 if none.
 func (s *Memory) Done(_ context.Context, id string) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -140,14 +202,4 @@ func (s *Memory) Done(_ context.Context, id string) (uint64, error) {
 		return e.done, nil
 	}
 	return 0, nil
-}
-
-// ResetDone implements Store.
-func (s *Memory) ResetDone(_ context.Context, id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e := s.m[id]; e != nil {
-		e.done, e.reset = 0, e.fence
-	}
-	return nil
 }

@@ -14,14 +14,21 @@ import (
 )
 
 // Redis is the Store shared by the appliances of a cluster. Every change is
-// one Lua script (DESIGN §4), loaded once and run by SHA; a controller's
-// keys carry the hash tag {<id>} so that they live in one Cluster slot:
+// one Lua script, loaded once and run by SHA; a controller's keys carry the
+// hash tag {<id>} so that they live in one Cluster slot:
 //
-//	<prefix>:{<id>}:fence  counter, INCR on every grant
+//	<prefix>:{<id>}:fence  the last fence granted
 //	<prefix>:{<id>}:lock   "<fence>:<owner>", PX ttl
 //	<prefix>:{<id>}:hb     unix ms of the last heartbeat (Redis clock), PX ttl
-//	<prefix>:{<id>}:done   last seq handled
+//	<prefix>:{<id>}:done   last seq handled in the current generation
 //	<prefix>:{<id>}:rel    fence of the last grant released with its done seq
+//	<prefix>:{<id>}:sess   the newest device session's number (Open)
+//	<prefix>:{<id>}:gen    the current seq generation
+//	<prefix>:{<id>}:lg     "<gen>:<session>" the lock was granted for
+//	<prefix>:{<id>}:clean  fence of the last grant that ended recording done
+//
+// and, outside Cluster mode, <prefix>:epoch: "<run_id>/<replid>:<since ms>",
+// when the server's current epoch began (see onConnect).
 //
 // Times are Redis' own (TIME), so appliances need no synchronized clocks.
 type Redis struct {
@@ -40,26 +47,55 @@ type Redis struct {
 	notifyMu   sync.Mutex
 	notifying  int // open subscriptions
 	notifiedOn string
+
+	// The epochs that connections found (onConnect): epochStart is the
+	// latest start, on this process's clock; floor the lowest fence a
+	// grant may have (above every fence of an earlier epoch).
+	epochMu    sync.Mutex
+	epochStart time.Time
+	floor      uint64
+	seen       map[string]bool // cluster mode: server epochs met
 }
 
 // NewRedis returns a store on c with key prefix ("edgegate" when empty).
 // db is the database number c uses (for keyspace notification channels).
+// c's options must call OnConnect on every new connection (DialRedis does):
+// without it the store cannot tell when a server began a new epoch.
 func NewRedis(c redis.UniversalClient, prefix string, db int) *Redis {
 	if prefix == "" {
 		prefix = "edgegate"
 	}
 	_, cluster := c.(*redis.ClusterClient)
-	return &Redis{c: c, prefix: prefix, db: db, pipe: pipeliner{c: c}, cluster: cluster}
+	return &Redis{c: c, prefix: prefix, db: db, pipe: pipeliner{c: c}, cluster: cluster, seen: make(map[string]bool)}
+}
+
+// DialRedis returns a store with a client for opts whose connections
+// report the server's epoch (OnConnect) before they carry any call.
+func DialRedis(opts *redis.UniversalOptions, prefix string) *Redis {
+	s := &Redis{seen: make(map[string]bool)}
+	o := *opts
+	prev := o.OnConnect
+	o.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+		if prev != nil {
+			if err := prev(ctx, cn); err != nil {
+				return err
+			}
+		}
+		return s.OnConnect(ctx, cn)
+	}
+	c := redis.NewUniversalClient(&o)
+	*s = *NewRedis(c, prefix, o.DB)
+	return s
 }
 
 // Client returns the Redis client.
 func (s *Redis) Client() redis.UniversalClient { return s.c }
 
 // Keys returns the keys of controller id, in the order fence, lock, hb,
-// done, rel, reset.
+// done, rel, sess, gen, lg, clean.
 func (s *Redis) Keys(id string) []string {
 	p := s.prefix + ":{" + id + "}:"
-	return []string{p + "fence", p + "lock", p + "hb", p + "done", p + "rel", p + "reset"}
+	return []string{p + "fence", p + "lock", p + "hb", p + "done", p + "rel", p + "sess", p + "gen", p + "lg", p + "clean"}
 }
 
 // LockKeyPrefix is the prefix of every lock key, "<prefix>:{", for keyspace
@@ -73,30 +109,46 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
-// KEYS: fence lock hb done. ARGV: owner ttl_ms epoch. Returns {fence,
-// done, fresh, run_id} or false. A missing fence counter starts at
-// now_ms*1000 (see Grant.Fresh); a fresh grant with ARGV[3] = 1 returns
-// the server's run_id too (Grant.Epoch; INFO costs Redis about 8 µs, a
-// separate read a round trip and a wait). Numbers are formatted with %.0f
-// because Lua's tostring writes large ones in exponent notation.
+// gt compares two decimal strings of u64 values exactly (Lua's numbers
+// are doubles, exact only to 2^53).
+const gt = `
+local function gt(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+`
+
+// KEYS: fence lock hb done sess gen lg. ARGV: owner ttl_ms epoch session
+// gen floor. Returns {fence, done, fresh, run_id}, false when held, or -1
+// when a newer session exists. A fence at or below the floor (the counter
+// is missing, or older than the store's epoch: a rollback) becomes
+// now_ms*1000, above every fence of an earlier epoch. A fresh grant with
+// ARGV[3] = 1 returns the server's run_id too (Grant.Epoch). done is the
+// done record of the session's generation (0 for another). Numbers are
+// formatted with %.0f because Lua's tostring writes large ones in
+// exponent notation.
 var acquireScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+if tonumber(redis.call('GET', KEYS[5]) or '0') > tonumber(ARGV[4]) then return -1 end
 ` + nowMs + `
 local fresh = 0
 local f = redis.call('INCR', KEYS[1])
-if f == 1 then
-  fresh = 1
-  f = now * 1000
+if f == 1 then fresh = 1 end
+if f == 1 or f <= tonumber(ARGV[6]) then
+  f = math.max(now * 1000, tonumber(ARGV[6]) + 1)
   redis.call('SET', KEYS[1], string.format('%.0f', f))
 end
 local fs = string.format('%.0f', f)
 redis.call('SET', KEYS[2], fs .. ':' .. ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[3], string.format('%.0f', now), 'PX', ARGV[2])
+redis.call('SET', KEYS[7], ARGV[5] .. ':' .. ARGV[4])
 local run_id = ''
 if fresh == 1 and ARGV[3] == '1' then
   run_id = string.match(redis.call('INFO', 'server'), '\nrun_id:(%x+)') or ''
 end
-return {fs, redis.call('GET', KEYS[4]) or '0', fresh, run_id}
+local done = '0'
+if (redis.call('GET', KEYS[6]) or '0') == ARGV[5] then done = redis.call('GET', KEYS[4]) or '0' end
+return {fs, done, fresh, run_id}
 `)
 
 // KEYS: lock hb. ARGV: token ttl_ms. Returns 1, or 0 when the lock is not ours.
@@ -108,49 +160,101 @@ redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
 return 1
 `)
 
-// setDone records done (KEYS[3], ARGV[3]) unless the record was reset
-// after the lease of fence ARGV[4] was granted (KEYS[4] holds the last
-// fence granted before the reset): a batch of the session before a seq
-// reset must not write its seq over the cleared record.
-const setDone = `
-local r = redis.call('GET', KEYS[4])
-if not r or tonumber(ARGV[4]) > tonumber(r) then redis.call('SET', KEYS[3], ARGV[3]) end
+// setDone records done (KEYS[3], ARGV[3]) when the lock was granted for
+// the current generation (KEYS[6] "<gen>:<session>", KEYS[5] the
+// generation), never backwards: a batch of a session before a seq reset
+// cannot write its seq over the new generation's record. It leaves lsess,
+// the lock's session number, for the caller.
+const setDone = gt + `
+local lg = redis.call('GET', KEYS[6]) or '0:0'
+local lgen, lsess = string.match(lg, '^(%d+):(%d+)$')
+if lgen == (redis.call('GET', KEYS[5]) or '0') and gt(ARGV[3], redis.call('GET', KEYS[3]) or '0') then
+  redis.call('SET', KEYS[3], ARGV[3])
+end
 `
 
-// KEYS: lock hb done reset. ARGV: token ttl_ms done fence. Returns 1, or 0
-// when the lock is not ours.
+// KEYS: lock hb done rel gen lg sess clean. ARGV: token ttl_ms done
+// fence. Returns 1, 0 when the lock is not ours, or 2 when a newer
+// session exists: done recorded and the lock released.
 var keepScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+` + setDone + `
+if tonumber(redis.call('GET', KEYS[7]) or '0') > tonumber(lsess or '0') then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('SET', KEYS[4], ARGV[4])
+  redis.call('SET', KEYS[8], ARGV[4])
+  return 2
+end
 ` + nowMs + `
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
-` + setDone + `
 return 1
 `)
 
-// KEYS: lock hb done reset rel. ARGV: token unused done fence. Returns 1
-// or 0.
+// KEYS: lock hb done rel gen lg sess clean. ARGV: token unused done
+// fence. Returns 1 or 0.
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 ` + setDone + `
-redis.call('SET', KEYS[5], ARGV[4])
+redis.call('SET', KEYS[4], ARGV[4])
+redis.call('SET', KEYS[8], ARGV[4])
 return 1
 `)
 
-// KEYS: fence done reset. Clears the done record and notes the last fence
-// granted so far, whose leases may no longer record done.
-var resetScript = redis.NewScript(`
-redis.call('DEL', KEYS[2])
-redis.call('SET', KEYS[3], redis.call('GET', KEYS[1]) or '0')
-return 1
-`)
-
-// KEYS: lock hb. ARGV: token. Returns 1 or 0.
+// KEYS: lock hb clean. ARGV: token fence. Returns 1 or 0.
 var abandonScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SET', KEYS[3], ARGV[2])
 return 1
+`)
+
+// KEYS: sess gen done. ARGV: continues (1 or 0). Returns {session, gen}.
+var openScript = redis.NewScript(`
+local n = redis.call('INCR', KEYS[1])
+local g
+if ARGV[1] == '1' then
+  g = redis.call('GET', KEYS[2]) or '0'
+else
+  g = string.format('%.0f', redis.call('INCR', KEYS[2]))
+  redis.call('DEL', KEYS[3])
+end
+return {string.format('%.0f', n), g}
+`)
+
+// KEYS: lock sess gen done fence clean. ARGV: session gen. Returns {gen,
+// done}, -1 while a lock is held, -2 when the session is no longer the
+// newest. A last grant that did not end recording done (it expired)
+// starts a new generation with the done record carried over.
+var welcomeScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return -2 end
+local g = redis.call('GET', KEYS[3]) or '0'
+if g ~= ARGV[2] then return -2 end
+local f = redis.call('GET', KEYS[5])
+if f and f ~= redis.call('GET', KEYS[6]) then
+  g = string.format('%.0f', redis.call('INCR', KEYS[3]))
+  redis.call('SET', KEYS[6], f)
+end
+return {g, redis.call('GET', KEYS[4]) or '0'}
+`)
+
+// KEYS: epoch. Returns {epoch, since_ms, now_ms}: the server's epoch (its
+// run_id and replication ID: a restart changes the first, a promotion the
+// second) and when it began, recorded by the first connection that met
+// it.
+var epochScript = redis.NewScript(`
+local id = (string.match(redis.call('INFO', 'server'), '\nrun_id:(%x+)') or '') .. '/' ..
+  (string.match(redis.call('INFO', 'replication'), '\nmaster_replid:(%x+)') or '')
+` + nowMs + `
+local v = redis.call('GET', KEYS[1])
+if v then
+  local e, since = string.match(v, '^([%x/]+):(%d+)$')
+  if e == id then return {id, since, string.format('%.0f', now)} end
+end
+redis.call('SET', KEYS[1], id .. ':' .. string.format('%.0f', now))
+return {id, string.format('%.0f', now), string.format('%.0f', now)}
 `)
 
 // KEYS: lock hb done rel. Returns {lock|false, hb|false, done|false, rel|false, now}.
@@ -165,18 +269,38 @@ func ms(d time.Duration) int64 { return max(1, d.Milliseconds()) }
 func redisErr(op string, err error) error { return fmt.Errorf("lease: redis %s: %w", op, err) }
 
 // Acquire implements Store.
-func (s *Redis) Acquire(ctx context.Context, id, owner string, ttl time.Duration) (Grant, error) {
+func (s *Redis) Acquire(ctx context.Context, id, owner string, ttl time.Duration, sess Session) (Grant, error) {
+	g, err := s.acquire(ctx, id, owner, ttl, sess)
+	if errors.Is(err, errNewEpoch) {
+		// A connection made for the call met a new epoch: the fence floor
+		// the call carried was an earlier epoch's. Once more, above it.
+		g, err = s.acquire(ctx, id, owner, ttl, sess)
+	}
+	if errors.Is(err, errNewEpoch) {
+		return Grant{}, redisErr("acquire", err)
+	}
+	return g, err
+}
+
+// errNewEpoch: a grant was made while the store met a new epoch.
+var errNewEpoch = errors.New("the server began a new epoch during the call")
+
+func (s *Redis) acquire(ctx context.Context, id, owner string, ttl time.Duration, sess Session) (Grant, error) {
 	k := s.Keys(id)
 	epoch := "1"
 	if s.cluster {
 		epoch = "0" // one node's run_id is not the cluster's epoch
 	}
-	v, err := s.pipe.run(ctx, acquireScript, k[:4], owner, ms(ttl), epoch).Result()
+	start, floor := s.epoch()
+	v, err := s.pipe.run(ctx, acquireScript, []string{k[0], k[1], k[2], k[3], k[5], k[6], k[7]}, owner, ms(ttl), epoch, sess.No, sess.Gen, floor).Result()
 	if errors.Is(err, redis.Nil) {
 		return Grant{}, ErrHeld
 	}
 	if err != nil {
 		return Grant{}, redisErr("acquire", err)
+	}
+	if n, ok := v.(int64); ok && n == -1 {
+		return Grant{}, ErrSuperseded
 	}
 	arr, ok := v.([]any)
 	if !ok || len(arr) != 4 {
@@ -192,7 +316,16 @@ func (s *Redis) Acquire(ctx context.Context, id, owner string, ttl time.Duration
 	}
 	fresh, _ := arr[2].(int64)
 	runID, _ := arr[3].(string)
-	return Grant{Token: Token{Fence: fence, Owner: owner}, Done: done, Fresh: fresh == 1, Epoch: runID}, nil
+	tok := Token{Fence: fence, Owner: owner}
+	if later, _ := s.epoch(); later.After(start) {
+		// Granted on a connection that met a new epoch during the call,
+		// with the floor of an earlier one: given up, never used.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		s.Abandon(actx, id, tok)
+		cancel()
+		return Grant{}, errNewEpoch
+	}
+	return Grant{Token: tok, Done: done, Fresh: fresh == 1, Epoch: runID, EpochStart: start}, nil
 }
 
 // Heartbeat implements Store.
@@ -211,20 +344,23 @@ func (s *Redis) Heartbeat(ctx context.Context, id string, tok Token, ttl time.Du
 // Keep implements Store.
 func (s *Redis) Keep(ctx context.Context, id string, tok Token, ttl time.Duration, done uint64) error {
 	k := s.Keys(id)
-	n, err := s.pipe.run(ctx, keepScript, []string{k[1], k[2], k[3], k[5]}, tok.String(), ms(ttl), done, tok.Fence).Int()
+	n, err := s.pipe.run(ctx, keepScript, []string{k[1], k[2], k[3], k[4], k[6], k[7], k[5], k[8]}, tok.String(), ms(ttl), done, tok.Fence).Int()
 	if err != nil {
 		return redisErr("keep", err)
 	}
-	if n != 1 {
-		return ErrLost
+	switch n {
+	case 1:
+		return nil
+	case 2:
+		return ErrSuperseded
 	}
-	return nil
+	return ErrLost
 }
 
 // Release implements Store.
 func (s *Redis) Release(ctx context.Context, id string, tok Token, done uint64) error {
 	k := s.Keys(id)
-	n, err := s.pipe.run(ctx, releaseScript, []string{k[1], k[2], k[3], k[5], k[4]}, tok.String(), 0, done, tok.Fence).Int()
+	n, err := s.pipe.run(ctx, releaseScript, []string{k[1], k[2], k[3], k[4], k[6], k[7], k[5], k[8]}, tok.String(), 0, done, tok.Fence).Int()
 	if err != nil {
 		return redisErr("release", err)
 	}
@@ -237,7 +373,7 @@ func (s *Redis) Release(ctx context.Context, id string, tok Token, done uint64) 
 // Abandon implements Store.
 func (s *Redis) Abandon(ctx context.Context, id string, tok Token) error {
 	k := s.Keys(id)
-	n, err := s.pipe.run(ctx, abandonScript, k[1:3], tok.String()).Int()
+	n, err := s.pipe.run(ctx, abandonScript, []string{k[1], k[2], k[8]}, tok.String(), tok.Fence).Int()
 	if err != nil {
 		return redisErr("abandon", err)
 	}
@@ -286,7 +422,122 @@ func (s *Redis) Inspect(ctx context.Context, id string) (State, error) {
 	return st, nil
 }
 
-// Done implements Store.
+// Open implements Store.
+func (s *Redis) Open(ctx context.Context, id string, continues bool) (Session, error) {
+	k := s.Keys(id)
+	c := "0"
+	if continues {
+		c = "1"
+	}
+	v, err := s.pipe.run(ctx, openScript, []string{k[5], k[6], k[3]}, c).Slice()
+	if err != nil {
+		return Session{}, redisErr("open", err)
+	}
+	if len(v) != 2 {
+		return Session{}, redisErr("open", fmt.Errorf("unexpected reply %v", v))
+	}
+	no, err := parseUint(v[0])
+	if err != nil {
+		return Session{}, redisErr("open", err)
+	}
+	gen, err := parseUint(v[1])
+	if err != nil {
+		return Session{}, redisErr("open", err)
+	}
+	return Session{No: no, Gen: gen}, nil
+}
+
+// Welcome implements Store.
+func (s *Redis) Welcome(ctx context.Context, id string, sess Session) (Session, uint64, error) {
+	k := s.Keys(id)
+	v, err := s.pipe.run(ctx, welcomeScript, []string{k[1], k[5], k[6], k[3], k[0], k[8]}, sess.No, sess.Gen).Result()
+	if err != nil {
+		return sess, 0, redisErr("welcome", err)
+	}
+	switch n, _ := v.(int64); {
+	case n == -1:
+		return sess, 0, ErrHeld
+	case n == -2:
+		return sess, 0, ErrSuperseded
+	}
+	arr, ok := v.([]any)
+	if !ok || len(arr) != 2 {
+		return sess, 0, redisErr("welcome", fmt.Errorf("unexpected reply %v", v))
+	}
+	gen, err := parseUint(arr[0])
+	if err != nil {
+		return sess, 0, redisErr("welcome", err)
+	}
+	done, err := parseUint(arr[1])
+	if err != nil {
+		return sess, 0, redisErr("welcome", err)
+	}
+	return Session{No: sess.No, Gen: gen}, done, nil
+}
+
+// OnConnect reads the epoch of the server a new connection reached,
+// before the connection carries any call (DialRedis sets it as the
+// client's OnConnect). A server that restarted (with its data, older
+// data, or none) or was promoted has a new epoch; the leases granted
+// before it may be lost while their holders still run, until a lease TTL
+// after it began, so grants made on it carry when it began
+// (Grant.EpochStart) and fences above every fence of earlier epochs.
+// A connection whose epoch cannot be read is refused: its calls fail, and
+// a failure is never taken as a lease given up.
+func (s *Redis) OnConnect(ctx context.Context, cn *redis.Conn) error {
+	if s.cluster {
+		// A master's slots hold no key of a known name to record the
+		// epoch in: a server epoch this process meets for the first time
+		// is taken as begun now.
+		id, err := runID(ctx, cn)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		s.epochMu.Lock()
+		if !s.seen[id] {
+			s.seen[id] = true
+			s.noteEpochLocked(now, uint64(now.UnixMilli())*1000)
+		}
+		s.epochMu.Unlock()
+		return nil
+	}
+	v, err := epochScript.Run(ctx, cn, []string{s.prefix + ":epoch"}).Slice()
+	if err != nil {
+		return redisErr("epoch", err)
+	}
+	if len(v) != 3 {
+		return redisErr("epoch", fmt.Errorf("unexpected reply %v", v))
+	}
+	since, err1 := parseUint(v[1])
+	now, err2 := parseUint(v[2])
+	if err := errors.Join(err1, err2); err != nil {
+		return redisErr("epoch", err)
+	}
+	// The start on this clock, estimated late: the reply's arrival less
+	// how long ago, by the server's clock, the epoch began.
+	start := time.Now().Add(-time.Duration(now-min(since, now)) * time.Millisecond)
+	s.epochMu.Lock()
+	s.noteEpochLocked(start, since*1000)
+	s.epochMu.Unlock()
+	return nil
+}
+
+func (s *Redis) noteEpochLocked(start time.Time, floor uint64) {
+	if start.After(s.epochStart) {
+		s.epochStart = start
+	}
+	s.floor = max(s.floor, floor)
+}
+
+// epoch returns the latest epoch start met and the fence floor.
+func (s *Redis) epoch() (time.Time, uint64) {
+	s.epochMu.Lock()
+	defer s.epochMu.Unlock()
+	return s.epochStart, s.floor
+}
+
+// Done reads the done record of the current generation, 0 if none.
 func (s *Redis) Done(ctx context.Context, id string) (uint64, error) {
 	v, err := s.pipe.do(ctx, "get", s.Keys(id)[3]).Text()
 	if errors.Is(err, redis.Nil) {
@@ -296,15 +547,6 @@ func (s *Redis) Done(ctx context.Context, id string) (uint64, error) {
 		return 0, redisErr("done", err)
 	}
 	return strconv.ParseUint(v, 10, 64)
-}
-
-// ResetDone implements Store.
-func (s *Redis) ResetDone(ctx context.Context, id string) error {
-	k := s.Keys(id)
-	if err := s.pipe.run(ctx, resetScript, []string{k[0], k[3], k[5]}).Err(); err != nil {
-		return redisErr("reset done", err)
-	}
-	return nil
 }
 
 // Epoch implements lease.Epoch with the Redis run_id: it changes with a

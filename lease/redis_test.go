@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/edgegate/edgegate/internal/redistest"
 	"github.com/edgegate/edgegate/lease"
 )
@@ -39,7 +41,7 @@ func TestRedisRunIDChangesOnRestart(t *testing.T) {
 	if err != nil || len(id1) != 40 {
 		t.Fatalf("run id %q, %v", id1, err)
 	}
-	g, _ := s.Acquire(ctx, "c", "p", 10e9)
+	g, _ := s.Acquire(ctx, "c", "p", 10e9, lease.Session{})
 	srv.Restart()
 	id2, err := s.RunID(ctx)
 	if err != nil || id2 == id1 {
@@ -48,7 +50,7 @@ func TestRedisRunIDChangesOnRestart(t *testing.T) {
 	if st, err := s.Inspect(ctx, "c"); err != nil || st.Locked {
 		t.Fatalf("after restart %+v, %v: want the lock gone (keys lost)", st, err)
 	}
-	g2, err := s.Acquire(ctx, "c", "p", 10e9)
+	g2, err := s.Acquire(ctx, "c", "p", 10e9, lease.Session{})
 	if err != nil || !g2.Fresh || g2.Token.Fence <= g.Token.Fence {
 		t.Fatalf("grant after data loss %+v, %v: want fresh with a fence above %d", g2, err, g.Token.Fence)
 	}
@@ -60,7 +62,7 @@ func TestRedisRunIDChangesOnRestart(t *testing.T) {
 	if err := s.Release(ctx, "c", g2.Token, 0); err != nil {
 		t.Fatal(err)
 	}
-	g3, err := s.Acquire(ctx, "c", "p", 10e9)
+	g3, err := s.Acquire(ctx, "c", "p", 10e9, lease.Session{})
 	if err != nil || g3.Fresh || g3.Epoch != "" {
 		t.Fatalf("second grant %+v, %v: want neither fresh nor an epoch", g3, err)
 	}
@@ -88,7 +90,7 @@ func TestRedisNotify(t *testing.T) {
 		}
 	}
 	// An expiring lock wakes without watching.
-	if _, err := s.Acquire(ctx, "exp-1", "p", 100*time.Millisecond); err != nil {
+	if _, err := s.Acquire(ctx, "exp-1", "p", 100*time.Millisecond, lease.Session{}); err != nil {
 		t.Fatal(err)
 	}
 	expect("exp-1")
@@ -97,7 +99,7 @@ func TestRedisNotify(t *testing.T) {
 	var g lease.Grant
 	deadline := time.Now().Add(5 * time.Second)
 	for { // Add is asynchronous: retry until the release is seen
-		g, _ = s.Acquire(ctx, "rel-1", "p", time.Minute)
+		g, _ = s.Acquire(ctx, "rel-1", "p", time.Minute, lease.Session{})
 		s.Release(ctx, "rel-1", g.Token, 1)
 		select {
 		case got := <-woken:
@@ -149,7 +151,7 @@ func TestRedisNotifyAfterRestart(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for i := 0; ; i++ {
 		id := fmt.Sprintf("after-%d", i)
-		if _, err := s.Acquire(ctx, id, "p", 50*time.Millisecond); err != nil {
+		if _, err := s.Acquire(ctx, id, "p", 50*time.Millisecond, lease.Session{}); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -182,8 +184,9 @@ func TestRedisConcurrentCallsPipelined(t *testing.T) {
 	for g := 0; g < goroutines; g++ {
 		wg.Go(func() {
 			id := fmt.Sprintf("ctrl-%d", g)
-			if err := s.ResetDone(context.Background(), id); err != nil {
-				errs <- fmt.Errorf("%s: reset: %w", id, err)
+			sess, err := s.Open(context.Background(), id, false)
+			if err != nil {
+				errs <- fmt.Errorf("%s: open: %w", id, err)
 				return
 			}
 			var done uint64
@@ -200,7 +203,7 @@ func TestRedisConcurrentCallsPipelined(t *testing.T) {
 					s.Inspect(ctx, id)
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				gr, err := s.Acquire(ctx, id, "o", 10*time.Second)
+				gr, err := s.Acquire(ctx, id, "o", 10*time.Second, sess)
 				if err == nil {
 					done++
 					err = s.Release(ctx, id, gr.Token, done)
@@ -230,5 +233,94 @@ func TestRedisConcurrentCallsPipelined(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestRedisRollbackKeepsFencesAndStartsAnEpoch: Redis restarts from an
+// older snapshot (RDB saved earlier, as Debian's redis.conf does) while a
+// lease granted after the snapshot is held. A store that connects after
+// the restart (an appliance started then) and one that was running both
+// get grants with fences above every fence granted before, and an epoch
+// start from the restart: a socket must wait a lease TTL from it before
+// it dispatches, since the old holder may still run.
+func TestRedisRollbackKeepsFencesAndStartsAnEpoch(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	dial := func() *lease.Redis {
+		s := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{srv.Addr()}}, "rb")
+		t.Cleanup(func() { s.Client().Close() })
+		return s
+	}
+	a := dial()
+	sess, err := a.Open(ctx, "x", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := a.Acquire(ctx, "x", "p", time.Minute, sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(ctx, "x", g.Token, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Client().Save(ctx).Err(); err != nil {
+		t.Fatalf("SAVE: %v", err)
+	}
+	var last lease.Grant
+	for i := 0; i < 3; i++ {
+		if last, err = a.Acquire(ctx, "x", "p", time.Minute, sess); err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 {
+			a.Release(ctx, "x", last.Token, uint64(2+i))
+		}
+	}
+	// last is held when Redis comes back with the snapshot.
+	restarted := time.Now()
+	srv.Restart()
+	for name, s := range map[string]*lease.Redis{"running": a, "started after": dial()} {
+		var gr lease.Grant
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			// The running store's old connections fail once.
+			if gr, err = s.Acquire(ctx, "x", "q", time.Minute, sess); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("%s: acquire after the rollback: %v", name, err)
+		}
+		if gr.Token.Fence <= last.Token.Fence {
+			t.Errorf("%s: fence %d after the rollback, want above %d granted before it", name, gr.Token.Fence, last.Token.Fence)
+		}
+		if gr.EpochStart.Before(restarted) {
+			t.Errorf("%s: epoch start %v, want no earlier than the restart at %v", name, gr.EpochStart, restarted)
+		}
+		s.Abandon(ctx, "x", gr.Token)
+	}
+}
+
+// TestRedisEpochKnownToALaterStore: a store that connects to a server
+// whose epoch began long ago (another appliance met it first) need not
+// wait: the epoch's start is recorded in the server.
+func TestRedisEpochKnownToALaterStore(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	first := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{srv.Addr()}}, "ep")
+	defer first.Client().Close()
+	g1, err := first.Acquire(ctx, "x", "p", time.Minute, lease.Session{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{srv.Addr()}}, "ep")
+	defer later.Client().Close()
+	first.Abandon(ctx, "x", g1.Token)
+	g2, err := later.Acquire(ctx, "x", "p", time.Minute, lease.Session{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same epoch: the later store's estimate of its start is no
+	// later than its own first connection, and close to the first's.
+	if d := g2.EpochStart.Sub(g1.EpochStart); d > time.Second || d < -time.Second {
+		t.Fatalf("epoch starts %v and %v: want the same epoch", g1.EpochStart, g2.EpochStart)
 	}
 }

@@ -19,17 +19,17 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 		run  func(t *testing.T, s lease.Store)
 	}{
 		{"acquire then conflict", func(t *testing.T, s lease.Store) {
-			g, err := s.Acquire(ctx, "c1", "poolA", ttl)
+			g, err := s.Acquire(ctx, "c1", "poolA", ttl, lease.Session{})
 			if err != nil {
 				t.Fatalf("first acquire: %v", err)
 			}
 			if g.Token.Fence == 0 || g.Token.Owner != "poolA" {
 				t.Fatalf("grant %+v: want fence > 0 and owner poolA", g)
 			}
-			if _, err := s.Acquire(ctx, "c1", "poolB", ttl); !errors.Is(err, lease.ErrHeld) {
+			if _, err := s.Acquire(ctx, "c1", "poolB", ttl, lease.Session{}); !errors.Is(err, lease.ErrHeld) {
 				t.Fatalf("second acquire: got %v, want ErrHeld", err)
 			}
-			if _, err := s.Acquire(ctx, "c2", "poolB", ttl); err != nil {
+			if _, err := s.Acquire(ctx, "c2", "poolB", ttl, lease.Session{}); err != nil {
 				t.Fatalf("other controller: %v", err)
 			}
 		}},
@@ -37,7 +37,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			var last uint64
 			before := uint64(time.Now().Add(-time.Minute).UnixMilli()) * 1000
 			for i := 0; i < 5; i++ {
-				g, err := s.Acquire(ctx, "c1", "p", ttl)
+				g, err := s.Acquire(ctx, "c1", "p", ttl, lease.Session{})
 				if err != nil {
 					t.Fatalf("acquire %d: %v", i, err)
 				}
@@ -56,30 +56,31 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 				}
 			}
 		}},
-		{"a lease granted before a done reset records no done", func(t *testing.T, s lease.Store) {
-			old, _ := s.Acquire(ctx, "c1", "p", ttl)
+		{"a lease of an older generation records no done", func(t *testing.T, s lease.Store) {
+			s1, _ := s.Open(ctx, "c1", true)
+			old, _ := s.Acquire(ctx, "c1", "p", ttl, s1)
 			if err := s.Keep(ctx, "c1", old.Token, ttl, 40); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.ResetDone(ctx, "c1"); err != nil {
-				t.Fatal(err)
+			// The device resets its seqs in a new session elsewhere.
+			s2, err := s.Open(ctx, "c1", false)
+			if err != nil || s2.Gen == s1.Gen || s2.No <= s1.No {
+				t.Fatalf("open after a reset %+v (%v): want a new generation and a newer session than %+v", s2, err, s1)
 			}
-			// The old session's batch ends after the reset.
-			if err := s.Keep(ctx, "c1", old.Token, ttl, 50); err != nil {
-				t.Fatalf("keep after the reset: %v (the lease itself is still held)", err)
+			// The old session's batch ends after the reset: its keep
+			// records nothing for the new generation and lets the lease go.
+			if err := s.Keep(ctx, "c1", old.Token, ttl, 50); !errors.Is(err, lease.ErrSuperseded) {
+				t.Fatalf("keep of an older session: got %v, want ErrSuperseded", err)
 			}
-			if d, _ := s.Done(ctx, "c1"); d != 0 {
-				t.Fatalf("done %d after a keep under a lease from before the reset, want 0", d)
+			if d := doneOf(t, s, "c1"); d != 0 {
+				t.Fatalf("done %d after a keep under a lease of the older generation, want 0", d)
 			}
-			if err := s.Release(ctx, "c1", old.Token, 60); err != nil {
-				t.Fatal(err)
+			if _, err := s.Acquire(ctx, "c1", "p", ttl, s1); !errors.Is(err, lease.ErrSuperseded) {
+				t.Fatalf("acquire for the older session: got %v, want ErrSuperseded", err)
 			}
-			if d, _ := s.Done(ctx, "c1"); d != 0 {
-				t.Fatalf("done %d after a release of a lease from before the reset, want 0", d)
-			}
-			g, err := s.Acquire(ctx, "c1", "p", ttl)
-			if err != nil || g.Done != 0 {
-				t.Fatalf("grant after the reset %+v (%v): want done 0", g, err)
+			g, err := s.Acquire(ctx, "c1", "p", ttl, s2)
+			if err != nil || g.Done != 0 || g.Token.Fence <= old.Token.Fence {
+				t.Fatalf("grant after the reset %+v (%v): want done 0, fence > %d", g, err, old.Token.Fence)
 			}
 			if err := s.Keep(ctx, "c1", g.Token, ttl, 3); err != nil {
 				t.Fatal(err)
@@ -87,22 +88,86 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			if err := s.Release(ctx, "c1", g.Token, 4); err != nil {
 				t.Fatal(err)
 			}
-			if d, _ := s.Done(ctx, "c1"); d != 4 {
-				t.Fatalf("done %d under a lease granted after the reset, want 4", d)
+			if d := doneOf(t, s, "c1"); d != 4 {
+				t.Fatalf("done %d under a lease of the new generation, want 4", d)
+			}
+			// A release of the older generation arriving late changes nothing.
+			if err := s.Release(ctx, "c1", old.Token, 99); !errors.Is(err, lease.ErrLost) {
+				t.Fatalf("late release: got %v, want ErrLost", err)
+			}
+		}},
+		{"welcome waits for the lease and never lags what it recorded", func(t *testing.T, s lease.Store) {
+			s1, _ := s.Open(ctx, "c1", true)
+			g, _ := s.Acquire(ctx, "c1", "p", ttl, s1)
+			if err := s.Keep(ctx, "c1", g.Token, ttl, 10); err != nil {
+				t.Fatal(err)
+			}
+			// The device reconnects at once, its old session's lease held.
+			s2, err := s.Open(ctx, "c1", true)
+			if err != nil || s2.Gen != s1.Gen {
+				t.Fatalf("open %+v (%v): want generation %d kept", s2, err, s1.Gen)
+			}
+			if _, _, err := s.Welcome(ctx, "c1", s2); !errors.Is(err, lease.ErrHeld) {
+				t.Fatalf("welcome while the old lease is held: got %v, want ErrHeld", err)
+			}
+			// The old batch ends: done recorded, the lease let go.
+			if err := s.Keep(ctx, "c1", g.Token, ttl, 20); !errors.Is(err, lease.ErrSuperseded) {
+				t.Fatalf("keep of the older session: got %v, want ErrSuperseded", err)
+			}
+			got, done, err := s.Welcome(ctx, "c1", s2)
+			if err != nil || done != 20 || got.Gen != s1.Gen {
+				t.Fatalf("welcome = %+v, %d, %v; want done 20 in generation %d", got, done, err, s1.Gen)
+			}
+			if _, _, err := s.Welcome(ctx, "c1", s1); !errors.Is(err, lease.ErrSuperseded) {
+				t.Fatalf("welcome of the older session: got %v, want ErrSuperseded", err)
+			}
+		}},
+		{"an expired lease starts a new generation carrying done", func(t *testing.T, s lease.Store) {
+			s1, _ := s.Open(ctx, "c1", true)
+			g, _ := s.Acquire(ctx, "c1", "p", ttl, s1)
+			if err := s.Keep(ctx, "c1", g.Token, ttl, 5); err != nil {
+				t.Fatal(err)
+			}
+			// The holder dies: it may have acknowledged seqs after 5.
+			s2, _ := s.Open(ctx, "c1", true)
+			var (
+				got  lease.Session
+				done uint64
+				err  = lease.ErrHeld
+			)
+			for deadline := time.Now().Add(10 * ttl); errors.Is(err, lease.ErrHeld) && time.Now().Before(deadline); {
+				if got, done, err = s.Welcome(ctx, "c1", s2); errors.Is(err, lease.ErrHeld) {
+					time.Sleep(ttl / 20) // polling the store, as a socket does
+				}
+			}
+			if err != nil || got.Gen == s1.Gen || done != 5 {
+				t.Fatalf("welcome after expiry = %+v, %d, %v; want a generation other than %d, done 5", got, done, err, s1.Gen)
+			}
+			g2, err := s.Acquire(ctx, "c1", "p", ttl, got)
+			if err != nil || g2.Done != 5 {
+				t.Fatalf("grant in the new generation %+v (%v): want done 5 carried", g2, err)
+			}
+			// A clean end keeps the generation.
+			if err := s.Release(ctx, "c1", g2.Token, 6); err != nil {
+				t.Fatal(err)
+			}
+			s3, _ := s.Open(ctx, "c1", true)
+			if g3, done, err := s.Welcome(ctx, "c1", s3); err != nil || g3.Gen != got.Gen || done != 6 {
+				t.Fatalf("welcome after a release = %+v, %d, %v; want generation %d, done 6", g3, done, err, got.Gen)
 			}
 		}},
 		{"release records done and frees the lock", func(t *testing.T, s lease.Store) {
-			g, _ := s.Acquire(ctx, "c1", "p", ttl)
+			g, _ := s.Acquire(ctx, "c1", "p", ttl, lease.Session{})
 			if g.Done != 0 {
 				t.Fatalf("fresh done %d, want 0", g.Done)
 			}
 			if err := s.Release(ctx, "c1", g.Token, 42); err != nil {
 				t.Fatalf("release: %v", err)
 			}
-			if d, err := s.Done(ctx, "c1"); err != nil || d != 42 {
-				t.Fatalf("done = %d, %v; want 42", d, err)
+			if d := doneOf(t, s, "c1"); d != 42 {
+				t.Fatalf("done = %d; want 42", d)
 			}
-			g2, err := s.Acquire(ctx, "c1", "p", ttl)
+			g2, err := s.Acquire(ctx, "c1", "p", ttl, lease.Session{})
 			if err != nil {
 				t.Fatalf("acquire after release: %v", err)
 			}
@@ -115,7 +180,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			}
 		}},
 		{"release with a stale token fails and changes nothing", func(t *testing.T, s lease.Store) {
-			g, _ := s.Acquire(ctx, "c1", "p", ttl)
+			g, _ := s.Acquire(ctx, "c1", "p", ttl, lease.Session{})
 			stale := lease.Token{Fence: g.Token.Fence - 1, Owner: "p"}
 			if err := s.Release(ctx, "c1", stale, 99); !errors.Is(err, lease.ErrLost) {
 				t.Fatalf("stale release: got %v, want ErrLost", err)
@@ -124,7 +189,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			if err := s.Release(ctx, "c1", other, 99); !errors.Is(err, lease.ErrLost) {
 				t.Fatalf("wrong owner release: got %v, want ErrLost", err)
 			}
-			if d, _ := s.Done(ctx, "c1"); d != 0 {
+			if d := doneOf(t, s, "c1"); d != 0 {
 				t.Fatalf("done %d after stale releases, want 0", d)
 			}
 			if st, _ := s.Inspect(ctx, "c1"); !st.Locked || st.Token != g.Token {
@@ -132,7 +197,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			}
 		}},
 		{"keep records done and extends the same grant", func(t *testing.T, s lease.Store) {
-			g, _ := s.Acquire(ctx, "c1", "p", ttl)
+			g, _ := s.Acquire(ctx, "c1", "p", ttl, lease.Session{})
 			// Kept past several TTLs, the lease stays with the same fence
 			// and the done record follows every batch.
 			end := time.Now().Add(2 * ttl)
@@ -144,7 +209,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 				if err != nil || !st.Locked || st.Token != g.Token || st.Done != 10*i || st.Stale(ttl) {
 					t.Fatalf("after keep %d: %+v, %v; want locked by %v, done %d, not stale", i, st, err, g.Token, 10*i)
 				}
-				if _, err := s.Acquire(ctx, "c1", "q", ttl); !errors.Is(err, lease.ErrHeld) {
+				if _, err := s.Acquire(ctx, "c1", "q", ttl, lease.Session{}); !errors.Is(err, lease.ErrHeld) {
 					t.Fatalf("acquire while kept: got %v, want ErrHeld", err)
 				}
 				time.Sleep(ttl / 5) // the batch period under test, not a readiness wait
@@ -153,15 +218,15 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			if err := s.Keep(ctx, "c1", stale, ttl, 999); !errors.Is(err, lease.ErrLost) {
 				t.Fatalf("keep with another token: got %v, want ErrLost", err)
 			}
-			if d, _ := s.Done(ctx, "c1"); d == 999 {
+			if d := doneOf(t, s, "c1"); d == 999 {
 				t.Fatalf("a keep with another token recorded done %d", d)
 			}
 			// Released after the last keep, the next grant sees its done.
 			if err := s.Abandon(ctx, "c1", g.Token); err != nil {
 				t.Fatalf("abandon after keep: %v", err)
 			}
-			want, _ := s.Done(ctx, "c1")
-			g2, err := s.Acquire(ctx, "c1", "q", ttl)
+			want := doneOf(t, s, "c1")
+			g2, err := s.Acquire(ctx, "c1", "q", ttl, lease.Session{})
 			if err != nil || g2.Done != want || g2.Token.Fence <= g.Token.Fence {
 				t.Fatalf("grant after keep and abandon %+v, %v: want done %d, fence > %d", g2, err, want, g.Token.Fence)
 			}
@@ -170,9 +235,9 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			}
 		}},
 		{"abandon frees the lock and keeps done", func(t *testing.T, s lease.Store) {
-			g, _ := s.Acquire(ctx, "c1", "p", ttl)
+			g, _ := s.Acquire(ctx, "c1", "p", ttl, lease.Session{})
 			s.Release(ctx, "c1", g.Token, 7)
-			g, _ = s.Acquire(ctx, "c1", "p", ttl)
+			g, _ = s.Acquire(ctx, "c1", "p", ttl, lease.Session{})
 			if err := s.Abandon(ctx, "c1", g.Token); err != nil {
 				t.Fatalf("abandon: %v", err)
 			}
@@ -185,7 +250,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			}
 		}},
 		{"heartbeat extends, expiry frees, heartbeat after loss fails", func(t *testing.T, s lease.Store) {
-			g, _ := s.Acquire(ctx, "c1", "p", ttl)
+			g, _ := s.Acquire(ctx, "c1", "p", ttl, lease.Session{})
 			// Heartbeats keep the lease past its first TTL.
 			end := time.Now().Add(2 * ttl)
 			var beat time.Time // when the last heartbeat was sent: the TTL runs from there
@@ -194,7 +259,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 				if err := s.Heartbeat(ctx, "c1", g.Token, ttl); err != nil {
 					t.Fatalf("heartbeat: %v", err)
 				}
-				if _, err := s.Acquire(ctx, "c1", "q", ttl); !errors.Is(err, lease.ErrHeld) {
+				if _, err := s.Acquire(ctx, "c1", "q", ttl, lease.Session{}); !errors.Is(err, lease.ErrHeld) {
 					t.Fatalf("acquire while heartbeating: got %v, want ErrHeld", err)
 				}
 				time.Sleep(ttl / 5) // the heartbeat period under test, not a readiness wait
@@ -207,7 +272,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			var g2 lease.Grant
 			var err error
 			for deadline := time.Now().Add(10 * ttl); time.Now().Before(deadline); time.Sleep(ttl / 20) {
-				if g2, err = s.Acquire(ctx, "c1", "q", ttl); err == nil {
+				if g2, err = s.Acquire(ctx, "c1", "q", ttl, lease.Session{}); err == nil {
 					break
 				}
 			}
@@ -233,7 +298,7 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			if err != nil || st.Locked || !st.Stale(ttl) {
 				t.Fatalf("unknown controller %+v, %v: want unlocked and stale", st, err)
 			}
-			s.Acquire(ctx, "c1", "p", ttl)
+			s.Acquire(ctx, "c1", "p", ttl, lease.Session{})
 			// The heartbeat may read as older than the TTL a millisecond
 			// before the lock itself expires: poll until both say so.
 			var stale bool
@@ -245,14 +310,19 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 				t.Fatalf("lock never read as expired: %+v", st)
 			}
 		}},
-		{"reset done", func(t *testing.T, s lease.Store) {
-			g, _ := s.Acquire(ctx, "c1", "p", ttl)
+		{"a session that does not continue starts empty", func(t *testing.T, s lease.Store) {
+			s1, _ := s.Open(ctx, "c1", true)
+			g, _ := s.Acquire(ctx, "c1", "p", ttl, s1)
 			s.Release(ctx, "c1", g.Token, 1000)
-			if err := s.ResetDone(ctx, "c1"); err != nil {
-				t.Fatalf("reset: %v", err)
+			s2, err := s.Open(ctx, "c1", false)
+			if err != nil {
+				t.Fatalf("open: %v", err)
 			}
-			if d, _ := s.Done(ctx, "c1"); d != 0 {
-				t.Fatalf("done %d after reset, want 0", d)
+			if _, done, err := s.Welcome(ctx, "c1", s2); err != nil || done != 0 {
+				t.Fatalf("welcome = %d, %v; want 0", done, err)
+			}
+			if d := doneOf(t, s, "c1"); d != 0 {
+				t.Fatalf("done %d after a reset, want 0", d)
 			}
 		}},
 	}
@@ -261,6 +331,18 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			tt.run(t, newStore(t))
 		})
 	}
+}
+
+// doneOf reads id's done record.
+func doneOf(t *testing.T, s lease.Store, id string) uint64 {
+	t.Helper()
+	d, err := s.(interface {
+		Done(context.Context, string) (uint64, error)
+	}).Done(context.Background(), id)
+	if err != nil {
+		t.Fatalf("done: %v", err)
+	}
+	return d
 }
 
 func TestMemoryStore(t *testing.T) {

@@ -12,6 +12,10 @@ import (
 type Message struct {
 	Controller string
 	Seq        uint64
+	// Gen is the seq generation of the device session the message came
+	// in: a seq names one message only within its generation (a device
+	// that resets its seqs, or keeps none across sessions, uses it again).
+	Gen uint64
 	// Fence is the fencing token of the lease the message is handled under;
 	// output carries it so that a consumer can reject stale work.
 	Fence    uint64
@@ -20,9 +24,11 @@ type Message struct {
 	Attempt  int       // 1 on the first attempt
 }
 
-// ID is the message ID of m, "<controller>:<seq>", used to deduplicate
-// output (JetStream's Nats-Msg-Id).
-func (m *Message) ID() string { return m.Controller + ":" + uitoa(m.Seq) }
+// ID is the message ID of m, "<controller>:<gen>:<seq>", used to
+// deduplicate output (JetStream's Nats-Msg-Id): the same across resends of
+// one message, to any appliance, and different for another message that
+// reuses the seq in a later generation.
+func (m *Message) ID() string { return m.Controller + ":" + uitoa(m.Gen) + ":" + uitoa(m.Seq) }
 
 // Handler is the parse logic. Handle is called for one controller's
 // messages in order, never concurrently for one controller, and concurrently

@@ -60,7 +60,7 @@ func startPoolStore(t *testing.T, cfg Config, store lease.Store) (*Pool, *embed.
 
 func assignment(t *testing.T, store lease.Store, p *Pool, id string, hold time.Duration, seqs ...uint64) *coord.Assign {
 	t.Helper()
-	g, err := store.Acquire(context.Background(), id, p.ID(), 10*time.Second)
+	g, err := store.Acquire(context.Background(), id, p.ID(), 10*time.Second, lease.Session{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,7 +412,7 @@ func TestKeepDeferredWhileLockHolds(t *testing.T) {
 	// As a socket of this process does: the lock expires no sooner than a
 	// TTL after the acquire began, stamped on the shared clock.
 	expires := time.Now().Add(ttl)
-	g, err := store.Acquire(ctx, "ctl", p.ID(), ttl)
+	g, err := store.Acquire(ctx, "ctl", p.ID(), ttl, lease.Session{})
 	if err != nil {
 		t.Fatal(err)
 	}

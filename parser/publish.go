@@ -23,6 +23,7 @@ const (
 
 	HeaderController = "Edgegate-Controller"
 	HeaderSeq        = "Edgegate-Seq"
+	HeaderGen        = "Edgegate-Gen"
 	HeaderFence      = "Edgegate-Fence"
 	HeaderReceived   = "Edgegate-Received"
 	HeaderError      = "Edgegate-Error"
@@ -145,6 +146,7 @@ func (p *Publisher) msg(subject string, m *Message, body []byte) *nats.Msg {
 	h := nats.Header{}
 	h[HeaderController] = []string{m.Controller}
 	h[HeaderSeq] = []string{strconv.FormatUint(m.Seq, 10)}
+	h[HeaderGen] = []string{strconv.FormatUint(m.Gen, 10)}
 	h[HeaderFence] = []string{strconv.FormatUint(m.Fence, 10)}
 	h[HeaderReceived] = []string{strconv.FormatInt(m.Received.UnixMilli(), 10)}
 	h[jetstream.MsgIDHeader] = []string{m.ID()}

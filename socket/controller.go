@@ -58,6 +58,7 @@ type controller struct {
 	sentAt    time.Time
 	released  time.Time // the check loop saw the lease released without the outcome
 	granted   bool      // a lease of this controller was granted to this socket before
+	leaseSess *session  // the session the batch out, or the held lease, was taken for
 	// held: pool kept the lease after the last batch (coord.Outcome.Kept)
 	// and no batch is out; the next one goes under tok without an acquire
 	// (see Server.holdEnds).

@@ -213,6 +213,7 @@ func (s *Server) dispatchOne(ctx context.Context, c *controller, p *pool) {
 func (s *Server) takeBatchLocked(c *controller, p *pool) (batch []*msg, hold time.Duration) {
 	c.unseen.Store(-1)
 	c.state, c.pool, c.n, c.sentResets = stDispatching, p, min(len(c.q), s.cfg.Batch), c.resets
+	c.leaseSess = c.q[0].sess
 	batch = make([]*msg, c.n)
 	copy(batch, c.q)
 	// Ask the parser to keep the lease when more messages are queued, the
@@ -251,6 +252,11 @@ type handOff struct {
 // the batch starts at once, under the same hold of the lock (unless
 // duplicates lead it, which assign acknowledges first).
 func (s *Server) takeHeldLocked(c *controller) (handOff, bool) {
+	if c.q[0].sess != c.leaseSess {
+		// The lease was granted for an older session: the store records
+		// done per session, and the new one waits for its own grant.
+		return handOff{}, false
+	}
 	if !c.pool.reserve() {
 		return handOff{}, false
 	}
@@ -299,9 +305,22 @@ func (s *Server) continueLocked(c *controller) (handOff, bool) {
 func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time.Duration, batch []*msg) {
 	start := time.Now()
 	actx, cancel := context.WithTimeout(ctx, s.cfg.TTL)
-	g, err := s.store.Acquire(actx, c.id, p.id, s.cfg.TTL)
+	g, err := s.store.Acquire(actx, c.id, p.id, s.cfg.TTL, batch[0].sess.lease)
 	cancel()
 	sh := c.sh
+	if errors.Is(err, lease.ErrSuperseded) {
+		// A newer session of the controller was opened elsewhere, and
+		// its announcement did not reach this socket: the store says so.
+		sh.mu.Lock()
+		c.state, c.n = stIdle, 0
+		s.unpickLocked(c)
+		s.stats.takeovers.Add(1)
+		s.log.Info("socket: session taken over by a newer one (found at acquire)", "controller", c.id)
+		s.closeSessionLocked(batch[0].sess, egp.CodeTakenOver, errTakenOver.Error())
+		s.makeRunnableLocked(c)
+		sh.mu.Unlock()
+		return
+	}
 	if err != nil {
 		sh.mu.Lock()
 		c.state, c.n = stWaiting, 0
@@ -358,6 +377,16 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time
 		s.abandon(c.id, g.Token)
 		return
 	}
+	if !inPause && !g.EpochStart.IsZero() {
+		// The store's epoch began less than a lease ago (a restart, a
+		// failover, a rollback): a holder of a lease it forgot may still
+		// run until a TTL after that, whether or not this socket ever saw
+		// the epoch before.
+		if until := g.EpochStart.Add(s.cfg.TTL); time.Now().Before(until) {
+			s.pauseUntil(until, "the lease store began a new epoch (restart, failover or rollback)")
+			inPause = true
+		}
+	}
 	if inPause {
 		s.abandon(c.id, g.Token)
 		sh.mu.Lock()
@@ -410,7 +439,8 @@ func duplicates(batch []*msg, done uint64) int {
 
 // assignment is the assignment of batch under g (see assign).
 func (s *Server) assignment(c *controller, g lease.Grant, from time.Time, valid, hold time.Duration, batch []*msg) coord.Assign {
-	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: valid - time.Since(from), Hold: hold, Msgs: make([]coord.Msg, len(batch)), Socket: s.id}
+	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: valid - time.Since(from), Hold: hold, Gen: batch[0].sess.lease.Gen,
+		Msgs: make([]coord.Msg, len(batch)), Socket: s.id}
 	if s.cfg.Clock != nil {
 		// The lock expires no sooner than a TTL after the acquire began
 		// (or a hold after the previous batch under it was sent).
@@ -510,9 +540,12 @@ func (s *Server) unpickLocked(c *controller) {
 // still work under a lost lease has stopped by then (it cancels its batch
 // when it cannot confirm a heartbeat for a lease). It takes no lock; its
 // caller then calls forgetGrants, holding none.
-func (s *Server) pause(why string) {
+func (s *Server) pause(why string) { s.pauseUntil(time.Now().Add(s.cfg.TTL), why) }
+
+// pauseUntil stops dispatching until until (see pause).
+func (s *Server) pauseUntil(untilT time.Time, why string) {
 	now := time.Now()
-	until := now.Add(s.cfg.TTL).UnixNano()
+	until := untilT.UnixNano()
 	for {
 		old := s.paused.Load()
 		if until <= old {
@@ -522,10 +555,10 @@ func (s *Server) pause(why string) {
 			continue
 		}
 		if old <= now.UnixNano() {
-			s.log.Warn("socket: dispatch paused for one lease", "why", why, "for", s.cfg.TTL)
+			s.log.Warn("socket: dispatch paused for one lease", "why", why, "for", untilT.Sub(now).Round(time.Millisecond))
 			s.stats.pauses.Add(1)
 		}
-		time.AfterFunc(s.cfg.TTL, func() {
+		time.AfterFunc(untilT.Sub(now), func() {
 			s.mu.Lock()
 			s.runCond.Broadcast()
 			s.mu.Unlock()
@@ -769,7 +802,7 @@ func (s *Server) outcomeLocked(c *controller, o coord.Outcome) (next handOff, ok
 		// lease goes, unless a seq reset came since the batch was taken.
 		c.grantDone = o.Done
 		switch {
-		case final && !s.stopping.Load() && c.sess != nil && c.sentResets == c.resets:
+		case final && !s.stopping.Load() && c.sess != nil && c.sess == c.leaseSess && c.sentResets == c.resets:
 			c.held, c.holdUntil, c.unrecorded = true, o.Until, !o.Until.IsZero()
 			if !c.unrecorded {
 				c.holdUntil = c.sentAt.Add(s.cfg.Hold) // the keep began after the batch was sent

@@ -17,9 +17,13 @@ import (
 
 	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/lease"
 )
 
 var errStopping = errors.New("the appliance is stopping")
+
+// errTakenOver: a newer session of the controller was opened meanwhile.
+var errTakenOver = errors.New("a newer session for this controller exists")
 
 // writeTimeout bounds one write to a device.
 const writeTimeout = 30 * time.Second
@@ -41,6 +45,10 @@ type session struct {
 	id         string
 	persistent bool // HELLO flag bit1: duplicates of done seqs are suppressed
 	opened     time.Time
+	// lease is the session in the lease store (Open): its batches are
+	// acquired for it, and its messages' output IDs carry its generation.
+	// Set before the WELCOME, read-only after.
+	lease lease.Session
 	line       uint64 // lines: the last line's number; the reader's alone
 
 	// Guarded by sh.mu.
@@ -319,8 +327,11 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (
 		// device retries later (WELCOME without a true last_seq could make
 		// a persistent-seq device reuse seqs that are done).
 		code := egp.CodeBusy
-		if errors.Is(err, errStopping) {
+		switch {
+		case errors.Is(err, errStopping):
 			code = egp.CodeShuttingDown
+		case errors.Is(err, errTakenOver):
+			code = egp.CodeTakenOver
 		}
 		s.stats.protoError(code)
 		log.get().Warn("socket: session refused", "code", code, "err", err)
@@ -424,26 +435,67 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 	}
 	sh.mu.Unlock()
 	// A session of this controller on another appliance is older: take it
-	// over (onSession there).
+	// over (onSession there). Only a speed-up: the store's session record
+	// below takes it over even when this message is lost.
 	if err := s.nc.Publish(coord.SessionSubject(sess.id), []byte(s.id)); err != nil {
 		s.log.Warn("socket: announce session", "controller", sess.id, "err", err)
 	}
 
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.TTL)
 	defer cancel()
-	if reset {
-		if err := s.store.ResetDone(cctx, sess.id); err != nil {
-			s.closeSession(sess, 0, "")
-			return 0, fmt.Errorf("lease store unavailable, try again: %w", err)
-		}
-		return 0, nil
-	}
-	done, err := s.store.Done(cctx, sess.id)
+	continues := sess.persistent && !reset
+	ls, err := s.store.Open(cctx, sess.id, continues)
 	if err != nil {
 		s.closeSession(sess, 0, "")
 		return 0, fmt.Errorf("lease store unavailable, try again: %w", err)
 	}
+	sess.lease = ls
+	if !continues {
+		// Its seqs start a generation of their own: nothing to suppress,
+		// and no done record of an earlier session to wait for.
+		return 0, nil
+	}
+	done, err := s.welcome(ctx, sess)
+	if err != nil {
+		s.closeSession(sess, 0, "")
+		return 0, err
+	}
 	return done, nil
+}
+
+// welcome waits until no lease of sess's controller is held (a batch of an
+// older session, here or on another appliance, may still run: its keep
+// then lets the lease go) and returns the done record for the WELCOME,
+// which so covers every message acknowledged before. A device that numbers
+// its messages from the WELCOME's last_seq never reuses a seq that was
+// handled.
+func (s *Server) welcome(ctx context.Context, sess *session) (uint64, error) {
+	// An older holder ends within a batch and a TTL (its lock expires
+	// when it is cut off); a handler slower than that makes the device
+	// retry.
+	deadline := time.Now().Add(2*s.cfg.TTL + s.cfg.CheckInterval)
+	wait := time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.TTL)
+		ls, done, err := s.store.Welcome(cctx, sess.id, sess.lease)
+		cancel()
+		switch {
+		case err == nil:
+			sess.lease = ls
+			return done, nil
+		case errors.Is(err, lease.ErrSuperseded):
+			return 0, errTakenOver
+		case !errors.Is(err, lease.ErrHeld):
+			return 0, fmt.Errorf("lease store unavailable, try again: %w", err)
+		}
+		if time.Now().After(deadline) {
+			return 0, errors.New("the controller's previous session is still being handled, try again")
+		}
+		if !sleepCtx(ctx, wait) {
+			return 0, errStopping
+		}
+		wait = min(2*wait, s.cfg.CheckInterval/4)
+	}
 }
 
 // onSession takes over a local session when another socket announces a

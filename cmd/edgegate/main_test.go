@@ -179,13 +179,13 @@ func TestVersion(t *testing.T) {
 // TestReadmeListsEverySetting keeps the README's configuration reference
 // in step with the settings table.
 func TestReadmeListsEverySetting(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range settings {
 		if row := "| `" + s.key + "` | `" + envName(s.key) + "` |"; !strings.Contains(string(readme), row) {
-			t.Errorf("README.md lacks the row of %s (%q)", s.key, row)
+			t.Errorf("docs/configuration.md lacks the row of %s (%q)", s.key, row)
 		}
 	}
 }
