@@ -1,6 +1,7 @@
 package parser
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -163,8 +164,37 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	_, err := p.js.PublishMsg(ctx, msg)
-	return err
+	ack, err := p.js.PublishMsg(ctx, msg)
+	if err != nil || !ack.Duplicate {
+		return err
+	}
+	return p.sameAsStored(ctx, ack, msg)
+}
+
+// sameAsStored checks a record the stream took for a duplicate of the one
+// it stored under the same message ID: a resend of the same message is
+// done, but another message under that ID (the ID names one message of
+// one generation, so only a forgery or a bug makes one) must not be
+// acknowledged as stored.
+func (p *Publisher) sameAsStored(ctx context.Context, ack *jetstream.PubAck, msg *nats.Msg) error {
+	st, err := p.js.Stream(ctx, ack.Stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", ack.Stream, err)
+	}
+	stored, err := st.GetMsg(ctx, ack.Sequence)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // stored, then discarded by the stream's limits
+	}
+	if err != nil {
+		return fmt.Errorf("read the stored duplicate: %w", err)
+	}
+	id := msg.Header.Get(jetstream.MsgIDHeader)
+	if stored.Subject != msg.Subject || !bytes.Equal(stored.Data, msg.Data) ||
+		stored.Header.Get(jetstream.MsgIDHeader) != id ||
+		stored.Header.Get(HeaderController) != msg.Header.Get(HeaderController) {
+		return Permanent(fmt.Errorf("the stream holds another message under ID %s (stream seq %d)", id, ack.Sequence))
+	}
+	return nil
 }
 
 // Parsed publishes body as m's record on edgegate.parsed.<controller>. It

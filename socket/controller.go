@@ -292,7 +292,8 @@ func (s *Server) waitMemory(sess *session, size int64) {
 func (s *Server) unreserveLocked(c *controller, size int64) {
 	c.slots--
 	s.mem.Add(-size)
-	c.space.Signal()
+	c.space.Broadcast() // the reader, or a session lingering after a half-close
+
 	if s.memWait.Load() > 0 {
 		s.mu.Lock()
 		s.memCond.Broadcast()

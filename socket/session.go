@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -221,10 +222,44 @@ func (s *Server) served(ctx context.Context, c *connection, err error) {
 	if pe != nil {
 		s.closeSession(c.sess, pe.Code, pe.Reason)
 	} else {
+		if isEOF(err) {
+			s.linger(c.sess)
+		}
 		s.closeSession(c.sess, 0, "")
 	}
 	<-c.sess.written
 	c.done()
+}
+
+// halfCloseLinger bounds how long a session whose device closed its
+// sending side stays open for the ACKs of what it sent.
+const halfCloseLinger = 30 * time.Second
+
+// linger keeps sess open after its device closed the sending side (a
+// half-close: `nc` does it right after writing) until every message it
+// sent is acknowledged: the device may still read, and closing at once
+// would drop what is queued. It ends early when the session is closed
+// (taken over, the appliance stopping), and after halfCloseLinger.
+func (s *Server) linger(sess *session) {
+	sh := sess.sh
+	deadline := time.Now().Add(halfCloseLinger)
+	t := time.AfterFunc(halfCloseLinger, func() {
+		sh.mu.Lock()
+		if c := sess.ctrl; c != nil {
+			c.space.Broadcast()
+		}
+		sh.mu.Unlock()
+	})
+	defer t.Stop()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for !sess.closed && time.Now().Before(deadline) && !s.stopping.Load() {
+		c := sess.ctrl
+		if c == nil || !slices.ContainsFunc(c.q, func(m *msg) bool { return m.sess == sess }) {
+			return
+		}
+		c.space.Wait()
+	}
 }
 
 // waitApart waits for c's device on a fresh goroutine, then reads what
