@@ -178,15 +178,13 @@ func (j *journal) handle(ctx context.Context, m *parser.Message, app string) err
 	j.maxRunning = max(j.maxRunning, j.running)
 	j.calls[m.Controller] = append(j.calls[m.Controller], c)
 	j.mu.Unlock()
-	defer func() {
-		j.mu.Lock()
-		c.end = time.Now()
-		j.active[m.Controller]--
-		j.running--
-		j.mu.Unlock()
-	}()
-	c.err = j.inner.Handle(ctx, m)
-	return c.err
+	err := j.inner.Handle(ctx, m)
+	j.mu.Lock()
+	c.end, c.err = time.Now(), err // under the lock: callsOf copies calls while others run
+	j.active[m.Controller]--
+	j.running--
+	j.mu.Unlock()
+	return err
 }
 
 // callsOf returns copies of a controller's calls in call order: every one
