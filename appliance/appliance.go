@@ -76,7 +76,7 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = NewLogger(os.Stderr, cfg.LogLevel, true)
+		log = NewLogger(os.Stderr, cfg.LogLevel, cfg.Log.Format)
 	}
 	log = log.With("appliance", cfg.Name)
 	a = &Appliance{cfg: cfg, log: log, ready: make(chan struct{}), clock: coord.NewClock()}
@@ -471,6 +471,9 @@ func (a *Appliance) reload(next Config) {
 		a.cfg.LogLevel.Set(parseLevel(next.Log.Level))
 		a.cfg.Log.Level = next.Log.Level
 		a.log.Info("appliance: reloaded", "log.level", next.Log.Level)
+	}
+	if next.Log.Format != cur.Log.Format {
+		a.log.Warn("appliance: reload: changed settings take effect at the next restart", "section", "log.format")
 	}
 	// Compare the rest section by section, with the live parts made equal.
 	next.Log, next.Logger, next.Handler, next.LeaseStore, next.LogLevel, next.Reload =

@@ -217,6 +217,8 @@ type HTTPConfig struct {
 type LogConfig struct {
 	// Level is debug, info, warn or error. Empty means info.
 	Level string
+	// Format is text (key=value) or json. Empty means text.
+	Format string
 }
 
 // DefaultConfig returns the defaults of DESIGN §7.
@@ -257,7 +259,7 @@ func DefaultConfig() Config {
 			Attempts: 3,
 		},
 		HTTP: HTTPConfig{Listen: "127.0.0.1:7480"},
-		Log:  LogConfig{Level: "info"},
+		Log:  LogConfig{Level: "info", Format: "text"},
 	}
 }
 
@@ -320,6 +322,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = d.Log.Level
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = d.Log.Format
 	}
 	return c
 }
@@ -469,6 +474,11 @@ func (c Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return bad("log.level", fmt.Sprintf("%q", c.Log.Level), "want debug, info, warn or error")
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return bad("log.format", fmt.Sprintf("%q", c.Log.Format), "want text or json")
 	}
 	if c.Devices.Listen == "" && c.Devices.LinesListen == "" && c.Parser.Workers == 0 {
 		return errors.New("config: devices.listen, devices.lines_listen and parser.workers are all off: this appliance would do nothing")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/pprof"
 	"regexp"
@@ -14,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/term"
 
 	"github.com/edgegate/edgegate/lease"
 )
@@ -126,28 +124,3 @@ var (
 	errNotStarted = errors.New("starting")
 	errNATS       = fmt.Errorf("nats server not ready")
 )
-
-// NewLogger returns the appliance's logger: text on w at the level of lv
-// (which Reload may change later). Without a terminal (journald) the time
-// is left out, because the journal stamps every line.
-func NewLogger(w io.Writer, lv *slog.LevelVar, detectTerminal bool) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: lv}
-	if f, ok := w.(interface{ Fd() uintptr }); detectTerminal && ok && !term.IsTerminal(int(f.Fd())) {
-		opts.ReplaceAttr = func(groups []string, at slog.Attr) slog.Attr {
-			if len(groups) == 0 && at.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return at
-		}
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// parseLevel reads a log.level value (validated before).
-func parseLevel(s string) slog.Level {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(s)); err != nil {
-		return slog.LevelInfo
-	}
-	return lv
-}

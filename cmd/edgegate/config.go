@@ -80,6 +80,7 @@ var settings = []setting{
 	{key: "http.listen", usage: `HTTP for /metrics, /healthz, /readyz; "" disables it`, ptr: func(c *appliance.Config) any { return &c.HTTP.Listen }},
 	{key: "http.pprof", usage: "serve Go's profiles under /debug/pprof/ on the HTTP address", ptr: func(c *appliance.Config) any { return &c.HTTP.Pprof }},
 	{key: "log.level", usage: "debug, info, warn or error", ptr: func(c *appliance.Config) any { return &c.Log.Level }},
+	{key: "log.format", usage: "text (key=value) or json, one line per entry", ptr: func(c *appliance.Config) any { return &c.Log.Format }},
 }
 
 func envName(key string) string {

@@ -9,8 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
 	"github.com/edgegate/edgegate/appliance"
@@ -27,7 +30,13 @@ var (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	app := newApp(appliance.Run, os.Stdout, os.Stderr)
+	app := newApp(func(ctx context.Context, cfg appliance.Config) error {
+		// go-redis has one logger for the whole process, so it is set here,
+		// where the process is known to run one appliance, and not by the
+		// appliance package, of which a process (a test) may run several.
+		redis.SetLogger(redisLogger{cfg.Logger.With("component", "redis")})
+		return appliance.Run(ctx, cfg)
+	}, os.Stdout, os.Stderr)
 	if err := app.RunContext(ctx, os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "edgegate:", err)
 		stop()
@@ -76,7 +85,9 @@ func runCommand(run func(context.Context, appliance.Config) error, stderr io.Wri
 			if err := cfg.LogLevel.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
 				return fmt.Errorf("config: log.level: %w", err)
 			}
-			cfg.Logger = appliance.NewLogger(stderr, cfg.LogLevel, true)
+			cfg.Logger = appliance.NewLogger(stderr, cfg.LogLevel, cfg.Log.Format)
+			cfg.Logger.Info("edgegate starting", append([]any{"version", version, "commit", buildCommit(),
+				"go", runtime.Version(), "nats_server", server.VERSION}, cfg.Summary()...)...)
 
 			// SIGHUP re-reads the configuration file (flags and variables
 			// stay as given); a bad file keeps the running configuration.
