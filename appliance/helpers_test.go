@@ -71,6 +71,7 @@ func testConfig(t testing.TB, name string) appliance.Config {
 	cfg.Name = name
 	cfg.DataDir = t.TempDir()
 	cfg.Devices.Listen = "127.0.0.1:0"
+	cfg.Devices.MaxPerIP = 0 // every test device comes from loopback
 	cfg.NATS.Listen = ""
 	cfg.NATS.JetStream = false
 	cfg.HTTP.Listen = ""
@@ -178,12 +179,15 @@ func (j *journal) handle(ctx context.Context, m *parser.Message, app string) err
 	j.maxRunning = max(j.maxRunning, j.running)
 	j.calls[m.Controller] = append(j.calls[m.Controller], c)
 	j.mu.Unlock()
-	err := j.inner.Handle(ctx, m)
-	j.mu.Lock()
-	c.end, c.err = time.Now(), err // under the lock: callsOf copies calls while others run
-	j.active[m.Controller]--
-	j.running--
-	j.mu.Unlock()
+	var err error
+	defer func() { // also when the handler's goroutine exits (runtime.Goexit)
+		j.mu.Lock()
+		c.end, c.err = time.Now(), err // under the lock: callsOf copies calls while others run
+		j.active[m.Controller]--
+		j.running--
+		j.mu.Unlock()
+	}()
+	err = j.inner.Handle(ctx, m)
 	return err
 }
 

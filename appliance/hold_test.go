@@ -64,7 +64,8 @@ func TestLeaseKeptAcrossBatches(t *testing.T) {
 	}
 	// A device that comes back is told so in its WELCOME.
 	c.Close()
-	c2 := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: id})
+	// (A device that keeps its seqs: for others the seqs start again.)
+	c2 := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: id, PersistentSeq: true})
 	if got := c2.Welcome().LastSeq; got != total {
 		t.Errorf("WELCOME last_seq %d, want %d", got, total)
 	}
@@ -93,6 +94,11 @@ func TestHeldLeaseFollowsDevice(t *testing.T) {
 func testHeldLeaseFollowsDevice(t *testing.T, socketCutOff bool) {
 	const id, each = "mover", 200
 	redis := redistest.Start(t)
+	// A fresh Redis counts as one that just lost its data: grants would
+	// wait the 30 s lease. It held no lease before.
+	if err := lease.SetEpochStart(context.Background(), redis.Client(), "", time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	px := newProxy(t, redis.Addr())
 	j := newJournal(nil)
 	var apps []*appliance.Appliance
@@ -104,6 +110,7 @@ func testHeldLeaseFollowsDevice(t *testing.T, socketCutOff bool) {
 		cfg.Lease.TTL = 30 * time.Second
 		cfg.NATS.Cluster.Listen = "127.0.0.1:0"
 		cfg.NATS.Cluster.Peers = append([]string(nil), peers...)
+		cfg.NATS.Cluster.User, cfg.NATS.Cluster.Password = "route", "route-test-secret"
 		cfg.Parser.Batch = 8
 		cfg.Handler = j.on(name)
 		if i == 0 {

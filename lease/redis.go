@@ -243,18 +243,29 @@ return {g, redis.call('GET', KEYS[4]) or '0'}
 // KEYS: epoch. Returns {epoch, since_ms, now_ms}: the server's epoch (its
 // run_id and replication ID: a restart changes the first, a promotion the
 // second) and when it began, recorded by the first connection that met
-// it.
+// it: the server's start for a new run_id (from uptime_in_seconds,
+// rounded down: no earlier than the start, and so than the death of the
+// process it replaced), the moment of meeting it for a promotion.
 var epochScript = redis.NewScript(`
-local id = (string.match(redis.call('INFO', 'server'), '\nrun_id:(%x+)') or '') .. '/' ..
-  (string.match(redis.call('INFO', 'replication'), '\nmaster_replid:(%x+)') or '')
+local server = redis.call('INFO', 'server')
+local run_id = string.match(server, '\nrun_id:(%x+)') or ''
+local id = run_id .. '/' .. (string.match(redis.call('INFO', 'replication'), '\nmaster_replid:(%x+)') or '')
 ` + nowMs + `
+local since = now - 1000 * (tonumber(string.match(server, '\nuptime_in_seconds:(%d+)')) or 0)
 local v = redis.call('GET', KEYS[1])
 if v then
-  local e, since = string.match(v, '^([%x/]+):(%d+)$')
-  if e == id then return {id, since, string.format('%.0f', now)} end
+  local e, at = string.match(v, '^([%x/]+):(%d+)$')
+  if e == id then return {id, at, string.format('%.0f', now)} end
+  if e and string.sub(e, 1, #run_id + 1) == run_id .. '/' then
+    -- The same process, promoted since: its epoch began at the
+    -- promotion, no earlier than now by what this key can tell.
+    since = now
+  end
 end
-redis.call('SET', KEYS[1], id .. ':' .. string.format('%.0f', now))
-return {id, string.format('%.0f', now), string.format('%.0f', now)}
+-- Else a new process: it lost its data, went back to older data, or
+-- nobody used it yet; nothing it holds predates its start.
+redis.call('SET', KEYS[1], id .. ':' .. string.format('%.0f', since))
+return {id, string.format('%.0f', since), string.format('%.0f', now)}
 `)
 
 // KEYS: lock hb done rel. Returns {lock|false, hb|false, done|false, rel|false, now}.
@@ -616,4 +627,30 @@ func parseUint(v any) (uint64, error) {
 		return strconv.ParseUint(x, 10, 64)
 	}
 	return 0, fmt.Errorf("unexpected value %v (%T)", v, v)
+}
+
+// SetEpochStart records that the current epoch of the server c reaches
+// began at t, for stores with key prefix. It is for a server known never to
+// have held leases before t (a test's fresh redis-server): a store that
+// meets a server without a record takes the server's start as its epoch's,
+// and waits a lease TTL from it before its grants are used.
+func SetEpochStart(ctx context.Context, c redis.Cmdable, prefix string, t time.Time) error {
+	if prefix == "" {
+		prefix = "edgegate"
+	}
+	server, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return redisErr("info", err)
+	}
+	repl, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		return redisErr("info", err)
+	}
+	field := func(info, name string) string {
+		_, v, _ := strings.Cut(info, "\n"+name+":")
+		v, _, _ = strings.Cut(v, "\n")
+		return strings.TrimSpace(v)
+	}
+	v := field(server, "run_id") + "/" + field(repl, "master_replid") + ":" + strconv.FormatInt(t.UnixMilli(), 10)
+	return c.Set(ctx, prefix+":epoch", v, 0).Err()
 }
