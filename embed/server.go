@@ -246,12 +246,13 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embed: %w", err)
 	}
-	ns.SetLoggerV2(&slogAdapter{l: cfg.Logger}, cfg.Logger.Enabled(context.Background(), slog.LevelDebug), false, false)
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(&slogAdapter{l: cfg.Logger, fatal: fatal}, cfg.Logger.Enabled(context.Background(), slog.LevelDebug), false, false)
 	go ns.Start()
-	if !ns.ReadyForConnections(cfg.ReadyTimeout) {
+	if err := waitReady(ns, cfg, fatal); err != nil {
 		ns.Shutdown()
 		ns.WaitForShutdown()
-		return nil, fmt.Errorf("embed: NATS server not ready within %v (is %s or %s in use?)", cfg.ReadyTimeout, cfg.Listen, cfg.Cluster.Listen)
+		return nil, err
 	}
 	return &Server{cfg: cfg, ns: ns, internal: internal}, nil
 }
@@ -319,16 +320,20 @@ func (s *Server) Shutdown() {
 	})
 }
 
-// slogAdapter logs nats-server's messages with slog. Fatalf never exits.
-type slogAdapter struct{ l *slog.Logger }
-
-func (a *slogAdapter) Noticef(format string, v ...any) { a.l.Info(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Fatalf(format string, v ...any) {
-	a.l.Error(fmt.Sprintf(format, v...), "fatal", true)
+// slogAdapter logs nats-server's messages with slog (see natslog.go).
+// Fatalf never exits; its line also goes to fatal.
+type slogAdapter struct {
+	l     *slog.Logger
+	fatal chan string
 }
-func (a *slogAdapter) Errorf(format string, v ...any) { a.l.Error(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Debugf(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
+
+func (a *slogAdapter) Noticef(format string, v ...any) { a.logf(slog.LevelInfo, false, format, v) }
+func (a *slogAdapter) Warnf(format string, v ...any)   { a.logf(slog.LevelWarn, false, format, v) }
+func (a *slogAdapter) Fatalf(format string, v ...any) {
+	a.logf(slog.LevelError, true, format, v, "fatal", true)
+}
+func (a *slogAdapter) Errorf(format string, v ...any) { a.logf(slog.LevelError, false, format, v) }
+func (a *slogAdapter) Debugf(format string, v ...any) { a.logf(slog.LevelDebug, false, format, v) }
 func (a *slogAdapter) Tracef(format string, v ...any) {
-	a.l.Debug(fmt.Sprintf(format, v...), "trace", true)
+	a.logf(slog.LevelDebug, false, format, v, "trace", true)
 }
