@@ -344,25 +344,31 @@ func (h *histogram) record(d time.Duration) {
 	}
 }
 
+// quantile estimates the q-quantile as the middle of the bucket it falls
+// in, but never above the largest value recorded: in the top bucket the
+// middle may lie above every value in it, and a p99.9 above the max is a
+// contradiction a reader sees at once.
 func (h *histogram) quantile(q float64) time.Duration {
+	top := h.max() // read first: values recorded later may only raise it
+	var counts [len(h.counts)]uint64
 	var total uint64
 	for i := range h.counts {
-		total += h.counts[i].Load()
+		counts[i] = h.counts[i].Load()
+		total += counts[i]
 	}
 	if total == 0 {
 		return 0
 	}
-	want := uint64(math.Ceil(q * float64(total)))
+	want := max(uint64(math.Ceil(q*float64(total))), 1)
 	var seen uint64
-	for i := range h.counts {
-		seen += h.counts[i].Load()
+	for i, n := range counts {
+		seen += n
 		if seen >= want {
-			// The middle of the bucket.
 			lo, hi := bucketLow(i), bucketLow(i+1)
-			return time.Duration(lo + (hi-lo)/2)
+			return min(time.Duration(lo+(hi-lo)/2), top)
 		}
 	}
-	return h.max()
+	return top
 }
 
 func (h *histogram) max() time.Duration { return time.Duration(h.top.Load()) }
