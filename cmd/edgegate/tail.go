@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -17,14 +18,29 @@ import (
 func tailCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "tail",
-		Usage: "print parsed records (or dead letters) as they are published",
+		Usage: "print parsed records (or dead letters) as they are published, and stored ones with --since or --last",
 		Flags: append(natsFlags("NATS URL of an appliance"),
 			&cli.StringFlag{Name: "controller", Usage: "only this controller"},
 			&cli.BoolFlag{Name: "dead", Usage: "dead letters instead of parsed records"},
-			&cli.IntFlag{Name: "count", Usage: "exit after this many records; 0 = run until interrupted"},
+			&cli.IntFlag{Name: "count", Usage: "exit after this many records (stored ones included); 0 = run until interrupted"},
 			&cli.BoolFlag{Name: "json", Usage: "one JSON object per line"},
+			&cli.StringFlag{Name: "since", Usage: "first the stored records from this time on: a duration back from now (10m, 2h) or an RFC 3339 time; needs nats.jetstream"},
+			&cli.IntFlag{Name: "last", Usage: "first the last N stored records (of --controller, else of all controllers); needs nats.jetstream"},
 		),
 		Action: func(c *cli.Context) error {
+			if c.IsSet("since") && c.IsSet("last") {
+				return errors.New("tail: --since and --last go one at a time")
+			}
+			if c.IsSet("last") && c.Int("last") < 1 {
+				return fmt.Errorf("tail: --last %d: want at least 1", c.Int("last"))
+			}
+			var since time.Time
+			if c.IsSet("since") {
+				var err error
+				if since, err = parseSince(c.String("since"), time.Now()); err != nil {
+					return err
+				}
+			}
 			nc, err := connectNATS(c, "edgegate tail", nats.MaxReconnects(-1))
 			if err != nil {
 				return fmt.Errorf("tail: %w", err)
@@ -34,9 +50,12 @@ func tailCommand() *cli.Command {
 			if id == "" {
 				id = ">"
 			}
-			subject := coord.ParsedSubject(id)
+			subject, stream := coord.ParsedSubject(id), parser.StreamParsed
 			if c.Bool("dead") {
-				subject = coord.DeadSubject(id)
+				subject, stream = coord.DeadSubject(id), parser.StreamDead
+			}
+			if c.IsSet("since") || c.IsSet("last") {
+				return tailStored(c, nc, stream, subject, since)
 			}
 			msgs := make(chan *nats.Msg, 1024)
 			sub, err := nc.ChanSubscribe(subject, msgs)
