@@ -40,8 +40,8 @@ func (a *Appliance) registry() *prometheus.Registry {
 			Name: "edgegate_lease_store_up", Help: "1 when the lease store answers (Redis PING within 500ms; always 1 in-process).",
 		}, func() float64 { return b2f(a.storeUp() == nil) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "edgegate_ready", Help: "1 when every part of the appliance works (what /readyz reports).",
-		}, func() float64 { return b2f(a.check() == nil) }),
+			Name: "edgegate_ready", Help: "1 when every part of the appliance works and the lease store answers (what /readyz reports).",
+		}, func() float64 { return b2f(a.readiness() == nil) }),
 	)
 	if a.sock != nil {
 		reg.MustRegister(a.sock.Collector())
@@ -66,7 +66,7 @@ func (a *Appliance) mux() *http.ServeMux {
 		io.WriteString(w, "ok\n")
 	})
 	m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := a.check(); err != nil {
+		if err := a.readiness(); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -93,11 +93,25 @@ func (a *Appliance) storeUp() error {
 	return r.Client().Ping(ctx).Err()
 }
 
+// readiness reports whether the appliance can process messages: check,
+// and the lease store answering, without which no batch is dispatched
+// (devices are backpressured). It is what /readyz answers, so that a load
+// balancer or an orchestrator sends devices elsewhere meanwhile.
+func (a *Appliance) readiness() error {
+	if err := a.check(); err != nil {
+		return err
+	}
+	if err := a.storeUp(); err != nil {
+		return fmt.Errorf("lease store not answering: %w", err)
+	}
+	return nil
+}
+
 // check reports whether every part of the appliance works: NATS, the
-// socket's loops and listeners, the parser pool's loop. It is what
-// /readyz answers and what the systemd watchdog is fed on. The lease store
-// is not part of it: an unreachable Redis backpressures devices and heals
-// by itself, and restarting the appliance would not help.
+// socket's loops and listeners, the parser pool's loop. The systemd
+// watchdog is fed on it. The lease store is not part of it: an unreachable
+// Redis backpressures devices and heals by itself, and restarting the
+// appliance would not help.
 func (a *Appliance) check() error {
 	select {
 	case <-a.ready:
