@@ -40,8 +40,15 @@ type Config struct {
 	// MaxMemory is the JetStream memory store limit in bytes. Zero means 64 MiB.
 	MaxMemory int64
 	// Auth, when it names a user or nkeys, is required on the client port.
-	// In-process clients (Connect) get credentials of their own.
+	// Without it clients log in without credentials (the appliance's
+	// configuration allows that on loopback only, or behind TLS client
+	// certificates). Either way a client gets the rights of Clients.
+	// In-process clients (Connect, ConnectCoord) get credentials of their
+	// own.
 	Auth Auth
+	// Clients is what client logins may do (see ClientRights). Zero means
+	// nothing but their inboxes.
+	Clients ClientRights
 	// TLS, when set, is required on the client port; its ClientAuth says
 	// whether client certificates are. In-process clients skip it.
 	TLS *tls.Config
@@ -63,10 +70,6 @@ type Auth struct {
 }
 
 func (a Auth) required() bool { return a.User != "" || len(a.NKeys) > 0 }
-
-// internalUser is the name of the in-process clients' user when the
-// client port requires authentication.
-const internalUser = "edgegate-internal"
 
 // ClusterConfig configures NATS routes.
 type ClusterConfig struct {
@@ -107,7 +110,8 @@ type Server struct {
 	cfg      Config
 	ns       *server.Server
 	once     sync.Once
-	internal string // in-process clients' password; "" = no authentication
+	internal string // password of the in-process user of the records account
+	coord    string // password of the in-process user of the coordination account
 }
 
 // hostPort splits addr for nats-server, whose port 0 means the default
@@ -179,19 +183,9 @@ func New(cfg Config) (*Server, error) {
 		}
 		opts.Host, opts.Port = h, p
 	}
-	var internal string
-	if cfg.Auth.required() {
-		internal = nuid.Next() + nuid.Next()
-		opts.Users = []*server.User{{Username: internalUser, Password: internal}}
-		if cfg.Auth.User != "" {
-			if cfg.Auth.User == internalUser {
-				return nil, fmt.Errorf("embed: user name %q is reserved", internalUser)
-			}
-			opts.Users = append(opts.Users, &server.User{Username: cfg.Auth.User, Password: cfg.Auth.Password})
-		}
-		for _, k := range cfg.Auth.NKeys {
-			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k})
-		}
+	internal, coordPass, err := accounts(opts, cfg)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.TLS != nil {
 		opts.TLSConfig = cfg.TLS
@@ -220,6 +214,11 @@ func New(cfg Config) (*Server, error) {
 		opts.Cluster.Advertise = cfg.Cluster.Advertise
 		opts.Cluster.Username, opts.Cluster.Password = cfg.Cluster.User, cfg.Cluster.Password
 		if cfg.Cluster.TLS != nil {
+			if cfg.Cluster.TLS.ClientCAs == nil {
+				// A route carries coordination: a certificate any public
+				// CA signed must not make a server a peer.
+				return nil, errors.New("embed: route TLS needs the CA bundle route certificates are signed by (nats.cluster.tls_ca): it never trusts the system roots")
+			}
 			// As nats-server configures route TLS: both ends verify.
 			t := cfg.Cluster.TLS.Clone()
 			t.ClientAuth = tls.RequireAndVerifyClientCert
@@ -254,7 +253,7 @@ func New(cfg Config) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, err
 	}
-	return &Server{cfg: cfg, ns: ns, internal: internal}, nil
+	return &Server{cfg: cfg, ns: ns, internal: internal, coord: coordPass}, nil
 }
 
 // NATS returns the underlying server.
@@ -284,16 +283,29 @@ func (s *Server) ClusterAddr() string {
 	return a.String()
 }
 
-// Connect returns an in-process client connection.
+// Connect returns an in-process client connection to the records
+// account, with every right there: the streams' publisher and whoever
+// administers them.
 func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	// Clients may subscribe to _INBOX.>: the replies to this connection
+	// (JetStream's acknowledgements of records) go to other subjects.
+	return s.connect(name, internalUser, s.internal, append([]nats.Option{nats.CustomInboxPrefix("_EDGEGATE_INBOX")}, opts...))
+}
+
+// ConnectCoord returns an in-process client connection to the
+// coordination account, which no client login reaches: for the sockets
+// and parser pools.
+func (s *Server) ConnectCoord(name string, opts ...nats.Option) (*nats.Conn, error) {
+	return s.connect(name, coordUser, s.coord, opts)
+}
+
+func (s *Server) connect(name, user, password string, opts []nats.Option) (*nats.Conn, error) {
 	opts = append([]nats.Option{
 		nats.Name(name),
 		nats.InProcessServer(s.ns),
 		nats.MaxReconnects(-1),
+		nats.UserInfo(user, password),
 	}, opts...)
-	if s.internal != "" {
-		opts = append(opts, nats.UserInfo(internalUser, s.internal))
-	}
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("embed: connect %s: %w", name, err)

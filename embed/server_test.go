@@ -64,24 +64,85 @@ func TestInProcessOnly(t *testing.T) {
 }
 
 func TestClientListenerAndJetStream(t *testing.T) {
-	s := start(t, Config{Listen: "127.0.0.1:0", JetStream: true, StoreDir: t.TempDir()})
+	s := start(t, Config{Listen: "127.0.0.1:0", JetStream: true, StoreDir: t.TempDir(), Clients: ClientRights{Streams: []string{"T"}}})
 	if !strings.HasPrefix(s.ClientURL(), "nats://127.0.0.1:") || strings.HasSuffix(s.ClientURL(), ":0") {
 		t.Fatalf("ClientURL %q: want the real loopback port", s.ClientURL())
 	}
+	// The appliance's own connection administers the stream and writes it.
+	own, err := s.Connect("own")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	ojs, _ := jetstream.New(own)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := ojs.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	ack, err := ojs.Publish(ctx, "t.x", []byte("stored"))
+	if err != nil || ack.Sequence != 1 {
+		t.Fatalf("publish: %+v, %v", ack, err)
+	}
+	// A client on the port (without credentials on loopback) reads what
+	// Clients allows, and changes nothing.
 	nc, err := nats.Connect(s.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	st, err := js.Stream(ctx, "T")
+	if err != nil {
+		t.Fatalf("client: stream info: %v", err)
+	}
+	if m, err := st.GetMsg(ctx, 1); err != nil || string(m.Data) != "stored" {
+		t.Fatalf("client: read: %v, %v", m, err)
+	}
+	short, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+	if err := st.Purge(short); err == nil {
+		t.Fatal("client: purged the stream")
+	}
+}
+
+// TestInProcessUsersOnly: the in-process users are refused on the client
+// port whatever password is tried, and a client cannot reach the
+// coordination account.
+func TestInProcessUsersOnly(t *testing.T) {
+	s := start(t, Config{Listen: "127.0.0.1:0", Clients: ClientRights{Subjects: []string{"records.>"}}})
+	for _, user := range []string{internalUser, coordUser} {
+		pass := map[string]string{internalUser: s.internal, coordUser: s.coord}[user]
+		if nc, err := nats.Connect(s.ClientURL(), nats.UserInfo(user, pass)); err == nil {
+			nc.Close()
+			t.Errorf("%s logged in on the client port", user)
+		}
+	}
+	co, err := s.ConnectCoord("coord")
+	if err != nil {
 		t.Fatal(err)
 	}
-	ack, err := js.Publish(ctx, "t.x", []byte("stored"))
-	if err != nil || ack.Sequence != 1 {
-		t.Fatalf("publish: %+v, %v", ack, err)
+	defer co.Close()
+	got, err := co.SubscribeSync(">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	co.Flush()
+	nc, err := nats.Connect(s.ClientURL(), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for _, subject := range []string{"records.x", "edgegate.ready", "anything"} {
+		nc.Publish(subject, []byte("x"))
+	}
+	nc.Flush()
+	own, _ := s.Connect("own")
+	defer own.Close()
+	own.Publish("records.y", []byte("x"))
+	own.Flush()
+	if m, err := got.NextMsg(200 * time.Millisecond); err == nil {
+		t.Errorf("the coordination account received %s from outside it", m.Subject)
 	}
 }
 
