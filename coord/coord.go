@@ -95,7 +95,10 @@ type Assign struct {
 	// then.
 	Valid time.Duration
 	// Clock is the ID of the sender's Clock (0: none) and Deadline the time
-	// on it until which the lease is surely held.
+	// on it until which the lease is surely held. A pool with the same
+	// clock skips the lease check on their word, so they are only in a
+	// call (parser.Pool.Offer), never in the encoding: over NATS a forged
+	// assignment could carry them.
 	Clock    uint64
 	Deadline int64
 	// Hold, when above zero, asks the parser to keep the lease when the
@@ -148,6 +151,9 @@ type Outcome struct {
 	Until    time.Time
 	Done     uint64
 	Statuses []byte // one egp.Status per message of the batch, in order
+	// Pool is the ID of the pool that ran the batch: a socket takes an
+	// outcome only from the pool it sent the batch to.
+	Pool string
 	// Early marks the statuses of a batch sent ahead of its outcome proper,
 	// only by a call (parser.Pool.Offer), never over NATS (it is not in the
 	// encoding): those messages were handled under a lease surely held,
@@ -172,7 +178,7 @@ func appendStr8(b []byte, s string) []byte {
 
 // AppendAssign appends the encoding of a to b.
 func AppendAssign(b []byte, a *Assign) []byte {
-	n := 1 + 1 + len(a.Controller) + 8 + 1 + len(a.Token.Owner) + 8 + 16 + 8 + 8 + 4
+	n := 1 + 1 + len(a.Controller) + 8 + 1 + len(a.Token.Owner) + 8 + 8 + 8 + 4
 	for i := range a.Msgs {
 		n += 20 + len(a.Msgs[i].Payload)
 	}
@@ -182,8 +188,6 @@ func AppendAssign(b []byte, a *Assign) []byte {
 	b = binary.BigEndian.AppendUint64(b, a.Token.Fence)
 	b = appendStr8(b, a.Token.Owner)
 	b = binary.BigEndian.AppendUint64(b, uint64(a.Valid))
-	b = binary.BigEndian.AppendUint64(b, a.Clock)
-	b = binary.BigEndian.AppendUint64(b, uint64(a.Deadline))
 	b = binary.BigEndian.AppendUint64(b, uint64(a.Hold))
 	b = binary.BigEndian.AppendUint64(b, a.Gen)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(a.Msgs)))
@@ -225,7 +229,8 @@ func AppendOutcome(b []byte, o *Outcome) []byte {
 	b = append(b, flags)
 	b = binary.BigEndian.AppendUint64(b, o.Done)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(o.Statuses)))
-	return append(b, o.Statuses...)
+	b = append(b, o.Statuses...)
+	return appendStr8(b, o.Pool)
 }
 
 // decoder reads fields and remembers the first error.
@@ -312,8 +317,6 @@ func DecodeAssign(b []byte) (*Assign, error) {
 	a.Token.Fence = d.u64()
 	a.Token.Owner = d.str8()
 	a.Valid = time.Duration(d.u64())
-	a.Clock = d.u64()
-	a.Deadline = int64(d.u64())
 	a.Hold = time.Duration(d.u64())
 	a.Gen = d.u64()
 	n := d.u32()
@@ -349,6 +352,7 @@ func DecodeOutcome(b []byte) (Outcome, error) {
 	flags := d.u8()
 	o.Released, o.Kept, o.Done = flags&outcomeReleased != 0, flags&outcomeKept != 0, d.u64()
 	o.Statuses = d.bytes(int(d.u32()))
+	o.Pool = d.str8()
 	return o, d.finish()
 }
 

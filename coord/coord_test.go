@@ -33,8 +33,12 @@ func TestAssignRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
-		if got.Controller != a.Controller || got.Token != a.Token || got.Valid != a.Valid || got.Clock != a.Clock || got.Deadline != a.Deadline || got.Hold != a.Hold || len(got.Msgs) != len(a.Msgs) {
+		if got.Controller != a.Controller || got.Token != a.Token || got.Valid != a.Valid || got.Hold != a.Hold || len(got.Msgs) != len(a.Msgs) {
 			t.Fatalf("got %+v, want %+v", got, a)
+		}
+		// The clock lets a pool skip the lease check: never on the wire.
+		if got.Clock != 0 || got.Deadline != 0 {
+			t.Fatalf("clock %x, deadline %d came through the encoding", got.Clock, got.Deadline)
 		}
 		for i := range a.Msgs {
 			g, w := got.Msgs[i], a.Msgs[i]
@@ -51,12 +55,12 @@ func TestAnswerOutcomeRoundTrip(t *testing.T) {
 		t.Fatalf("answer: got %+v, %v; want %+v", got, err, ans)
 	}
 	for _, o := range []Outcome{
-		{Controller: "c-1", Fence: 9, Released: true, Done: 77, Statuses: []byte{0, 1, 0}},
-		{Controller: "c-1", Fence: 9, Released: true, Kept: true, Done: 78, Statuses: []byte{0}},
+		{Controller: "c-1", Fence: 9, Released: true, Done: 77, Statuses: []byte{0, 1, 0}, Pool: "P"},
+		{Controller: "c-1", Fence: 9, Released: true, Kept: true, Done: 78, Statuses: []byte{0}, Pool: "P"},
 		{Controller: "c-2", Fence: 10},
 	} {
 		got, err := DecodeOutcome(AppendOutcome(nil, &o))
-		if err != nil || got.Controller != o.Controller || got.Fence != o.Fence || got.Released != o.Released || got.Kept != o.Kept || got.Done != o.Done || !bytes.Equal(got.Statuses, o.Statuses) {
+		if err != nil || got.Controller != o.Controller || got.Fence != o.Fence || got.Released != o.Released || got.Kept != o.Kept || got.Done != o.Done || !bytes.Equal(got.Statuses, o.Statuses) || got.Pool != o.Pool {
 			t.Fatalf("outcome: got %+v, %v; want %+v", got, err, o)
 		}
 	}

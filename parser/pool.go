@@ -525,7 +525,8 @@ func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 	confirm := true
 	kept, revoked := p.takeKept(a)
 	var stamped time.Time // the lock expires no sooner, says a socket of this process
-	if c := p.cfg.Clock; c != nil && a.Clock == c.ID() && !revoked {
+	// Only in a call (Offer): over NATS anyone could claim the clock.
+	if c := p.cfg.Clock; c != nil && j.out != nil && a.Clock == c.ID() && !revoked {
 		if held := c.Time(a.Deadline).Add(-margin); time.Until(held) > p.cfg.Heartbeat {
 			valid, confirm, stamped = held, false, c.Time(a.Deadline)
 			p.stats.unconfirmed.Add(1)
@@ -714,6 +715,7 @@ func (p *Pool) reply(log *batchLog, j job, o *coord.Outcome) {
 	if j.reply == "" {
 		return
 	}
+	o.Pool = p.id // the socket takes outcomes only from the pool it assigned
 	if err := p.nc.Publish(j.reply, coord.AppendOutcome(nil, o)); err != nil {
 		log.get().Warn("parser: outcome", "err", err)
 	}

@@ -33,6 +33,11 @@ type pool struct {
 	direct                 LocalPool // the pool of this process: batches go to it without NATS
 }
 
+// maxPools bounds the pool table, which every dispatch scans: far more
+// pools than any cluster has, and no flood of announcements (which only
+// the coordination account carries) grows it further.
+const maxPools = 1024
+
 // onReady records a parser pool's announcement.
 func (s *Server) onReady(m *nats.Msg) {
 	var r coord.Ready
@@ -44,6 +49,12 @@ func (s *Server) onReady(m *nats.Msg) {
 	defer s.mu.Unlock()
 	p := s.pools[r.Pool]
 	if p == nil {
+		if len(s.pools) >= maxPools {
+			if s.stats.poolsIgnored.Add(1) == 1 {
+				s.log.Warn("socket: parser pool table full, new pools are ignored until known ones expire", "max", maxPools, "pool", r.Pool, "pool_appliance", r.Appliance)
+			}
+			return
+		}
 		p = &pool{id: r.Pool, appliance: r.Appliance, subject: r.Subject, local: r.Appliance == s.cfg.Name}
 		if l := s.cfg.Local; l != nil && l.ID() == r.Pool {
 			p.direct, p.local = l, true
@@ -696,7 +707,7 @@ func (s *Server) onReply(m *nats.Msg) {
 			s.log.Warn("socket: malformed outcome", "err", err)
 			return
 		}
-		s.onOutcome(o)
+		s.onRemoteOutcome(o)
 	default:
 		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
 			s.onNoResponders(id)
@@ -706,10 +717,11 @@ func (s *Server) onReply(m *nats.Msg) {
 	}
 }
 
+// onAnswer takes a pool's answer to an assignment sent over NATS.
 func (s *Server) onAnswer(a coord.Answer) {
 	c, sh := s.lookup(a.Controller)
 	defer sh.mu.Unlock()
-	if c == nil || c.tok.Fence != a.Fence || c.state != stAssigned {
+	if c == nil || c.tok.Fence != a.Fence || c.state != stAssigned || !remoteFrom(c, a.Pool) {
 		return
 	}
 	s.heardLocked(c)
@@ -752,9 +764,33 @@ func (s *Server) onNoResponders(id string) {
 	go s.handBack(c, p, tok, false)
 }
 
+// remoteFrom reports whether c's batch went over NATS to the pool pool:
+// an answer or outcome counts only from there (DESIGN §4, trust). A batch
+// of the pool of this process never takes one from NATS: its outcomes
+// come as calls.
+func remoteFrom(c *controller, pool string) bool {
+	return c.pool != nil && c.pool.direct == nil && c.pool.id == pool
+}
+
+// onRemoteOutcome takes an outcome decoded from NATS (onReply), from the
+// pool c's batch went to (remoteFrom).
+func (s *Server) onRemoteOutcome(o coord.Outcome) {
+	c, sh := s.lookup(o.Controller)
+	if c != nil && !remoteFrom(c, o.Pool) {
+		sh.mu.Unlock()
+		s.stats.staleOutcomes.Add(1)
+		return
+	}
+	next, ok := s.outcomeLocked(c, o)
+	sh.mu.Unlock()
+	if ok {
+		s.continueHeld(next)
+	}
+}
+
 // onOutcome takes a batch's outcome from its pool: the callback of the
-// pool of this process, or decoded from NATS (onReply). A next batch of
-// the same controller may go out from here (continueLocked).
+// pool of this process, or decoded from NATS (onRemoteOutcome). A next
+// batch of the same controller may go out from here (continueLocked).
 func (s *Server) onOutcome(o coord.Outcome) {
 	c, sh := s.lookup(o.Controller)
 	next, ok := s.outcomeLocked(c, o)

@@ -64,6 +64,7 @@ var (
 		{"edgegate_lease_held_total", "Acquisitions refused because another holder had the lease.", func(s *Stats) uint64 { return s.LeaseHeld }},
 		{"edgegate_lease_store_errors_total", "Lease store errors (never taken as a dead parser).", func(s *Stats) uint64 { return s.StoreErrors }},
 		{"edgegate_dispatch_pauses_total", "Dispatch paused for a lease after the store lost leases.", func(s *Stats) uint64 { return s.Pauses }},
+		{"edgegate_parser_pools_ignored_total", "Announcements of new parser pools ignored because the pool table was full.", func(s *Stats) uint64 { return s.PoolsIgnored }},
 	}
 	socketCounterDescs = func() []*prometheus.Desc {
 		var d []*prometheus.Desc

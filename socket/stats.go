@@ -15,6 +15,7 @@ type stats struct {
 	continued, direct                         atomic.Uint64
 	busy, redispatched, staleOutcomes         atomic.Uint64
 	storeErrors, pauses, idleClosed           atomic.Uint64
+	poolsIgnored                              atomic.Uint64
 	protoErrors                               [16]atomic.Uint64
 }
 
@@ -50,6 +51,7 @@ type Stats struct {
 	InFlight     int    // controllers with a batch in flight now
 	Controllers  int    // controllers known now
 	Pools        int    // parser pools known now
+	PoolsIgnored uint64 // announcements of new pools ignored, the pool table being full
 	// ProtocolErrors counts device errors by EGP/1 ERROR code.
 	ProtocolErrors map[egp.Code]uint64
 }
@@ -64,7 +66,7 @@ func (s *Server) Stats() Stats {
 		Takeovers: st.takeovers.Load(), Batches: st.batches.Load(), BatchMsgs: st.batchMsgs.Load(),
 		Acquired: st.acquired.Load(), Continued: st.continued.Load(), Direct: st.direct.Load(), LeaseHeld: st.leaseHeld.Load(), Busy: st.busy.Load(),
 		Redispatched: st.redispatched.Load(), StoreErrors: st.storeErrors.Load(), Pauses: st.pauses.Load(), IdleClosed: st.idleClosed.Load(),
-		ProtocolErrors: map[egp.Code]uint64{},
+		PoolsIgnored: st.poolsIgnored.Load(), ProtocolErrors: map[egp.Code]uint64{},
 	}
 	for i := range st.protoErrors {
 		if v := st.protoErrors[i].Load(); v > 0 {
