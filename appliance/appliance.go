@@ -107,6 +107,7 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		MaxStore:  cfg.NATS.MaxStore,
 		MaxMemory: cfg.NATS.MaxMemory,
 		Auth:      embed.Auth{User: cfg.NATS.User, Password: cfg.NATS.Password, NKeys: cfg.NATS.NKeys},
+		Clients:   clientRights(),
 		TLS:       natsTLS,
 		Cluster: embed.ClusterConfig{
 			Listen:    cfg.NATS.Cluster.Listen,
@@ -156,7 +157,7 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		}
 	}
 	if cfg.Devices.Listen != "" || cfg.Devices.LinesListen != "" {
-		nc, err := a.connect("socket")
+		nc, err := a.connectCoord("socket")
 		if err != nil {
 			return nil, err
 		}
@@ -203,8 +204,18 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 	return a, nil
 }
 
+// connect returns an in-process connection to the records account (the
+// publisher's), connectCoord one to the coordination account (sockets'
+// and pools'); see embed's accounts.
 func (a *Appliance) connect(name string) (*nats.Conn, error) {
-	nc, err := a.nats.Connect(a.cfg.Name + "-" + name)
+	return a.closeLater(a.nats.Connect(a.cfg.Name + "-" + name))
+}
+
+func (a *Appliance) connectCoord(name string) (*nats.Conn, error) {
+	return a.closeLater(a.nats.ConnectCoord(a.cfg.Name + "-" + name))
+}
+
+func (a *Appliance) closeLater(nc *nats.Conn, err error) (*nats.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("appliance: nats connect: %w", err)
 	}
@@ -214,7 +225,11 @@ func (a *Appliance) connect(name string) (*nats.Conn, error) {
 
 func (a *Appliance) newParser(ctx context.Context) error {
 	cfg := a.cfg
-	nc, err := a.connect("parser")
+	nc, err := a.connectCoord("parser")
+	if err != nil {
+		return err
+	}
+	pubc, err := a.connect("publish")
 	if err != nil {
 		return err
 	}
@@ -227,7 +242,7 @@ func (a *Appliance) newParser(ctx context.Context) error {
 	if uniq(cfg.NATS.Cluster.Peers) >= 3 {
 		replicas = 3
 	}
-	pub, err := parser.NewPublisher(pctx, nc, parser.PublisherConfig{
+	pub, err := parser.NewPublisher(pctx, pubc, parser.PublisherConfig{
 		JetStream:    cfg.NATS.JetStream,
 		Replicas:     replicas,
 		MaxBytes:     cfg.NATS.MaxStore / 4 * 3,
@@ -400,7 +415,9 @@ func (a *Appliance) ClusterAddr() string { return a.nats.ClusterAddr() }
 // client listener.
 func (a *Appliance) NATSURL() string { return a.nats.ClientURL() }
 
-// Connect returns a new in-process connection to the embedded NATS server.
+// Connect returns a new in-process connection to the embedded NATS
+// server's records account, with every right on the streams (the
+// coordination account is not reachable with it).
 func (a *Appliance) Connect(name string) (*nats.Conn, error) { return a.nats.Connect(name) }
 
 // SocketStats returns the socket counters (zero without a device listener).

@@ -105,7 +105,11 @@ type DevicesConfig struct {
 
 // NATSConfig configures the embedded NATS server.
 type NATSConfig struct {
-	// Listen is the client port address. Empty means in-process clients only.
+	// Listen is the client port address. Empty means in-process clients
+	// only. A client logs in to read the streams and ask for status, never
+	// to take part in coordination; on an address other than loopback the
+	// port needs User and Password, NKeys, or TLS with TLSClientCA, and on
+	// loopback without them a client needs no credentials.
 	Listen string
 	// JetStream enables JetStream: parsed records and dead letters are stored
 	// in streams. When false they are only published.
@@ -147,12 +151,15 @@ type ClusterConfig struct {
 	// list has 3 or more addresses, else 1.
 	Peers []string
 	// User and Password, when set, are required of routes and sent by this
-	// appliance's routes: the same on every appliance.
+	// appliance's routes: the same on every appliance. Routes carry
+	// coordination: Peers, or a Listen address other than loopback, need
+	// them or TLS with TLSCA.
 	User, Password string
 	// TLSCert and TLSKey are this appliance's PEM route certificate, used
 	// both ways; TLSCA is the PEM CA bundle route certificates must be
-	// signed by (empty: the system roots). Routes with TLS verify each
-	// other, so every appliance needs TLS when one has it.
+	// signed by, required with them (routes never trust the system roots).
+	// Routes with TLS verify each other, so every appliance needs TLS when
+	// one has it.
 	TLSCert, TLSKey, TLSCA string
 }
 
@@ -239,7 +246,7 @@ func DefaultConfig() Config {
 			IdleTimeout:    5 * time.Minute,
 		},
 		NATS: NATSConfig{
-			Listen:    "0.0.0.0:4222",
+			Listen:    "127.0.0.1:4222",
 			JetStream: true,
 			MaxStore:  1 << 30,
 			MaxMemory: 64 << 20,
@@ -409,6 +416,9 @@ func (c Config) Validate() error {
 	}
 	if (c.NATS.Cluster.User == "") != (c.NATS.Cluster.Password == "") {
 		return bad("nats.cluster.user", fmt.Sprintf("%q", c.NATS.Cluster.User), "nats.cluster.user and nats.cluster.password go together")
+	}
+	if err := c.NATS.checkTrust(); err != nil {
+		return err
 	}
 	if c.Devices.MaxPerIP < 0 {
 		return bad("devices.max_per_ip", c.Devices.MaxPerIP, "must not be negative")

@@ -87,6 +87,7 @@ func newFaultRig(t *testing.T, n int) *faultRig {
 			// route addresses (the advertised one leads nowhere).
 			"--nats.cluster.listen", p.cluster, "--nats.cluster.advertise", "127.0.0.1:9",
 			"--nats.cluster.peers", strings.Join(peers, ","),
+			"--nats.cluster.user", "route", "--nats.cluster.password", "route-test-secret",
 			"--lease.redis", "redis://" + r.redisPx.Addr() + "/0?dial_timeout=300ms&read_timeout=500ms&write_timeout=500ms",
 			"--lease.ttl", "1s", "--lease.heartbeat", "200ms", "--lease.check_interval", "200ms",
 			"--parser.handler", "exec", "--parser.exec", self, "--parser.workers", "4",

@@ -54,6 +54,8 @@ nats:
   jetstream: false
   cluster:
     peers: [a:6222, b:6222]
+    user: route
+    password: r0ute-secret
 lease:
   redis: redis://file:6379/0
   ttl: 7s
@@ -72,6 +74,7 @@ parser:
 		{"file over defaults", nil, []string{"--config", file}, func(c *appliance.Config) {
 			c.Name, c.Devices.Listen, c.Devices.HelloTimeout, c.Devices.Memory = "from-file", "127.0.0.1:1111", 2*time.Second, 64<<20
 			c.NATS.JetStream, c.NATS.Cluster.Peers = false, []string{"a:6222", "b:6222"}
+			c.NATS.Cluster.User, c.NATS.Cluster.Password = "route", "r0ute-secret"
 			c.Lease.Redis, c.Lease.TTL, c.Parser.Workers, c.Parser.Exec = "redis://file:6379/0", 7*time.Second, 3, []string{"python3", "parse.py"}
 		}},
 		{"env over file", map[string]string{
@@ -80,6 +83,7 @@ parser:
 		}, nil, func(c *appliance.Config) {
 			c.Name, c.Devices.Listen, c.Devices.HelloTimeout, c.Devices.Memory = "from-env", "127.0.0.1:1111", 2*time.Second, 64<<20
 			c.NATS.JetStream, c.NATS.Cluster.Peers = true, []string{"x:1", "y:2", "z:3"}
+			c.NATS.Cluster.User, c.NATS.Cluster.Password = "route", "r0ute-secret"
 			c.Lease.Redis, c.Lease.TTL, c.Parser.Workers, c.Parser.Exec = "redis://file:6379/0", 9*time.Second, 5, []string{"python3", "parse.py"}
 		}},
 		{"flag over env and file", map[string]string{"EDGEGATE_NAME": "from-env", "EDGEGATE_LEASE_TTL": "9s"},
@@ -87,6 +91,7 @@ parser:
 			func(c *appliance.Config) {
 				c.Name, c.Devices.Listen, c.Devices.HelloTimeout, c.Devices.Memory, c.Devices.MaxFrame = "from-flag", "127.0.0.1:1111", 2*time.Second, 64<<20, 2048
 				c.NATS.JetStream, c.NATS.Cluster.Peers = false, []string{"p:1", "q:2"}
+				c.NATS.Cluster.User, c.NATS.Cluster.Password = "route", "r0ute-secret"
 				c.Lease.Redis, c.Lease.TTL, c.Parser.Workers, c.Parser.Exec = "redis://file:6379/0", 11*time.Second, 0, []string{"python3", "parse.py"}
 			}},
 	}
@@ -129,6 +134,9 @@ func TestBadConfig(t *testing.T) {
 		{"password without user", "nats:\n  password: x\n", nil, "nats.password"},
 		{"not an nkey", "", []string{"--nats.nkeys", "SUAJ"}, "nats.nkeys[0]"},
 		{"route user without password", "", []string{"--nats.cluster.user", "r"}, "nats.cluster.user"},
+		{"client port on the network without authentication", "", []string{"--nats.listen", "0.0.0.0:4222"}, "nats.user"},
+		{"peers without route credentials", "lease:\n  redis: redis://127.0.0.1:6379/0\n", []string{"--nats.cluster.listen", "127.0.0.1:6222", "--nats.cluster.peers", "10.0.0.2:6222"}, "nats.cluster.user"},
+		{"route TLS on the system roots", "", []string{"--nats.cluster.tls_cert", "/etc/r.pem", "--nats.cluster.tls_key", "/etc/r.key"}, "nats.cluster.tls_ca"},
 		{"client CA without certificate", "", []string{"--nats.tls_client_ca", "/etc/ca.pem"}, "nats.tls_client_ca"},
 		{"route key without certificate", "", []string{"--nats.cluster.tls_key", "/etc/k.pem"}, "nats.cluster.tls_cert"},
 		{"redis TLS without rediss", "", []string{"--lease.redis", "redis://127.0.0.1:6379", "--lease.redis_tls_ca", "/etc/ca.pem"}, "lease.redis_tls_ca"},

@@ -220,6 +220,7 @@ func startProcesses(t *testing.T, o clusterOpts) ([]*proc, *redistest.Server, st
 		p.args = []string{"run", "--name", p.name, "--data_dir", filepath.Join(dir, p.name),
 			"--devices.listen", p.devices, "--nats.listen", p.nats, "--nats.jetstream=" + strconv.FormatBool(o.jetstream),
 			"--nats.cluster.listen", p.cluster, "--nats.cluster.peers", strings.Join(peers, ","),
+			"--nats.cluster.user", "route", "--nats.cluster.password", "route-test-secret",
 			"--lease.redis", redis.URL(), "--lease.ttl", "1s", "--lease.heartbeat", "200ms", "--lease.check_interval", "200ms",
 			"--parser.handler", "exec", "--parser.exec", self, "--parser.workers", strconv.Itoa(workers),
 			"--http.listen", p.http, "--log.level", "info"}
