@@ -27,8 +27,9 @@ import (
 //	<prefix>:{<id>}:lg     "<gen>:<session>" the lock was granted for
 //	<prefix>:{<id>}:clean  fence of the last grant that ended recording done
 //
-// and, outside Cluster mode, <prefix>:epoch: "<run_id>/<replid>:<since ms>",
-// when the server's current epoch began (see onConnect).
+// and <prefix>:epoch (with Redis Cluster, one per master, in a slot it
+// serves): "<run_id>/<replid>:<since ms>", when the server's current epoch
+// began (see OnConnect).
 //
 // Times are Redis' own (TIME), so appliances need no synchronized clocks.
 type Redis struct {
@@ -54,7 +55,6 @@ type Redis struct {
 	epochMu    sync.Mutex
 	epochStart time.Time
 	floor      uint64
-	seen       map[string]bool // cluster mode: server epochs met
 }
 
 // NewRedis returns a store on c with key prefix ("edgegate" when empty).
@@ -66,13 +66,13 @@ func NewRedis(c redis.UniversalClient, prefix string, db int) *Redis {
 		prefix = "edgegate"
 	}
 	_, cluster := c.(*redis.ClusterClient)
-	return &Redis{c: c, prefix: prefix, db: db, pipe: pipeliner{c: c}, cluster: cluster, seen: make(map[string]bool)}
+	return &Redis{c: c, prefix: prefix, db: db, pipe: pipeliner{c: c}, cluster: cluster}
 }
 
 // DialRedis returns a store with a client for opts whose connections
 // report the server's epoch (OnConnect) before they carry any call.
 func DialRedis(opts *redis.UniversalOptions, prefix string) *Redis {
-	s := &Redis{seen: make(map[string]bool)}
+	s := new(Redis)
 	o := *opts
 	prev := o.OnConnect
 	o.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
@@ -243,27 +243,27 @@ return {g, redis.call('GET', KEYS[4]) or '0'}
 // KEYS: epoch. Returns {epoch, since_ms, now_ms}: the server's epoch (its
 // run_id and replication ID: a restart changes the first, a promotion the
 // second) and when it began, recorded by the first connection that met
-// it: the server's start for a new run_id (from uptime_in_seconds,
+// it: without a record, the server's start (from uptime_in_seconds,
 // rounded down: no earlier than the start, and so than the death of the
-// process it replaced), the moment of meeting it for a promotion.
+// process it replaced); with another epoch's record, now.
 var epochScript = redis.NewScript(`
 local server = redis.call('INFO', 'server')
-local run_id = string.match(server, '\nrun_id:(%x+)') or ''
-local id = run_id .. '/' .. (string.match(redis.call('INFO', 'replication'), '\nmaster_replid:(%x+)') or '')
+local id = (string.match(server, '\nrun_id:(%x+)') or '') .. '/' ..
+  (string.match(redis.call('INFO', 'replication'), '\nmaster_replid:(%x+)') or '')
 ` + nowMs + `
-local since = now - 1000 * (tonumber(string.match(server, '\nuptime_in_seconds:(%d+)')) or 0)
+local since = now
 local v = redis.call('GET', KEYS[1])
 if v then
   local e, at = string.match(v, '^([%x/]+):(%d+)$')
   if e == id then return {id, at, string.format('%.0f', now)} end
-  if e and string.sub(e, 1, #run_id + 1) == run_id .. '/' then
-    -- The same process, promoted since: its epoch began at the
-    -- promotion, no earlier than now by what this key can tell.
-    since = now
-  end
+  -- Another epoch's record: this server went back to older data, or was
+  -- promoted (the record came from its old master). Its epoch began at
+  -- the restart or the promotion: no earlier than now by what it tells.
+else
+  -- No record: a server that lost its data, or one nobody used yet.
+  -- Nothing it holds predates its start.
+  since = now - 1000 * (tonumber(string.match(server, '\nuptime_in_seconds:(%d+)')) or 0)
 end
--- Else a new process: it lost its data, went back to older data, or
--- nobody used it yet; nothing it holds predates its start.
 redis.call('SET', KEYS[1], id .. ':' .. string.format('%.0f', since))
 return {id, string.format('%.0f', since), string.format('%.0f', now)}
 `)
@@ -496,24 +496,29 @@ func (s *Redis) Welcome(ctx context.Context, id string, sess Session) (Session, 
 // A connection whose epoch cannot be read is refused: its calls fail, and
 // a failure is never taken as a lease given up.
 func (s *Redis) OnConnect(ctx context.Context, cn *redis.Conn) error {
-	if s.cluster {
-		// A master's slots hold no key of a known name to record the
-		// epoch in: a server epoch this process meets for the first time
-		// is taken as begun now.
-		id, err := runID(ctx, cn)
-		if err != nil {
-			return err
-		}
-		now := time.Now()
-		s.epochMu.Lock()
-		if !s.seen[id] {
-			s.seen[id] = true
-			s.noteEpochLocked(now, uint64(now.UnixMilli())*1000)
-		}
-		s.epochMu.Unlock()
+	info, err := cn.Info(ctx, "server", "replication").Result()
+	if err != nil {
+		return redisErr("epoch", err)
+	}
+	if infoField(info, "redis_mode") == "sentinel" || infoField(info, "role") != "master" {
+		// A Sentinel (a failover client connects to those too), or a
+		// replica: no lease is granted through either.
 		return nil
 	}
-	v, err := epochScript.Run(ctx, cn, []string{s.prefix + ":epoch"}).Slice()
+	key := s.prefix + ":epoch"
+	if s.cluster {
+		// The record must live in a slot this master serves: a key whose
+		// hash tag falls in the first of them.
+		slot, ok, err := ownSlot(ctx, cn)
+		if err != nil {
+			return redisErr("epoch", err)
+		}
+		if !ok {
+			return nil // a master without slots holds no lease
+		}
+		key = s.prefix + ":{" + tagForSlot(slot) + "}:epoch"
+	}
+	v, err := epochScript.Run(ctx, cn, []string{key}).Slice()
 	if err != nil {
 		return redisErr("epoch", err)
 	}
@@ -532,6 +537,70 @@ func (s *Redis) OnConnect(ctx context.Context, cn *redis.Conn) error {
 	s.noteEpochLocked(start, since*1000)
 	s.epochMu.Unlock()
 	return nil
+}
+
+// infoField returns the value of name in an INFO reply, "" if absent.
+func infoField(info, name string) string {
+	for rest := info; ; {
+		i := strings.Index(rest, name+":")
+		if i < 0 {
+			return ""
+		}
+		if i == 0 || rest[i-1] == '\n' {
+			v, _, _ := strings.Cut(rest[i+len(name)+1:], "\n")
+			return strings.TrimSpace(v)
+		}
+		rest = rest[i+len(name)+1:]
+	}
+}
+
+// ownSlot returns the first hash slot the Redis Cluster master cn reaches
+// serves, and false when it serves none.
+func ownSlot(ctx context.Context, cn *redis.Conn) (int, bool, error) {
+	me, err := cn.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		return 0, false, err
+	}
+	slots, err := cn.ClusterSlots(ctx).Result()
+	if err != nil {
+		return 0, false, err
+	}
+	first := -1
+	for _, r := range slots {
+		if len(r.Nodes) > 0 && r.Nodes[0].ID == me && (first < 0 || r.Start < first) {
+			first = r.Start
+		}
+	}
+	return first, first >= 0, nil
+}
+
+// tagForSlot returns a short hash tag whose key falls in slot.
+func tagForSlot(slot int) string {
+	// Every slot is hit within a few times 16384 tags; the bound only
+	// keeps the loop finite.
+	for i := 0; i < 1<<24; i++ {
+		tag := "e" + strconv.Itoa(i)
+		if int(crc16([]byte(tag))%16384) == slot {
+			return tag
+		}
+	}
+	return ""
+}
+
+// crc16 is Redis Cluster's key hash (CRC-16/XMODEM).
+func crc16(b []byte) uint16 {
+	var crc uint16
+	for _, c := range b {
+		crc ^= uint16(c) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
 }
 
 func (s *Redis) noteEpochLocked(start time.Time, floor uint64) {
