@@ -61,6 +61,11 @@ func TestCeilings(t *testing.T) {
 	if err != nil || r.Messages <= 0 || r.Rate <= 0 {
 		t.Fatalf("Redis ceiling %+v, %v", r, err)
 	}
+	// Every record stored (JetStreamCeiling checks the stream).
+	r, err = JetStreamCeiling(ctx, Workload{Controllers: 7, Messages: 300, Size: 64, Workers: 4})
+	if err != nil || r.Messages != 2100 || r.Rate <= 0 || r.Controllers != 7 {
+		t.Fatalf("JetStream ceiling %+v, %v", r, err)
+	}
 }
 
 // TestRunReport: a small complete run summarizes every scenario with its
@@ -86,13 +91,13 @@ func TestRunReport(t *testing.T) {
 		}
 		want[s.Scenario] = true
 	}
-	for _, s := range []string{"ceiling/nats-pubsub", "edgegate/memory/discard", "edgegate/redis/publish-js", "seed/redis-lock-per-message", "peer/pcgroups"} {
+	for _, s := range []string{"ceiling/nats-pubsub", "ceiling/jetstream-async", "edgegate/memory/discard", "edgegate/redis/publish-js", "seed/redis-lock-per-message", "peer/pcgroups"} {
 		if !want[s] {
 			t.Errorf("no summary of %s", s)
 		}
 	}
-	if len(rep.Ratios) != 2*4 {
-		t.Errorf("%d ratios, want 4 per controller count: %+v", len(rep.Ratios), rep.Ratios)
+	if len(rep.Ratios) != 2*8 {
+		t.Errorf("%d ratios, want 8 per controller count: %+v", len(rep.Ratios), rep.Ratios)
 	}
 	var text bytes.Buffer
 	rep.WriteText(&text)

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/edgegate/edgegate/embed"
@@ -116,4 +119,95 @@ func RedisCeiling(ctx context.Context, url string, conc int, d time.Duration) (R
 	}
 	return Result{Scenario: fmt.Sprintf("ceiling/redis-acquire+release-x%d", conc), Controllers: conc, Messages: n, Elapsed: el,
 		Rate: float64(n) / el.Seconds(), CPU: -1, RSS: -1, Note: "lease script pairs per second (a message per pair in a one-message-per-lock design)"}, nil
+}
+
+// JetStreamCeiling measures what the embedded server stores when nothing
+// but publishing stands in the way: w's messages published asynchronously,
+// each with a message ID and the headers of an edgegate record, over one
+// subject per controller, into a file stream with the parsed stream's
+// duplicate window, by as many goroutines as w has workers, at most 4,096
+// unacknowledged. Every durable figure is given as a ratio to it, at the
+// same controller count.
+func JetStreamCeiling(ctx context.Context, w Workload) (Result, error) {
+	dir, err := os.MkdirTemp("", "edgegate-bench-js-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(dir)
+	s, err := embed.New(embed.Config{Name: "bench-js-ceiling", JetStream: true, StoreDir: dir})
+	if err != nil {
+		return Result{}, err
+	}
+	defer s.Shutdown()
+	nc, err := s.Connect("bench-js-ceiling")
+	if err != nil {
+		return Result{}, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "CEILING", Subjects: []string{"ceiling.>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
+	}); err != nil {
+		return Result{}, fmt.Errorf("bench: JetStream ceiling: stream: %w", err)
+	}
+	payload := make([]byte, w.Size)
+	goroutines := max(1, min(w.Workers, w.Controllers))
+	errs := make(chan error, goroutines)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			// Controllers g, g+goroutines, ...: each one's messages in
+			// order, the controllers interleaved.
+			for seq := 1; seq <= w.Messages; seq++ {
+				for c := g; c < w.Controllers; c += goroutines {
+					id := ctrlName(c)
+					m := nats.NewMsg("ceiling." + id)
+					m.Data = payload
+					m.Header["Edgegate-Controller"] = []string{id}
+					m.Header["Edgegate-Seq"] = []string{strconv.Itoa(seq)}
+					m.Header["Edgegate-Gen"] = []string{"1"}
+					m.Header["Edgegate-Fence"] = []string{"1"}
+					m.Header["Edgegate-Received"] = []string{strconv.FormatInt(time.Now().UnixMilli(), 10)}
+					m.Header[jetstream.MsgIDHeader] = []string{id + ":1:" + strconv.Itoa(seq)}
+					// A loaded box can take longer than the default stall
+					// wait (200 ms) to free a slot.
+					if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return Result{}, fmt.Errorf("bench: JetStream ceiling: %w", err)
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	case <-time.After(2 * time.Minute):
+		return Result{}, errors.New("bench: JetStream ceiling: acknowledgements still missing after 2 minutes")
+	}
+	el := time.Since(start)
+	n := int64(w.Controllers * w.Messages)
+	st, err := js.Stream(ctx, "CEILING")
+	if err != nil {
+		return Result{}, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	if int64(info.State.Msgs) != n {
+		return Result{}, fmt.Errorf("bench: JetStream ceiling: %d of %d stored", info.State.Msgs, n)
+	}
+	return Result{Scenario: "ceiling/jetstream-async", Controllers: w.Controllers, Messages: n, Elapsed: el, Rate: float64(n) / el.Seconds(),
+		CPU: -1, RSS: -1, Note: fmt.Sprintf("asynchronous publishes with message IDs and record headers, %d goroutines, one subject per controller, file storage, in-process connection, same process", goroutines)}, nil
 }

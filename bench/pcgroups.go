@@ -49,7 +49,8 @@ func Peer(ctx context.Context, w Workload) (Result, error) {
 	}
 	parts := max(1, min(w.Workers, w.Controllers))
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: "PEER", Subjects: []string{"peer.*"}, Storage: jetstream.MemoryStorage,
+		// File storage: the durability of edgegate's parsed stream.
+		Name: "PEER", Subjects: []string{"peer.*"}, Storage: jetstream.FileStorage,
 		SubjectTransform: &jetstream.SubjectTransformConfig{Source: "peer.*", Destination: fmt.Sprintf("{{Partition(%d,1)}}.peer.{{Wildcard(1)}}", parts)},
 	}); err != nil {
 		return Result{}, fmt.Errorf("bench: peer: stream: %w", err)
@@ -110,7 +111,7 @@ func Peer(ctx context.Context, w Workload) (Result, error) {
 	n := int64(w.Controllers * w.Messages)
 	return Result{Scenario: "peer/pcgroups", Controllers: w.Controllers, Messages: n, Elapsed: el, Rate: float64(n) / el.Seconds(),
 		P50: q(0.5), P99: q(0.99), P999: q(0.999), CPU: -1, RSS: -1,
-		Note: fmt.Sprintf("static partitioned consumer group, %d partitions and members, max acks pending 1, memory stream, in-process connections; latency from publish to handled", parts)}, nil
+		Note: fmt.Sprintf("static partitioned consumer group, %d partitions and members, max acks pending 1, file stream, in-process connections; latency from publish to handled", parts)}, nil
 }
 
 // peerRun is the state of one Peer run.

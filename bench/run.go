@@ -28,9 +28,12 @@ type Options struct {
 	Size, Workers int
 	// Runs is how often each figure is measured; the median is reported.
 	Runs int
-	// Loads are the fractions of the no-op throughput at which ACK latency
-	// is measured with paced devices. Nil means 0.5 and 0.1.
+	// Loads are the fractions of the saturated throughput at which ACK
+	// latency is measured with paced devices. Nil means 0.5 and 0.1.
 	Loads []float64
+	// LoadHandlers are the handlers whose latency is measured at Loads:
+	// publish (into JetStream, the default) and discard. Nil means both.
+	LoadHandlers []string
 	// Redis is the Redis URL of the Redis scenarios; empty skips them.
 	Redis string
 	// Scenarios selects groups: ceiling, edgegate, seed, peer. Empty means
@@ -124,6 +127,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Loads == nil {
 		o.Loads = []float64{0.5, 0.1}
 	}
+	if o.LoadHandlers == nil {
+		o.LoadHandlers = []string{"publish", "discard"}
+	}
 	rep := &Report{Started: time.Now(), Options: o,
 		Machine: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
 	type job struct {
@@ -141,11 +147,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	for _, c := range o.Controllers {
 		w := Workload{Controllers: c, Messages: o.perController(c, o.Messages), Size: o.Size, Window: Window(c), Workers: o.Workers}
+		if o.wants("ceiling") {
+			jobs = append(jobs, job{"ceiling/jetstream-async", func() (Result, error) { return JetStreamCeiling(ctx, w) }})
+		}
 		if o.wants("edgegate") {
-			configs := []EdgegateConfig{{Handler: "discard"}, {Handler: "publish", JetStream: true}}
+			// The default, durable configuration first: the headline.
+			var configs []EdgegateConfig
 			if o.Redis != "" {
-				configs = append(configs, EdgegateConfig{Handler: "discard", Redis: o.Redis}, EdgegateConfig{Handler: "publish", JetStream: true, Redis: o.Redis})
+				configs = append(configs, EdgegateConfig{Handler: "publish", JetStream: true, Redis: o.Redis})
 			}
+			configs = append(configs, EdgegateConfig{Handler: "publish", JetStream: true})
+			if o.Redis != "" {
+				configs = append(configs, EdgegateConfig{Handler: "discard", Redis: o.Redis})
+			}
+			configs = append(configs, EdgegateConfig{Handler: "discard"})
 			for _, ec := range configs {
 				ec.Exe, ec.Procs = o.Exe, o.ApplianceProcs
 				jobs = append(jobs, job{ec.scenario(), func() (Result, error) { return Edgegate(ctx, w, ec) }})
@@ -190,9 +205,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 }
 
 // partLoad measures ACK latency at fractions (Options.Loads) of the
-// throughput measured for the no-op handler (Redis leases when there are,
-// else in-process), at the controller count nearest 100 and at the
-// smallest one (one busy stream): devices paced, not saturating.
+// throughput measured saturated for each of Options.LoadHandlers (Redis
+// leases when there are, else in-process), at the controller count
+// nearest 100 and at the smallest one (one busy stream): devices paced,
+// not saturating.
 func (rep *Report) partLoad(ctx context.Context, o Options) error {
 	near, least := o.Controllers[0], o.Controllers[0]
 	for _, n := range o.Controllers {
@@ -215,9 +231,20 @@ func (rep *Report) partLoad(ctx context.Context, o Options) error {
 	return nil
 }
 
-// partLoadAt is partLoad at c controllers.
+// partLoadAt is partLoad at c controllers, for every handler of
+// Options.LoadHandlers.
 func (rep *Report) partLoadAt(ctx context.Context, o Options, c int) error {
-	base := EdgegateConfig{Exe: o.Exe, Procs: o.ApplianceProcs, Handler: "discard", Redis: o.Redis}
+	for _, h := range o.LoadHandlers {
+		base := EdgegateConfig{Exe: o.Exe, Procs: o.ApplianceProcs, Handler: h, JetStream: h == "publish", Redis: o.Redis}
+		if err := rep.partLoadOf(ctx, o, c, base); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// partLoadOf is partLoadAt for the configuration base.
+func (rep *Report) partLoadOf(ctx context.Context, o Options, c int, base EdgegateConfig) error {
 	var full Summary
 	for _, s := range rep.Summaries {
 		if s.Scenario == base.scenario() && s.Controllers == c {
@@ -238,7 +265,7 @@ func (rep *Report) partLoadAt(ctx context.Context, o Options, c int) error {
 				rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %v", ec.scenario(), err))
 				continue
 			}
-			r.Note = fmt.Sprintf("devices paced at %.0f msg/s each, %.0f msg/s in all: %.0f%% of the no-op throughput", ec.Rate, ec.Rate*float64(c), 100*load)
+			r.Note = fmt.Sprintf("devices paced at %.0f msg/s each, %.0f msg/s in all: %.0f%% of the throughput saturated", ec.Rate, ec.Rate*float64(c), 100*load)
 			rep.Results = append(rep.Results, r)
 			o.Progress(fmt.Sprintf("[load %.0f%% %d/%d] %-32s %6d controllers %12.0f msg/s  p99 %v", 100*load, run+1, o.Runs, r.Scenario, r.Controllers, r.Rate, r.P99.Round(time.Microsecond)))
 		}
@@ -310,10 +337,26 @@ func (rep *Report) summarize() {
 				rep.Ratios = append(rep.Ratios, Ratio{Name: name, Controllers: c, Value: a.Rate / b.Rate})
 			}
 		}
-		mem, okMem := find("edgegate/memory/discard", c)
-		red, okRed := find("edgegate/redis/discard", c)
+		// Saturated runs only ("@" marks the paced ones).
+		exact := func(name string) (Summary, bool) {
+			for _, s := range rep.Summaries {
+				if s.Controllers == c && s.Scenario == name {
+					return s, true
+				}
+			}
+			return Summary{}, false
+		}
+		jsc, okJS := exact("ceiling/jetstream-async")
+		redPub, okRedPub := exact("edgegate/redis/publish-js")
+		memPub, okMemPub := exact("edgegate/memory/publish-js")
+		mem, okMem := exact("edgegate/memory/discard")
+		red, okRed := exact("edgegate/redis/discard")
 		peer, okPeer := find("peer/", c)
 		seed, okSeed := find("seed/", c)
+		add("edgegate (Redis leases, publish) / JetStream async ceiling", redPub, jsc, okRedPub, okJS)
+		add("edgegate (in-process leases, publish) / JetStream async ceiling", memPub, jsc, okMemPub, okJS)
+		add("edgegate (Redis leases, publish) / JetStream partitioned consumer groups", redPub, peer, okRedPub, okPeer)
+		add("JetStream partitioned consumer groups / JetStream async ceiling", peer, jsc, okPeer, okJS)
 		add("edgegate (in-process leases, no-op) / NATS publish→subscribe ceiling", mem, ceiling, okMem, hasCeiling)
 		add("edgegate (Redis leases, no-op) / JetStream partitioned consumer groups", red, peer, okRed, okPeer)
 		add("edgegate (in-process leases, no-op) / JetStream partitioned consumer groups", mem, peer, okMem, okPeer)

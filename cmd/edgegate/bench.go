@@ -15,7 +15,7 @@ import (
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
-		Usage: "measure edgegate against the machine's ceilings, the seed's one-message-per-lock scheme and JetStream partitioned consumer groups",
+		Usage: "measure edgegate against the machine's ceilings (JetStream's own for the durable path), the seed's one-message-per-lock scheme and JetStream partitioned consumer groups",
 		Description: `Runs every scenario --runs times at every controller count and prints the
 medians with their spread, and the ratios. The appliance under test runs as a
 child process (this binary), so its CPU and memory are measured apart from the
@@ -27,7 +27,8 @@ simulated devices. See BENCHMARKS.md.`,
 			&cli.IntFlag{Name: "size", Usage: "payload bytes", Value: 64},
 			&cli.IntFlag{Name: "workers", Usage: "parser workers (and peer workers)", Value: 16},
 			&cli.IntFlag{Name: "runs", Usage: "runs per figure; the median is reported", Value: 3},
-			&cli.StringFlag{Name: "loads", Usage: "fractions of the no-op throughput at which ACK latency is measured with paced devices", Value: "0.5,0.1"},
+			&cli.StringFlag{Name: "loads", Usage: "fractions of the saturated throughput at which ACK latency is measured with paced devices", Value: "0.5,0.1"},
+			&cli.StringFlag{Name: "load-handlers", Usage: "handlers whose ACK latency is measured at --loads: publish (JetStream, the default), discard", Value: "publish,discard"},
 			&cli.StringFlag{Name: "redis", Usage: `Redis for the Redis scenarios: a redis:// URL, "auto" (start redis-server from PATH on a free port) or "" (skip them)`, Value: "auto"},
 			&cli.StringFlag{Name: "scenarios", Usage: "groups to run: ceiling, edgegate, seed, peer (comma-separated)", Value: "ceiling,edgegate,seed,peer"},
 			&cli.StringFlag{Name: "exe", Usage: "edgegate binary the appliance under test runs as (default: this one)", TakesFile: true},
@@ -62,7 +63,8 @@ simulated devices. See BENCHMARKS.md.`,
 			o := bench.Options{
 				Exe: exe, ApplianceProcs: c.Int("appliance-procs"), Controllers: counts, Messages: c.Int("messages"), MinPerController: c.Int("min-per-controller"),
 				Size: c.Int("size"), Workers: c.Int("workers"), Runs: c.Int("runs"), Loads: loads, Scenarios: splitList([]string{c.String("scenarios")}),
-				Progress: func(line string) { fmt.Fprintln(c.App.ErrWriter, line) },
+				LoadHandlers: splitList([]string{c.String("load-handlers")}),
+				Progress:     func(line string) { fmt.Fprintln(c.App.ErrWriter, line) },
 			}
 			switch r := c.String("redis"); r {
 			case "auto":
