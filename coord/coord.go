@@ -111,8 +111,11 @@ type Assign struct {
 	// Gen is the seq generation of the messages' device session (see
 	// lease.Session): the output message ID names it, so that a seq used
 	// again after a reset is another message.
-	Gen  uint64
-	Msgs []Msg
+	Gen uint64
+	// Proto says what the payloads are (ProtoRaw, ProtoTeltonika): one
+	// per batch, as a batch holds the messages of one device session.
+	Proto byte
+	Msgs  []Msg
 	// Socket is the ID of the socket that sent the assignment. It is not in
 	// the encoding: over NATS it is in the reply subject (SocketOf).
 	Socket string
@@ -178,7 +181,7 @@ func appendStr8(b []byte, s string) []byte {
 
 // AppendAssign appends the encoding of a to b.
 func AppendAssign(b []byte, a *Assign) []byte {
-	n := 1 + 1 + len(a.Controller) + 8 + 1 + len(a.Token.Owner) + 8 + 8 + 8 + 4
+	n := 1 + 1 + len(a.Controller) + 8 + 1 + len(a.Token.Owner) + 8 + 8 + 8 + 1 + 4
 	for i := range a.Msgs {
 		n += 20 + len(a.Msgs[i].Payload)
 	}
@@ -190,6 +193,7 @@ func AppendAssign(b []byte, a *Assign) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(a.Valid))
 	b = binary.BigEndian.AppendUint64(b, uint64(a.Hold))
 	b = binary.BigEndian.AppendUint64(b, a.Gen)
+	b = append(b, a.Proto)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(a.Msgs)))
 	for i := range a.Msgs {
 		m := &a.Msgs[i]
@@ -319,6 +323,7 @@ func DecodeAssign(b []byte) (*Assign, error) {
 	a.Valid = time.Duration(d.u64())
 	a.Hold = time.Duration(d.u64())
 	a.Gen = d.u64()
+	a.Proto = d.u8()
 	n := d.u32()
 	if d.err == nil && uint64(n)*20 > uint64(len(d.b)) {
 		return nil, fmt.Errorf("%w: %d messages in %d bytes", ErrMalformed, n, len(d.b))

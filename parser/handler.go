@@ -22,6 +22,11 @@ type Message struct {
 	Received time.Time // when the appliance read it from the device
 	Payload  []byte    // valid only during Handle, and read-only (it may be the socket's own copy, sent again if the batch is)
 	Attempt  int       // 1 on the first attempt
+
+	// Proto says what Payload is: coord.ProtoRaw, a message as the device
+	// sent it, or coord.ProtoTeltonika, the data field of a Teltonika AVL
+	// packet (whose records the publish handler stores one by one).
+	Proto byte
 }
 
 // ID is the message ID of m, "<controller>:<gen>:<seq>", used to

@@ -746,7 +746,7 @@ func (p *Pool) release(log *batchLog, a *coord.Assign, done uint64, setDone bool
 func (p *Pool) handle(ctx *leaseContext, now time.Time, log *batchLog, a *coord.Assign, m *Message, cm *coord.Msg) (egp.Status, time.Time, bool) {
 	*m = Message{
 		Controller: a.Controller, Seq: cm.Seq, Fence: a.Token.Fence,
-		Received: cm.Received, Payload: cm.Payload,
+		Received: cm.Received, Payload: cm.Payload, Proto: a.Proto,
 	}
 	backoff := p.cfg.RetryMin
 	permanent := 0

@@ -219,9 +219,13 @@ func (p *Publisher) Dead(ctx context.Context, m *Message, cause error) error {
 
 // Handler returns the publish handler: every message becomes a record whose
 // body is the payload. With validateJSON a payload that is not valid JSON
-// is a permanent error (dead-lettered).
+// is a permanent error (dead-lettered). A Teltonika packet becomes one
+// record per AVL record instead (teltonikaRecords).
 func (p *Publisher) Handler(validateJSON bool) Handler {
 	return HandlerFunc(func(ctx context.Context, m *Message) error {
+		if m.Proto == coord.ProtoTeltonika {
+			return p.teltonikaRecords(ctx, m)
+		}
 		if validateJSON && !json.Valid(m.Payload) {
 			return Permanent(errors.New("payload is not valid JSON"))
 		}
