@@ -52,6 +52,9 @@ type Config struct {
 	// can change live is applied (log.level), every other changed setting
 	// is logged as taking effect at the next restart.
 	Reload <-chan Config `yaml:"-"`
+	// Build labels the edgegate_build_info metric (the command sets it from
+	// its build flags). Empty fields come from the Go build information.
+	Build BuildInfo `yaml:"-"`
 }
 
 // DevicesConfig configures the device listeners.

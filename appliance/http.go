@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,8 +9,11 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"regexp"
+	"runtime"
+	"runtime/debug"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -42,6 +46,7 @@ func (a *Appliance) registry() *prometheus.Registry {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "edgegate_ready", Help: "1 when every part of the appliance works and the lease store answers (what /readyz reports).",
 		}, func() float64 { return b2f(a.readiness() == nil) }),
+		a.cfg.Build.gauge(),
 	)
 	if a.sock != nil {
 		reg.MustRegister(a.sock.Collector())
@@ -138,3 +143,33 @@ var (
 	errNotStarted = errors.New("starting")
 	errNATS       = fmt.Errorf("nats server not ready")
 )
+
+// BuildInfo is what edgegate_build_info labels: the version and commit of
+// the build.
+type BuildInfo struct {
+	Version, Commit string
+}
+
+// gauge returns edgegate_build_info, 1 with the build's labels, so that a
+// dashboard can tell which build each appliance runs.
+func (b BuildInfo) gauge() prometheus.Collector {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if b.Version == "" {
+			b.Version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && b.Commit == "" {
+				b.Commit = s.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "edgegate_build_info", Help: "1, labelled with the build's version and commit, and the Go and nats-server versions.",
+		ConstLabels: prometheus.Labels{
+			"version": cmp.Or(b.Version, "unknown"), "commit": cmp.Or(b.Commit, "unknown"),
+			"goversion": runtime.Version(), "nats_server": server.VERSION,
+		},
+	})
+	g.Set(1)
+	return g
+}

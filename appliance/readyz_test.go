@@ -3,10 +3,14 @@ package appliance_test
 import (
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/internal/redistest"
 )
 
@@ -58,5 +62,19 @@ func TestReadyzFollowsTheLeaseStore(t *testing.T) {
 	_, metrics = get(t, base+"/metrics")
 	if !strings.Contains(metrics, "edgegate_ready 1") {
 		t.Errorf("/metrics with Redis back lacks edgegate_ready 1")
+	}
+}
+
+// TestBuildInfo: /metrics carries edgegate_build_info with the build's
+// labels.
+func TestBuildInfo(t *testing.T) {
+	cfg := testConfig(t, "build")
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Build = appliance.BuildInfo{Version: "1.2.3", Commit: "abc123"}
+	a := start(t, cfg)
+	_, metrics := get(t, "http://"+a.HTTPAddr()+"/metrics")
+	want := `edgegate_build_info{commit="abc123",goversion="` + runtime.Version() + `",nats_server="` + server.VERSION + `",version="1.2.3"} 1`
+	if !strings.Contains(metrics, want) {
+		t.Errorf("/metrics lacks %s", want)
 	}
 }

@@ -11,6 +11,62 @@ import (
 	"github.com/edgegate/edgegate/appliance"
 )
 
+// noRun is a run function that fails the test: nothing may start.
+func noRun(t *testing.T) func(context.Context, appliance.Config) error {
+	return func(context.Context, appliance.Config) error {
+		t.Error("the appliance was started")
+		return nil
+	}
+}
+
+// TestCheckConfig: check-config accepts what run accepts, printing
+// "configuration OK", and refuses what run refuses with the same error,
+// without starting anything.
+func TestCheckConfig(t *testing.T) {
+	good := writeFile(t, "name: ok\nparser:\n  workers: 2\nlog:\n  format: json\n")
+	var out, errOut bytes.Buffer
+	if err := newApp(noRun(t), &out, &errOut).Run([]string{"edgegate", "check-config", "--config", good, "--lease.ttl", "9s"}); err != nil {
+		t.Fatalf("check-config of a good file: %v", err)
+	}
+	if out.String() != "configuration OK\n" {
+		t.Errorf("check-config printed %q, want \"configuration OK\\n\"", out.String())
+	}
+	for _, args := range [][]string{
+		{"--config", writeFile(t, "devices:\n  lisen: 1.2.3.4:5\n")},
+		{"--config", writeFile(t, "lease:\n  ttl: five\n")},
+		{"--config", "/nonexistent/edgegate.yaml"},
+		{"--parser.workers", "many"},
+		{"--lease.heartbeat", "4s"},
+		{"--nats.cluster.listen", "127.0.0.1:6222"},
+		{"--log.format", "xml"},
+	} {
+		runErr := newApp(func(context.Context, appliance.Config) error { return nil }, &out, &errOut).Run(append([]string{"edgegate", "run"}, args...))
+		checkErr := newApp(noRun(t), &out, &errOut).Run(append([]string{"edgegate", "check-config"}, args...))
+		if runErr == nil || checkErr == nil || runErr.Error() != checkErr.Error() {
+			t.Errorf("%v: run says %v, check-config says %v: want the same error", args, runErr, checkErr)
+		}
+	}
+}
+
+// TestVersionFlag: `edgegate --version` prints what `edgegate version`
+// prints.
+func TestVersionFlag(t *testing.T) {
+	var flag, cmd bytes.Buffer
+	if err := newApp(noRun(t), &flag, &flag).Run([]string{"edgegate", "--version"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := newApp(noRun(t), &cmd, &cmd).Run([]string{"edgegate", "version"}); err != nil {
+		t.Fatal(err)
+	}
+	if flag.String() != cmd.String() || !strings.HasPrefix(flag.String(), "edgegate ") {
+		t.Errorf("--version printed %q, version %q", flag.String(), cmd.String())
+	}
+	var out bytes.Buffer
+	if err := newApp(noRun(t), &out, &out).Run([]string{"edgegate", "chek-config"}); err == nil || !strings.Contains(err.Error(), `"chek-config"`) {
+		t.Errorf("an unknown command: %v, want an error naming it", err)
+	}
+}
+
 // TestStartLine: run logs the version and the effective configuration in
 // one line, in the configured format, without the Redis password.
 func TestStartLine(t *testing.T) {

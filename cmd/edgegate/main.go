@@ -35,6 +35,7 @@ func main() {
 		// where the process is known to run one appliance, and not by the
 		// appliance package, of which a process (a test) may run several.
 		redis.SetLogger(redisLogger{cfg.Logger.With("component", "redis")})
+		cfg.Build = appliance.BuildInfo{Version: version, Commit: buildCommit()}
 		return appliance.Run(ctx, cfg)
 	}, os.Stdout, os.Stderr)
 	if err := app.RunContext(ctx, os.Args); err != nil {
@@ -54,9 +55,24 @@ func newApp(run func(context.Context, appliance.Config) error, stdout, stderr io
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		EnableBashCompletion: true,
-		HideVersion:          true,
+		// urfave/cli's own --version prints through a package variable;
+		// this one prints what `edgegate version` prints.
+		HideVersion: true,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "version", Usage: "print the version (as the version command does)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.Bool("version") {
+				return versionCommand().Action(c)
+			}
+			if c.Args().Present() {
+				return fmt.Errorf("no command %q (edgegate --help lists them)", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
+		},
 		Commands: []*cli.Command{
 			runCommand(run, stderr),
+			checkConfigCommand(),
 			simulateCommand(),
 			tailCommand(),
 			statusCommand(),
@@ -74,16 +90,9 @@ func runCommand(run func(context.Context, appliance.Config) error, stderr io.Wri
 			"EDGEGATE_<NAME> and a key of the --config YAML file; precedence flag > env > file > default.",
 		Flags: configFlags(),
 		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
+			cfg, err := checkedConfig(c)
 			if err != nil {
 				return err
-			}
-			if err := cfg.Validate(); err != nil {
-				return err
-			}
-			cfg.LogLevel = new(slog.LevelVar)
-			if err := cfg.LogLevel.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
-				return fmt.Errorf("config: log.level: %w", err)
 			}
 			cfg.Logger = appliance.NewLogger(stderr, cfg.LogLevel, cfg.Log.Format)
 			cfg.Logger.Info("edgegate starting", append([]any{"version", version, "commit", buildCommit(),
@@ -129,6 +138,42 @@ func runCommand(run func(context.Context, appliance.Config) error, stderr io.Wri
 				<-gcDone
 			}()
 			return run(c.Context, cfg)
+		},
+	}
+}
+
+// checkedConfig is the configuration `run` starts with: loaded, validated,
+// and with its log level. check-config calls it too, so both accept and
+// refuse the same configurations with the same messages.
+func checkedConfig(c *cli.Context) (appliance.Config, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	cfg.LogLevel = new(slog.LevelVar)
+	if err := cfg.LogLevel.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+		return cfg, fmt.Errorf("config: log.level: %w", err)
+	}
+	return cfg, nil
+}
+
+func checkConfigCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "check-config",
+		Usage: "check the configuration as run would, without starting anything",
+		Description: "Takes the flags, variables and --config file of run, loads and validates them as run does, " +
+			"prints \"configuration OK\" and exits 0, or prints the error and exits 1. " +
+			"Files the settings name (certificates, tokens) and the listeners are checked only at start.",
+		Flags: configFlags(),
+		Action: func(c *cli.Context) error {
+			if _, err := checkedConfig(c); err != nil {
+				return err
+			}
+			fmt.Fprintln(c.App.Writer, "configuration OK")
+			return nil
 		},
 	}
 }
