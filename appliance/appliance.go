@@ -442,6 +442,9 @@ func dataDir(dir string) (string, error) {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return "", fmt.Errorf("appliance: data_dir: %w", err)
 		}
+		if err := probeWritable(dir); err != nil {
+			return "", fmt.Errorf("appliance: data_dir %s is not writable: %w", dir, err)
+		}
 		return dir, nil
 	}
 	if sd := os.Getenv("STATE_DIRECTORY"); sd != "" {
@@ -457,15 +460,7 @@ func dataDir(dir string) (string, error) {
 	return dataDir(filepath.Join(home, ".local", "state", "edgegate"))
 }
 
-func writable(dir string) bool {
-	f, err := os.CreateTemp(dir, ".probe-*")
-	if err != nil {
-		return false
-	}
-	f.Close()
-	os.Remove(f.Name())
-	return true
-}
+func writable(dir string) bool { return probeWritable(dir) == nil }
 
 func uniq(list []string) int {
 	m := map[string]bool{}
