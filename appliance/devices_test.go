@@ -130,43 +130,6 @@ func testBadInput(t *testing.T, lean bool) {
 	}
 }
 
-// TestSeqNotIncreasingDropped: a DATA whose seq is not above the previous
-// one on the connection is dropped and counted; the rest go on.
-func TestSeqNotIncreasingDropped(t *testing.T) {
-	j := newJournal(nil)
-	cfg := testConfig(t, "seq")
-	cfg.Handler = j
-	a := start(t, cfg)
-	c := rawConn(t, a.DeviceAddr())
-	var b []byte
-	b = append(b, hello("seqdev", 0)...)
-	for _, seq := range []uint64{5, 6, 6, 3, 7} {
-		b = egp.AppendData(b, seq, []byte(fmt.Sprint(seq)))
-	}
-	if _, err := c.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	r := egp.NewReader(c, 1<<20, 0)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var acked []uint64
-	for len(acked) < 3 {
-		h, body, err := r.ReadFrame()
-		if err != nil {
-			t.Fatalf("after ACKs %v: %v", acked, err)
-		}
-		if h.Type == egp.TypeAck {
-			ack, _ := egp.ParseAck(body)
-			acked = append(acked, ack.Seq)
-		}
-	}
-	if fmt.Sprint(acked) != "[5 6 7]" {
-		t.Fatalf("ACKs %v, want [5 6 7]", acked)
-	}
-	if got := a.SocketStats().OutOfOrder; got != 2 {
-		t.Fatalf("out-of-order count %d, want 2", got)
-	}
-}
-
 // TestReconnectAndTakeover: a device whose connection is reset mid-stream
 // reconnects and resends what was not acknowledged; then its connection
 // goes half-open and a new session takes the controller over. Every message

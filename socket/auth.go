@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -88,6 +91,21 @@ func (t *tokens) check(id string, token []byte) bool {
 		return subtle.ConstantTimeCompare([]byte(hex.EncodeToString(sum[:])), []byte(strings.ToLower(h))) == 1
 	}
 	return subtle.ConstantTimeCompare([]byte(want), token) == 1
+}
+
+// certNames reports whether conn's verified TLS client certificate names
+// controller id, as its subject common name or one of its DNS names.
+func certNames(conn net.Conn, id string) bool {
+	tc, ok := conn.(*tls.Conn)
+	if !ok {
+		return false
+	}
+	chains := tc.ConnectionState().VerifiedChains
+	if len(chains) == 0 || len(chains[0]) == 0 {
+		return false
+	}
+	leaf := chains[0][0]
+	return leaf.Subject.CommonName == id || slices.Contains(leaf.DNSNames, id)
 }
 
 // tokenLoop re-reads the token file when it changes (checked every

@@ -42,6 +42,7 @@ var (
 	descInFlight     = prometheus.NewDesc("edgegate_batches_in_flight", "Controllers with a batch at a parser.", nil, nil)
 	descControllers  = prometheus.NewDesc("edgegate_controllers", "Controllers this socket holds a session or messages of.", nil, nil)
 	descPools        = prometheus.NewDesc("edgegate_parser_pools_known", "Parser pools of the cluster this socket knows.", nil, nil)
+	descWriteQueued  = prometheus.NewDesc("edgegate_device_write_queued_bytes", "Bytes queued for writing to devices (ACKs, PONGs, ERRORs).", nil, nil)
 	descProtoErrors  = prometheus.NewDesc("edgegate_protocol_errors_total", "Device connections closed with an EGP/1 ERROR, by code.", []string{"code"}, nil)
 	socketCounterDef = []struct {
 		name, help string
@@ -52,7 +53,6 @@ var (
 		{"edgegate_messages_acked_total", "Messages finished (acknowledged unless ack mode none).", func(s *Stats) uint64 { return s.Acked }},
 		{"edgegate_messages_dead_lettered_total", "Messages dead-lettered.", func(s *Stats) uint64 { return s.DeadLettered }},
 		{"edgegate_messages_duplicates_suppressed_total", "Duplicates of persistent-seq devices acknowledged without the handler.", func(s *Stats) uint64 { return s.Suppressed }},
-		{"edgegate_messages_out_of_order_total", "DATA dropped because its seq was not above the previous one.", func(s *Stats) uint64 { return s.OutOfOrder }},
 		{"edgegate_messages_dropped_total", "Queued messages dropped because their session closed (the device resends them).", func(s *Stats) uint64 { return s.Dropped }},
 		{"edgegate_session_takeovers_total", "Sessions taken over by a newer one.", func(s *Stats) uint64 { return s.Takeovers }},
 		{"edgegate_batches_dispatched_total", "Assignments sent to parsers.", func(s *Stats) uint64 { return s.Batches }},
@@ -63,6 +63,7 @@ var (
 		{"edgegate_batches_direct_total", "Batches handed to the parser pool of this appliance directly, without NATS.", func(s *Stats) uint64 { return s.Direct }},
 		{"edgegate_lease_held_total", "Acquisitions refused because another holder had the lease.", func(s *Stats) uint64 { return s.LeaseHeld }},
 		{"edgegate_lease_store_errors_total", "Lease store errors (never taken as a dead parser).", func(s *Stats) uint64 { return s.StoreErrors }},
+		{"edgegate_device_write_waits_total", "Times a device's reader stopped reading until the device took what was queued for it.", func(s *Stats) uint64 { return s.WriteWaits }},
 		{"edgegate_dispatch_pauses_total", "Dispatch paused for a lease after the store lost leases.", func(s *Stats) uint64 { return s.Pauses }},
 		{"edgegate_parser_pools_ignored_total", "Announcements of new parser pools ignored because the pool table was full.", func(s *Stats) uint64 { return s.PoolsIgnored }},
 	}
@@ -76,7 +77,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnected, descQueued, descInFlight, descControllers, descPools, descProtoErrors} {
+	for _, d := range []*prometheus.Desc{descConnected, descQueued, descInFlight, descControllers, descPools, descWriteQueued, descProtoErrors} {
 		ch <- d
 	}
 	for _, d := range socketCounterDescs {
@@ -96,6 +97,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(st.InFlight))
 	ch <- prometheus.MustNewConstMetric(descControllers, prometheus.GaugeValue, float64(st.Controllers))
 	ch <- prometheus.MustNewConstMetric(descPools, prometheus.GaugeValue, float64(st.Pools))
+	ch <- prometheus.MustNewConstMetric(descWriteQueued, prometheus.GaugeValue, float64(st.WriteQueued))
 	for code, n := range st.ProtocolErrors {
 		ch <- prometheus.MustNewConstMetric(descProtoErrors, prometheus.CounterValue, float64(n), strconv.Itoa(int(code)))
 	}

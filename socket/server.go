@@ -90,6 +90,11 @@ type Config struct {
 	// TLS, when set, serves both listeners over TLS (with client
 	// certificates when it asks for them).
 	TLS *tls.Config
+	// CertIDs makes a device's TLS client certificate name the controller
+	// it may open: the HELLO's controller ID must be the certificate's
+	// subject common name or one of its DNS names, else ERROR auth. It
+	// needs TLS that requires and verifies client certificates.
+	CertIDs bool
 	// MaxPerIP is the most connections from one source address. Zero means
 	// no limit.
 	MaxPerIP int
@@ -230,6 +235,8 @@ type Server struct {
 	lastCheck atomic.Int64 // unix nanos of the last failure detection round
 	tokens    atomic.Pointer[tokens]
 	perIP     map[string]int // connections by source address (guarded by mu)
+	refusing  chan struct{}  // a slot per refused connection being answered (see refuse)
+	wqueued   atomic.Int64   // bytes queued for writing to devices, over all sessions
 }
 
 // New validates cfg and binds the listeners; Run serves them.
@@ -255,6 +262,7 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 		readBufs: egp.NewBufferPool(readBufSize),
 		metrics:  newMetrics(),
 		perIP:    make(map[string]int),
+		refusing: make(chan struct{}, maxRefusing),
 	}
 	for i := range s.shards {
 		s.shards[i].ctrls = make(map[string]*controller)
@@ -264,6 +272,9 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 	s.runCond = sync.NewCond(&s.mu)
 	s.memCond = sync.NewCond(&s.mu)
 	s.idle = sync.NewCond(&s.mu)
+	if cfg.CertIDs && (cfg.TLS == nil || cfg.TLS.ClientAuth != tls.RequireAndVerifyClientCert) {
+		return nil, errors.New("socket: certificates naming controllers need TLS that requires and verifies client certificates")
+	}
 	if cfg.TokenFile != "" {
 		if err := s.loadTokens(); err != nil {
 			return nil, err

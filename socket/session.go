@@ -37,6 +37,20 @@ const leanAfter = 1000
 // readBufSize is the size of a device connection's read buffer.
 const readBufSize = 4096
 
+// maxRefusing is the most refused connections answered at once (see
+// refuse); beyond it a refused connection is closed without an answer.
+const maxRefusing = 64
+
+// writeBacklog is how many bytes may wait to be written to a device
+// (ACKs, PONGs, ERRORs) before its reader stops reading: a device that
+// does not take what it is sent then holds at most this and one answer
+// (a PONG of up to max_frame), and TCP backpressure holds it back.
+const writeBacklog = 64 << 10
+
+// rejectTimeout bounds the answer to a refused connection, a TLS
+// handshake included.
+const rejectTimeout = 2 * time.Second
+
 // session is one device connection after its HELLO.
 type session struct {
 	s          *Server
@@ -63,19 +77,23 @@ type session struct {
 	heard atomic.Bool // a frame arrived since the idle loop last looked
 
 	lastSeq  uint64 // reader goroutine only
-	warnedSq bool   // reader goroutine only: an out-of-order seq was logged
+	welcomed uint64 // the WELCOME's last_seq; reader goroutine only
 	// Reader goroutine only: the messages it queued since their
 	// controller was last offered for dispatch, and whether it holds its
 	// shard's lock (see flush).
 	pending int
 	locked  bool
 
-	wmu     sync.Mutex
-	wbuf    []byte
-	spare   []byte        // the other buffer while a writer runs
-	wclose  bool          // close after writing wbuf
-	writing bool          // a writer goroutine runs (or has closed the connection)
-	written chan struct{} // closed when the connection is closed
+	wmu      sync.Mutex
+	wbuf     []byte
+	spare    []byte        // the other buffer while a writer runs
+	wclose   bool          // close after writing wbuf
+	writing  bool          // a writer goroutine runs (or has closed the connection)
+	written  chan struct{} // closed when the connection is closed
+	wqueued  int           // bytes of wbuf and of the write under way (see account)
+	wcounted int           // bytes of wbuf counted in wqueued
+	drained  chan struct{} // made by a reader waiting for wqueued to fall to writeBacklog, closed then
+	wover    atomic.Bool   // wqueued is above writeBacklog
 }
 
 // acceptLoop accepts device connections until the listener is closed.
@@ -118,7 +136,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 				why = "connection limit of this source address reached"
 			}
 			s.stats.refused.Add(1)
-			rejectConn(conn, lines, code, why)
+			s.refuse(conn, lines, code, why)
 			continue
 		}
 		s.stats.connections.Add(1)
@@ -147,9 +165,27 @@ type connection struct {
 	log    *connLog
 }
 
-// rejectConn answers ERROR and closes, without waiting for the device.
+// refuse answers a connection refused at accept on a goroutine of its
+// own: a device that does not take the answer, or over TLS never
+// finishes its handshake, then holds up no other accept. Beyond
+// maxRefusing answers under way the connection is closed without one.
+func (s *Server) refuse(conn net.Conn, lines bool, code egp.Code, why string) {
+	select {
+	case s.refusing <- struct{}{}:
+	default:
+		conn.Close()
+		return
+	}
+	s.sessWG.Go(func() {
+		defer func() { <-s.refusing }()
+		rejectConn(conn, lines, code, why)
+	})
+}
+
+// rejectConn answers ERROR and closes, within rejectTimeout: over TLS the
+// write runs the handshake, which reads from the device.
 func rejectConn(conn net.Conn, lines bool, code egp.Code, why string) {
-	conn.SetWriteDeadline(time.Now().Add(time.Second))
+	conn.SetDeadline(time.Now().Add(rejectTimeout))
 	if lines {
 		conn.Write(egp.AppendLinesError(nil, code, why))
 	} else {
@@ -293,7 +329,9 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (
 	s.greeting[conn] = struct{}{}
 	stopping := s.stopping.Load()
 	s.mu.Unlock()
-	conn.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
+	// Over TLS the read of the HELLO runs the handshake, which writes
+	// too: both are bounded.
+	conn.SetDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	if stopping {
 		conn.SetReadDeadline(time.Now())
 	}
@@ -349,7 +387,13 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (
 		rejectConn(conn, lines, egp.CodeAuth, "token refused for controller "+hello.ID)
 		return nil, nil, nil, nil
 	}
-	conn.SetReadDeadline(time.Time{})
+	if s.cfg.CertIDs && !certNames(conn, hello.ID) {
+		s.stats.protoError(egp.CodeAuth)
+		log.get().Info("socket: device refused: its certificate does not name the controller", "controller", hello.ID)
+		rejectConn(conn, lines, egp.CodeAuth, "the device certificate does not name controller "+hello.ID)
+		return nil, nil, nil, nil
+	}
+	conn.SetDeadline(time.Time{})
 	sess := &session{
 		s: s, sh: s.shardOf(hello.ID), conn: conn, lines: lines, id: hello.ID, opened: time.Now(),
 		persistent: !lines && hello.Flags&egp.FlagPersistentSeq != 0,
@@ -373,6 +417,7 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (
 		rejectConn(conn, lines, code, err.Error())
 		return nil, nil, nil, nil
 	}
+	sess.welcomed = lastSeq
 	if lines {
 		sess.wbuf = egp.AppendLinesWelcome(sess.wbuf, lastSeq)
 	} else {
@@ -621,6 +666,13 @@ func (sess *session) readFrames(r *egp.Reader, apart bool) error {
 		if apart && r.Buffered() == 0 {
 			return errWait
 		}
+		if sess.wover.Load() {
+			// Nothing more is read before the device takes what it
+			// was sent (PONGs of its PINGs, its ACKs).
+			sess.flush()
+			sess.waitWritten()
+			recv = time.Time{} // what is buffered was received before the wait
+		}
 		stale := r.Buffered() < egp.HeaderSize
 		if stale {
 			sess.flush() // Next reads from the connection
@@ -662,6 +714,11 @@ func (sess *session) readFrames(r *egp.Reader, apart bool) error {
 				recv = time.Now()
 			}
 			seq, payload, _ := egp.ParseData(body)
+			if err := sess.follows(seq); err != nil {
+				sess.lock()
+				s.unreserveLocked(sess.ctrl, size)
+				return err
+			}
 			sess.lock()
 			sess.receiveLocked(b.msg(buffered/(egp.HeaderSize+int(h.Len))+1), seq, payload, size, recv)
 			sess.heard.Store(true)
@@ -687,6 +744,40 @@ func (sess *session) readFrames(r *egp.Reader, apart bool) error {
 			return &egp.Error{Code: egp.CodeProtocol, Reason: h.Type.String() + " is not expected from a device after HELLO"}
 		}
 	}
+}
+
+// seqAhead is how far beyond the WELCOME's last_seq a persistent-seq
+// session of a controller with a done record may start. It is not
+// last_seq + 1, where such a device resends from: the record may trail
+// the ACKs the device had (a deferred keep, a release the lease store
+// failed), with ack mode none what it sent, and a lease store that lost
+// or rolled back its records (the in-process one forgets them at a
+// restart) may be far behind. Far enough to never refuse those, it still
+// keeps a seq near 2^64 (a corrupt counter; a rogue where devices.auth is
+// open) off the done record, where every later message of the device
+// would be taken for a duplicate.
+const seqAhead = 1 << 32
+
+// follows checks a DATA's seq (reader goroutine only): the first of a
+// session is at least 1 and, for a persistent-seq device whose
+// controller has a done record, at most seqAhead past it; every later
+// one is the previous + 1.
+func (sess *session) follows(seq uint64) error {
+	var why string
+	switch {
+	case sess.lastSeq != 0:
+		if seq != sess.lastSeq+1 {
+			why = fmt.Sprintf("DATA seq %d after %d: the seqs of a session follow each other", seq, sess.lastSeq)
+		}
+	case seq == 0:
+		why = "DATA seq 0: seqs start at 1"
+	case sess.persistent && sess.welcomed > 0 && seq > sess.welcomed && seq-sess.welcomed > seqAhead:
+		why = fmt.Sprintf("DATA seq %d: a persistent-seq session starts at most %d past last_seq %d", seq, uint64(seqAhead), sess.welcomed)
+	}
+	if why != "" {
+		return &egp.Error{Code: egp.CodeProtocol, Reason: why}
+	}
+	return nil
 }
 
 // idleLoop closes EGP/1 sessions that send nothing for IdleTimeout: every
@@ -748,6 +839,9 @@ func (sess *session) readLines(r *egp.LineReader, apart bool) error {
 		if apart && r.Buffered() == 0 {
 			return errWait
 		}
+		if sess.wover.Load() {
+			sess.waitWritten() // no lock held: every line is flushed
+		}
 		line, err := r.ReadLine()
 		if err != nil {
 			return err
@@ -769,17 +863,7 @@ func (sess *session) receiveLocked(m *msg, seq uint64, payload []byte, size int6
 	s := sess.s
 	s.stats.received.Add(1)
 	c := sess.ctrl
-	if seq <= sess.lastSeq {
-		s.unreserveLocked(c, size)
-		s.stats.outOfOrder.Add(1)
-		if !sess.warnedSq {
-			sess.warnedSq = true
-			s.log.Warn("socket: DATA seq not above the previous one on the connection, dropped",
-				"controller", sess.id, "seq", seq, "previous", sess.lastSeq)
-		}
-		return
-	}
-	sess.lastSeq = seq
+	sess.lastSeq = seq // follows checked it
 	if sess.closed {
 		s.unreserveLocked(c, size)
 		return
@@ -839,6 +923,10 @@ func (sess *session) write(f func([]byte) []byte) {
 // unlockAndWrite releases wmu, held by the caller after appending to wbuf
 // or setting wclose, and starts a writer unless one runs.
 func (sess *session) unlockAndWrite() {
+	if n := len(sess.wbuf) - sess.wcounted; n != 0 {
+		sess.wcounted = len(sess.wbuf)
+		sess.account(n)
+	}
 	start := !sess.writing
 	sess.writing = true
 	sess.wmu.Unlock()
@@ -856,6 +944,7 @@ func (sess *session) writeLoop() {
 		sess.wmu.Lock()
 		buf := sess.wbuf
 		sess.wbuf, sess.spare = sess.spare[:0], nil
+		sess.wcounted = 0 // buf stays counted until it is written
 		closing := sess.wclose
 		if len(buf) == 0 {
 			if !closing {
@@ -880,16 +969,52 @@ func (sess *session) writeLoop() {
 		if _, err := sess.conn.Write(buf); err != nil {
 			sess.s.closeSession(sess, 0, "")
 			sess.wmu.Lock()
-			sess.wbuf = nil // nothing more can be written
+			sess.account(-len(buf) - sess.wcounted)
+			sess.wbuf, sess.wcounted = nil, 0 // nothing more can be written
 			sess.wmu.Unlock()
 			continue // closing now: the next round closes
 		}
+		sess.wmu.Lock()
+		sess.account(-len(buf))
 		if cap(buf) <= 64<<10 {
-			sess.wmu.Lock()
 			sess.spare = buf[:0]
-			sess.wmu.Unlock()
 		}
+		sess.wmu.Unlock()
 	}
+}
+
+// account adds n bytes (negative: written or dropped) to what is queued
+// for writing to the device; wmu held.
+func (sess *session) account(n int) {
+	sess.wqueued += n
+	sess.s.wqueued.Add(int64(n))
+	over := sess.wqueued > writeBacklog
+	if over != sess.wover.Load() {
+		sess.wover.Store(over)
+	}
+	if !over && sess.drained != nil {
+		close(sess.drained)
+		sess.drained = nil
+	}
+}
+
+// waitWritten waits, for the reader, while more than writeBacklog bytes
+// are queued for the device. The writer takes them off as the device
+// reads them, or drops them when a write fails (a device that reads
+// nothing for writeTimeout), so the wait ends either way.
+func (sess *session) waitWritten() {
+	sess.wmu.Lock()
+	if sess.wqueued <= writeBacklog {
+		sess.wmu.Unlock()
+		return
+	}
+	if sess.drained == nil {
+		sess.drained = make(chan struct{})
+	}
+	ch := sess.drained
+	sess.wmu.Unlock()
+	sess.s.stats.writeWaits.Add(1)
+	<-ch
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -10,12 +10,13 @@ type stats struct {
 	connections                               atomic.Int64
 	refused                                   atomic.Uint64
 	received, acked, deadLettered, suppressed atomic.Uint64
-	outOfOrder, dropped, takeovers            atomic.Uint64
+	dropped, takeovers                        atomic.Uint64
 	batches, batchMsgs, acquired, leaseHeld   atomic.Uint64
 	continued, direct                         atomic.Uint64
 	busy, redispatched, staleOutcomes         atomic.Uint64
 	storeErrors, pauses, idleClosed           atomic.Uint64
 	poolsIgnored                              atomic.Uint64
+	writeWaits                                atomic.Uint64
 	protoErrors                               [16]atomic.Uint64
 }
 
@@ -33,7 +34,6 @@ type Stats struct {
 	Acked        uint64 // messages finished (acknowledged unless ack mode none)
 	DeadLettered uint64 // of which dead-lettered
 	Suppressed   uint64 // duplicates of persistent-seq devices acknowledged without the handler
-	OutOfOrder   uint64 // DATA dropped because its seq was not above the previous one
 	Dropped      uint64 // queued messages dropped because their session closed
 	Takeovers    uint64 // sessions taken over by a newer one
 	Batches      uint64 // assignments sent
@@ -47,6 +47,8 @@ type Stats struct {
 	StoreErrors  uint64 // lease store errors
 	Pauses       uint64 // dispatch paused for a lease after the store lost leases
 	IdleClosed   uint64 // sessions closed after devices.idle_timeout without traffic
+	WriteWaits   uint64 // times a reader stopped reading until its device took what was queued for it
+	WriteQueued  int64  // bytes queued for writing to devices now (ACKs, PONGs, ERRORs)
 	Queued       int    // messages queued now
 	InFlight     int    // controllers with a batch in flight now
 	Controllers  int    // controllers known now
@@ -62,11 +64,12 @@ func (s *Server) Stats() Stats {
 	out := Stats{
 		Connections: st.connections.Load(), Refused: st.refused.Load(),
 		Received: st.received.Load(), Acked: st.acked.Load(), DeadLettered: st.deadLettered.Load(),
-		Suppressed: st.suppressed.Load(), OutOfOrder: st.outOfOrder.Load(), Dropped: st.dropped.Load(),
+		Suppressed: st.suppressed.Load(), Dropped: st.dropped.Load(),
 		Takeovers: st.takeovers.Load(), Batches: st.batches.Load(), BatchMsgs: st.batchMsgs.Load(),
 		Acquired: st.acquired.Load(), Continued: st.continued.Load(), Direct: st.direct.Load(), LeaseHeld: st.leaseHeld.Load(), Busy: st.busy.Load(),
 		Redispatched: st.redispatched.Load(), StoreErrors: st.storeErrors.Load(), Pauses: st.pauses.Load(), IdleClosed: st.idleClosed.Load(),
 		PoolsIgnored: st.poolsIgnored.Load(), ProtocolErrors: map[egp.Code]uint64{},
+		WriteWaits: st.writeWaits.Load(), WriteQueued: s.wqueued.Load(),
 	}
 	for i := range st.protoErrors {
 		if v := st.protoErrors[i].Load(); v > 0 {

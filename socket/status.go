@@ -26,7 +26,7 @@ func (s *Server) onStatus(m *nats.Msg) {
 		Connections: int(st.Connections), Queued: st.Queued, InFlight: st.InFlight,
 		Counters: map[string]uint64{
 			"received": st.Received, "acked": st.Acked, "dead_lettered": st.DeadLettered,
-			"suppressed": st.Suppressed, "out_of_order": st.OutOfOrder, "dropped": st.Dropped,
+			"suppressed": st.Suppressed, "dropped": st.Dropped,
 			"takeovers": st.Takeovers, "batches": st.Batches, "batch_messages": st.BatchMsgs, "continued": st.Continued,
 			"redispatched": st.Redispatched, "busy": st.Busy, "lease_held": st.LeaseHeld,
 			"store_errors": st.StoreErrors, "pauses": st.Pauses, "refused": st.Refused,
