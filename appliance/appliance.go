@@ -165,6 +165,12 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		if err != nil {
 			return nil, err
 		}
+		auth, _ := cfg.Devices.auth() // checked by Validate
+		if auth.warn != "" {
+			log.Warn("appliance: " + auth.warn)
+		} else if auth.info != "" {
+			log.Info("appliance: " + auth.info)
+		}
 		var local socket.LocalPool
 		if a.pool != nil {
 			local = a.pool // batches for it skip NATS
@@ -172,14 +178,15 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		a.sock, err = socket.New(socket.Config{
 			Clock:          a.clock,
 			Local:          local,
-			TokenFile:      cfg.Devices.Tokens,
+			TokenFile:      auth.tokens,
+			CertIDs:        auth.certIDs,
 			TLS:            tlsCfg,
 			MaxPerIP:       cfg.Devices.MaxPerIP,
 			LeanAfter:      cmp.Or(cfg.Devices.LeanAfter, -1),
 			IdleTimeout:    cfg.Devices.IdleTimeout,
 			Name:           cfg.Name,
-			Listen:         cfg.Devices.Listen,
-			LinesListen:    cfg.Devices.LinesListen,
+			Listen:         auth.listen,
+			LinesListen:    auth.linesListen,
 			NoAck:          cfg.Devices.Ack == "none",
 			MaxFrame:       cfg.Devices.MaxFrame,
 			HelloTimeout:   cfg.Devices.HelloTimeout,

@@ -2,15 +2,23 @@ package appliance_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"math"
+	"math/big"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/egp"
 )
@@ -18,6 +26,56 @@ import (
 // The tests of this file are attacks by a host on the device LAN against
 // an appliance with its default settings, each answered by a rule of
 // docs/security.md ("Devices").
+
+// TestAttackNoAuthByDefault: with nothing to authenticate devices with,
+// no device port is reachable from the network: a non-loopback listen
+// address is refused at start with a message saying how to enrol a
+// device, and the default wildcard address serves loopback only. The
+// packaged setup (an empty token file) refuses a HELLO without a token.
+func TestAttackNoAuthByDefault(t *testing.T) {
+	cfg := appliance.DefaultConfig()
+	cfg.Devices.Listen = "198.51.100.7:7400"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "edgegate devices add") {
+		t.Errorf("devices.listen on a network address without device authentication: Validate says %v, want a refusal naming `edgegate devices add`", err)
+	}
+
+	cfg = testConfig(t, "auth-default")
+	cfg.Devices.Listen = "0.0.0.0:0" // the default's host
+	a := start(t, cfg)
+	host, port, err := net.SplitHostPort(a.DeviceAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		t.Errorf("without device authentication the device listener is on %s, want loopback only", a.DeviceAddr())
+	}
+	// Every other address of this host is closed to devices.
+	addrs, _ := net.InterfaceAddrs()
+	for _, ad := range addrs {
+		ipn, ok := ad.(*net.IPNet)
+		if !ok || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		if c, err := net.DialTimeout("tcp", net.JoinHostPort(ipn.IP.String(), port), 5*time.Second); err == nil {
+			c.Close()
+			t.Errorf("the device port is reachable on %s without device authentication", ipn.IP)
+		}
+	}
+
+	// The package's setup: devices.tokens names a file with no device yet.
+	tokens := filepath.Join(t.TempDir(), "devices.tokens")
+	if err := os.WriteFile(tokens, nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	cfg = testConfig(t, "auth-packaged")
+	cfg.Devices.Listen = "0.0.0.0:0"
+	cfg.Devices.Tokens = tokens
+	a = start(t, cfg)
+	_, port, _ = net.SplitHostPort(a.DeviceAddr())
+	if got := dialCode(t, device.Config{Addrs: []string{"127.0.0.1:" + port}, ID: "intruder"}); got != egp.CodeAuth {
+		t.Errorf("a HELLO without a token: code %d, want %d (auth)", got, egp.CodeAuth)
+	}
+}
 
 // TestAttackSeqJump: a DATA whose seq does not follow the previous one
 // ends the session with ERROR protocol, and a persistent-seq session may
@@ -129,6 +187,58 @@ func TestAttackSeqJump(t *testing.T) {
 	}
 }
 
+// TestAttackCertForAnotherController: with devices.tls_client_ca, a
+// device's certificate names the controller it may open (its CN or a DNS
+// SAN): a certificate for controller A cannot open controller B.
+func TestAttackCertForAnotherController(t *testing.T) {
+	dir := t.TempDir()
+	ca, caKey := newCA(t)
+	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", ca.Raw)
+	writeKeyPair(t, dir, "server", issue(t, ca, caKey, "127.0.0.1", false))
+	cfg := testConfig(t, "cert-bound")
+	cfg.Devices.TLSCert, cfg.Devices.TLSKey = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
+	cfg.Devices.TLSClientCA = filepath.Join(dir, "ca.pem")
+	a := start(t, cfg)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	withCert := func(c tls.Certificate) *tls.Config {
+		return &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{c}}
+	}
+	certA := issue(t, ca, caKey, "ctrl-a", true)
+	certSAN := issueSAN(t, ca, caKey, "some device", "ctrl-c")
+	for _, tt := range []struct {
+		name string
+		cert tls.Certificate
+		id   string
+		want egp.Code
+	}{
+		{"CN names the controller", certA, "ctrl-a", 0},
+		{"CN names another controller", certA, "ctrl-b", egp.CodeAuth},
+		{"DNS SAN names the controller", certSAN, "ctrl-c", 0},
+		{"DNS SAN names another controller", certSAN, "ctrl-a", egp.CodeAuth},
+	} {
+		if got := dialCode(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: tt.id, TLS: withCert(tt.cert)}); got != tt.want {
+			t.Errorf("%s: %s got code %d, want %d", tt.name, tt.id, got, tt.want)
+		}
+	}
+}
+
+// issueSAN issues a client certificate with subject CN cn and one DNS SAN.
+func issueSAN(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn, san string) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn}, DNSNames: []string{san},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
 // TestAttackSilentConnectionAtLimit: at the connection limit, a TCP
 // connection that never starts its TLS handshake does not hold up the
 // accepts: the next device gets its refusal (ERROR busy).
@@ -151,6 +261,41 @@ func TestAttackSilentConnectionAtLimit(t *testing.T) {
 	var pe *egp.Error
 	if !errors.As(err, &pe) || pe.Code != egp.CodeBusy {
 		t.Fatalf("the device after a silent connection at the limit: %v, want ERROR %d (busy)", err, egp.CodeBusy)
+	}
+}
+
+// TestAttackOneHostTakesAllConnections: by default one source address
+// gets at most devices.max_per_ip connections; the next from it is
+// refused with ERROR busy while other addresses are still served.
+func TestAttackOneHostTakesAllConnections(t *testing.T) {
+	limit := appliance.DefaultConfig().Devices.MaxPerIP
+	if limit <= 0 {
+		t.Fatalf("devices.max_per_ip defaults to %d: one host may take every connection", limit)
+	}
+	cfg := testConfig(t, "per-ip")
+	cfg.Devices.MaxPerIP = limit
+	cfg.Devices.HelloTimeout = time.Minute // the held connections stay
+	a := start(t, cfg)
+	attacker := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}, Timeout: 5 * time.Second}
+	for i := range limit {
+		c, err := attacker.Dial("tcp", a.DeviceAddr())
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	extra, err := attacker.Dial("tcp", a.DeviceAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { extra.Close() })
+	if code := readError(t, extra); code != egp.CodeBusy {
+		t.Fatalf("connection %d from one address: ERROR %d, want %d (busy)", limit+1, code, egp.CodeBusy)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sendAll(ctx, dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: "neighbour"}), "neighbour", 3); err != nil {
+		t.Fatal(err)
 	}
 }
 

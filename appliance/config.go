@@ -82,7 +82,8 @@ type DevicesConfig struct {
 	// devices are backpressured. Zero means 256 MiB.
 	Memory int64
 	// MaxPerIP is the most connections from one source address. Zero means
-	// no limit (devices behind NAT share an address).
+	// no limit. The default, 256, lets a site's devices share a NAT
+	// address, and keeps one host to about 1 % of MaxConnections' default.
 	MaxPerIP int
 	// LeanAfter is the number of open device connections (both listeners)
 	// beyond which new ones are served lean: while its device is silent a
@@ -93,10 +94,24 @@ type DevicesConfig struct {
 	// IdleTimeout closes an EGP/1 session that sent nothing for this long
 	// (a PING at half of it keeps live devices). Zero means never.
 	IdleTimeout time.Duration
+	// Auth is how devices are authenticated before they may open, take
+	// over or reset a controller's session:
+	//   - "token": the HELLO carries the controller's token from Tokens,
+	//     and with TLSClientCA the device's certificate also names the
+	//     controller (its subject CN or a DNS name). Without Tokens, the
+	//     certificate alone; with neither, nothing can authenticate a
+	//     device, so the device listeners serve this machine only: a
+	//     wildcard address (0.0.0.0, ::) is bound on loopback, and any
+	//     other address that is not loopback is a configuration error.
+	//   - "tls": the certificate alone (TLSClientCA is required).
+	//   - "open": none, for labs: any host that reaches a device listener
+	//     can open, take over or reset any controller's session.
+	// Empty means "token".
+	Auth string
 	// Tokens is a file of HELLO tokens: lines "<controller> <token>", where
 	// <controller> may end in '*' or be '*', and a token may be written
-	// sha256:<hex>. It is re-read when it changes. Empty means devices are
-	// not authenticated.
+	// sha256:<hex> (`edgegate devices add` writes them so). It is re-read
+	// when it changes. Empty means none (see Auth).
 	Tokens string
 	// TLSCert and TLSKey are the PEM files of the device listeners' TLS
 	// certificate. Empty means plain TCP.
@@ -245,8 +260,10 @@ func DefaultConfig() Config {
 			MaxConnections: 20000,
 			Queue:          1024,
 			Memory:         256 << 20,
+			MaxPerIP:       256,
 			LeanAfter:      1000,
 			IdleTimeout:    5 * time.Minute,
+			Auth:           "token",
 		},
 		NATS: NATSConfig{
 			Listen:    "127.0.0.1:4222",
@@ -284,6 +301,9 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	if c.Devices.Ack == "" {
 		c.Devices.Ack = d.Devices.Ack
+	}
+	if c.Devices.Auth == "" {
+		c.Devices.Auth = d.Devices.Auth
 	}
 	if c.Devices.MaxFrame == 0 {
 		c.Devices.MaxFrame = d.Devices.MaxFrame
@@ -394,6 +414,9 @@ func (c Config) Validate() error {
 	if err := tlsPair("devices", c.Devices.TLSCert, c.Devices.TLSKey, "tls_client_ca", c.Devices.TLSClientCA); err != nil {
 		return err
 	}
+	if _, err := c.Devices.auth(); err != nil {
+		return err
+	}
 	if err := tlsPair("nats", c.NATS.TLSCert, c.NATS.TLSKey, "tls_client_ca", c.NATS.TLSClientCA); err != nil {
 		return err
 	}
@@ -501,6 +524,73 @@ func (c Config) Validate() error {
 		return errors.New("config: lease.redis: a cluster (nats.cluster.listen or nats.cluster.peers set) needs Redis for its leases: set lease.redis to redis://host:6379/0 on every appliance, or remove the cluster settings to run one appliance on the in-process store")
 	}
 	return nil
+}
+
+// deviceAuth is how the socket authenticates devices, resolved from the
+// devices settings (see DevicesConfig.Auth).
+type deviceAuth struct {
+	tokens              string // token file the HELLOs are checked against; "" = none
+	certIDs             bool   // device certificates name their controllers
+	listen, linesListen string // the listener addresses, on loopback when nothing authenticates devices
+	warn, info          string // said at start, when not empty
+}
+
+// enrol tells how to authenticate devices, for messages.
+const enrol = "enrol each device with `edgegate devices add <id>` (it prints the device's token and writes /etc/edgegate/devices.tokens) and set devices.tokens to that file, or set devices.tls_client_ca to require device certificates naming their controllers, or set devices.auth: open to serve devices without authentication (labs)"
+
+// auth resolves d.Auth (defaults applied); its error names the setting.
+func (d DevicesConfig) auth() (deviceAuth, error) {
+	a := deviceAuth{listen: d.Listen, linesListen: d.LinesListen}
+	switch d.Auth {
+	case "open":
+		a.warn = "devices.auth is open: devices are not authenticated; any host that reaches the device listeners can open, take over or reset any controller's session"
+		return a, nil
+	case "tls":
+		if d.TLSClientCA == "" {
+			return a, fmt.Errorf("config: devices.auth: tls: needs devices.tls_client_ca (with devices.tls_cert and devices.tls_key)")
+		}
+		a.certIDs = true
+		return a, nil
+	case "token", "":
+	default:
+		return a, fmt.Errorf("config: devices.auth: %q: want token, tls or open", d.Auth)
+	}
+	a.tokens, a.certIDs = d.Tokens, d.TLSClientCA != ""
+	if a.tokens != "" || a.certIDs {
+		return a, nil
+	}
+	// Nothing to check devices against: this machine only.
+	var narrowed []string
+	for _, l := range []struct {
+		key  string
+		addr *string
+	}{{"devices.listen", &a.listen}, {"devices.lines_listen", &a.linesListen}} {
+		if *l.addr == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(*l.addr)
+		if err != nil {
+			return a, fmt.Errorf("config: %s: %q: want host:port", l.key, *l.addr)
+		}
+		ip := net.ParseIP(host)
+		switch {
+		case host == "localhost" || ip != nil && ip.IsLoopback():
+		case host == "" || ip != nil && ip.IsUnspecified():
+			lo := "127.0.0.1"
+			if ip != nil && ip.To4() == nil {
+				lo = "::1"
+			}
+			narrowed = append(narrowed, fmt.Sprintf("%s %s instead of %s", l.key, net.JoinHostPort(lo, port), *l.addr))
+			*l.addr = net.JoinHostPort(lo, port)
+		default:
+			return a, fmt.Errorf("config: %s: %q: devices on the network must be authenticated: %s", l.key, *l.addr, enrol)
+		}
+	}
+	a.info = "no device authentication is configured: the device listeners serve this machine only"
+	if len(narrowed) > 0 {
+		a.info, a.warn = "", "no device authentication is configured, so devices are served on this machine only ("+strings.Join(narrowed, ", ")+"); to serve devices on the network, "+enrol
+	}
+	return a, nil
 }
 
 // redactURL hides a password in a URL for error messages.

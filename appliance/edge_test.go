@@ -99,7 +99,7 @@ func testTLS(t *testing.T, lean bool) {
 	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", ca.Raw)
 	serverCert := issue(t, ca, caKey, "127.0.0.1", false)
 	writeKeyPair(t, dir, "server", serverCert)
-	clientCert := issue(t, ca, caKey, "device-1", true)
+	clientCert := issue(t, ca, caKey, "tls-dev", true) // its CN names its controller
 
 	cfg := testConfig(t, "tls")
 	serve(&cfg, lean)

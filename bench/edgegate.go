@@ -130,7 +130,7 @@ func freeAddr() (string, error) {
 
 // args are the `edgegate run` settings of the appliance under test.
 func (c EdgegateConfig) args(w Workload, dir, devices, httpAddr string) []string {
-	a := []string{"run", "--name", "bench", "--data_dir", dir, "--devices.listen", devices, "--nats.listen", "",
+	a := []string{"run", "--name", "bench", "--data_dir", dir, "--devices.listen", devices, "--devices.max_per_ip", "0", "--nats.listen", "",
 		"--http.listen", httpAddr, "--parser.handler", c.Handler, "--parser.workers", strconv.Itoa(w.Workers),
 		"--nats.jetstream=" + strconv.FormatBool(c.JetStream), "--log.level", "warn"}
 	if c.Redis != "" {
@@ -195,6 +195,7 @@ func startInProcess(ctx context.Context, c EdgegateConfig, w Workload, dir strin
 	cfg := appliance.DefaultConfig()
 	cfg.Name, cfg.DataDir = "bench", dir
 	cfg.Devices.Listen, cfg.NATS.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "", ""
+	cfg.Devices.MaxPerIP = 0 // the simulated devices all come from loopback
 	cfg.Parser.Handler, cfg.Parser.Workers = c.Handler, w.Workers
 	cfg.NATS.JetStream = c.JetStream
 	cfg.Lease.Redis = c.Redis
