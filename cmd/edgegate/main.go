@@ -77,6 +77,7 @@ func newApp(run func(context.Context, appliance.Config) error, stdout, stderr io
 			tailCommand(),
 			statusCommand(),
 			benchCommand(),
+			devicesCommand(stdout, stderr),
 			versionCommand(),
 		},
 	}
