@@ -207,6 +207,7 @@ func TestInstallUpgradePurge(t *testing.T) {
 	}
 	check("system user", "getent passwd edgegate", "edgegate:x:")
 	check("config mode", "stat -c '%a %U %G' /etc/edgegate/edgegate.yaml", "640 root edgegate")
+	check("device tokens", "stat -c '%a %U %G %s' /etc/edgegate/devices.tokens", "640 root edgegate 0")
 	check("enable symlink", "readlink /etc/systemd/system/multi-user.target.wants/edgegate.service", "/lib/systemd/system/edgegate.service")
 	check("binary runs", "edgegate version", "edgegate 0.1.0")
 	check("conffile registered", "dpkg-query -W -f='${Conffiles}' edgegate", "/etc/edgegate/edgegate.yaml")
@@ -266,7 +267,7 @@ func TestBootWithSystemd(t *testing.T) {
 			"[Service]\nType=oneshot\nExecStart=/probe.sh\nExecStartPost=/bin/systemctl poweroff\n"+
 			"[Install]\nWantedBy=multi-user.target\n"), 0o644)
 	run(t, ".", []string{"DEBIAN_FRONTEND=noninteractive"}, "chroot", root, "sh", "-ec",
-		"dpkg -i /tmp/edgegate.deb && systemctl enable probe.service")
+		"dpkg -i /tmp/edgegate.deb && echo 'sim-* probe-token' >>/etc/edgegate/devices.tokens && systemctl enable probe.service")
 
 	cmd := exec.Command("timeout", "300", "systemd-nspawn", "-D", root, "-b", "--register=no", "--keep-unit", "--private-network", "-q")
 	console, _ := cmd.CombinedOutput()

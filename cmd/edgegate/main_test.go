@@ -207,6 +207,7 @@ func TestShippedConfigFile(t *testing.T) {
 	}
 	want := appliance.DefaultConfig()
 	want.DataDir = "/var/lib/edgegate"
+	want.Devices.Tokens = "/etc/edgegate/devices.tokens" // devices authenticate
 	got.Logger, got.LogLevel, got.Reload = nil, nil, nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("shipped config:\n got %+v\nwant %+v", got, want)
