@@ -156,7 +156,7 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 			return nil, err
 		}
 	}
-	if cfg.Devices.Listen != "" || cfg.Devices.LinesListen != "" {
+	if cfg.Devices.Listen != "" || cfg.Devices.LinesListen != "" || cfg.Devices.TeltonikaListen != "" {
 		nc, err := a.connectCoord("socket")
 		if err != nil {
 			return nil, err
@@ -197,6 +197,10 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 			TTL:            cfg.Lease.TTL,
 			CheckInterval:  cfg.Lease.CheckInterval,
 			Logger:         log.With("component", "socket"),
+
+			TeltonikaListen: cfg.Devices.TeltonikaListen,
+			TeltonikaIMEIs:  cfg.Devices.TeltonikaIMEIs,
+			TeltonikaTLS:    teltonikaTLS(cfg.Devices, tlsCfg),
 		}, nc, a.store)
 		if err != nil {
 			return nil, fmt.Errorf("appliance: %w", err)

@@ -63,6 +63,19 @@ type DevicesConfig struct {
 	Listen string
 	// LinesListen is the address of the line-based listener. Empty disables it.
 	LinesListen string
+	// TeltonikaListen is the address of the Teltonika listener (GPS
+	// trackers; docs/teltonika.md), customarily port 5027. Empty
+	// disables it.
+	TeltonikaListen string
+	// TeltonikaIMEIs is a file of the IMEIs the Teltonika listener
+	// accepts, one a line ("*": any IMEI), re-read when it changes; a
+	// device not listed is answered 0x00. Required with TeltonikaListen
+	// unless Auth is "open", which accepts any IMEI.
+	TeltonikaIMEIs string
+	// TeltonikaTLS serves the Teltonika listener over TLS with TLSCert
+	// and TLSKey (and TLSClientCA). False means plain TCP, whatever the
+	// other listeners do.
+	TeltonikaTLS bool
 	// Ack is "processed" (ACK after the handler finished a message) or "none"
 	// (no ACKs). Empty means "processed".
 	Ack string
@@ -380,6 +393,7 @@ func (c Config) Validate() error {
 	for _, a := range []struct{ key, addr string }{
 		{"devices.listen", c.Devices.Listen},
 		{"devices.lines_listen", c.Devices.LinesListen},
+		{"devices.teltonika_listen", c.Devices.TeltonikaListen},
 		{"nats.listen", c.NATS.Listen},
 		{"nats.cluster.listen", c.NATS.Cluster.Listen},
 		{"nats.cluster.advertise", c.NATS.Cluster.Advertise},
@@ -444,6 +458,9 @@ func (c Config) Validate() error {
 		return bad("nats.cluster.user", fmt.Sprintf("%q", c.NATS.Cluster.User), "nats.cluster.user and nats.cluster.password go together")
 	}
 	if err := c.NATS.checkTrust(); err != nil {
+		return err
+	}
+	if err := c.Devices.checkTeltonika(); err != nil {
 		return err
 	}
 	if c.Devices.MaxPerIP < 0 {
@@ -516,7 +533,7 @@ func (c Config) Validate() error {
 	default:
 		return bad("log.format", fmt.Sprintf("%q", c.Log.Format), "want text or json")
 	}
-	if c.Devices.Listen == "" && c.Devices.LinesListen == "" && c.Parser.Workers == 0 {
+	if c.Devices.Listen == "" && c.Devices.LinesListen == "" && c.Devices.TeltonikaListen == "" && c.Parser.Workers == 0 {
 		return errors.New("config: devices.listen, devices.lines_listen and parser.workers are all off: this appliance would do nothing")
 	}
 	clustered := c.NATS.Cluster.Listen != "" || len(c.NATS.Cluster.Peers) > 0

@@ -42,6 +42,11 @@ type SimConfig struct {
 	Reconnect bool
 	// ConnectConcurrency bounds dials at once. Zero means 256.
 	ConnectConcurrency int
+	// Protocol is "egp" (EGP/1) or "teltonika" (Teltonika trackers: a
+	// message is an AVL packet, see simulateTeltonika). Empty means egp.
+	Protocol string
+	// Records is the AVL records per Teltonika packet. Zero means 4.
+	Records int
 }
 
 // SimReport is the result of a simulation.
@@ -53,8 +58,11 @@ type SimReport struct {
 	Resent       int64
 	Reconnects   int64
 	// OrderErrors counts ACKs that did not match the oldest unacknowledged
-	// message of their device.
+	// message of their device (Teltonika: whose record count was not the
+	// packet's).
 	OrderErrors int64
+	// Records counts the AVL records acknowledged (Teltonika only).
+	Records int64
 	// Elapsed runs from the first send to the last ACK.
 	Elapsed time.Duration
 	// Throughput is acknowledged messages per second over Elapsed.
@@ -76,6 +84,9 @@ func (r SimReport) String() string {
 	fmt.Fprintf(&b, "controllers  %d\n", r.Controllers)
 	fmt.Fprintf(&b, "sent         %d\n", r.Sent)
 	fmt.Fprintf(&b, "acked        %d (dead-lettered %d)\n", r.Acked, r.DeadLettered)
+	if r.Records > 0 {
+		fmt.Fprintf(&b, "records      %d (Teltonika AVL records in the acked packets)\n", r.Records)
+	}
 	fmt.Fprintf(&b, "resent       %d after %d reconnects\n", r.Resent, r.Reconnects)
 	fmt.Fprintf(&b, "ack order    %s\n", map[bool]string{true: "ok", false: fmt.Sprintf("%d ACKs out of order", r.OrderErrors)}[r.OrderErrors == 0])
 	fmt.Fprintf(&b, "elapsed      %v\n", r.Elapsed.Round(time.Millisecond))
@@ -105,6 +116,13 @@ func rd(d time.Duration) time.Duration {
 func Simulate(ctx context.Context, cfg SimConfig, progress func(SimReport)) (SimReport, error) {
 	if cfg.Controllers <= 0 || cfg.Messages < 0 {
 		return SimReport{}, fmt.Errorf("device: simulate: want at least one controller")
+	}
+	switch cfg.Protocol {
+	case "", "egp":
+	case "teltonika":
+		return simulateTeltonika(ctx, cfg, progress)
+	default:
+		return SimReport{}, fmt.Errorf("device: simulate: protocol %q: want egp or teltonika", cfg.Protocol)
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "sim-"

@@ -452,6 +452,9 @@ func duplicates(batch []*msg, done uint64) int {
 func (s *Server) assignment(c *controller, g lease.Grant, from time.Time, valid, hold time.Duration, batch []*msg) coord.Assign {
 	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: valid - time.Since(from), Hold: hold, Gen: batch[0].sess.lease.Gen,
 		Msgs: make([]coord.Msg, len(batch)), Socket: s.id}
+	// Every message of a batch came in one session (a controller has one
+	// open at a time, and dispatch prunes the closed ones' first).
+	a.Proto = batch[0].sess.proto()
 	if s.cfg.Clock != nil {
 		// The lock expires no sooner than a TTL after the acquire began
 		// (or a hold after the previous batch under it was sent).
@@ -675,6 +678,10 @@ func (s *Server) ackLocked(c *controller, k int, statuses []byte) {
 			sess.wbuf = slices.Grow(sess.wbuf, (k-i)*egp.AckSize)
 		}
 		if sess.wclose {
+			continue
+		}
+		if sess.tel {
+			sess.wbuf = appendTeltonikaAck(sess.wbuf, m)
 			continue
 		}
 		if sess.lines {

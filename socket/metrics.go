@@ -65,6 +65,10 @@ var (
 		{"edgegate_lease_store_errors_total", "Lease store errors (never taken as a dead parser).", func(s *Stats) uint64 { return s.StoreErrors }},
 		{"edgegate_device_write_waits_total", "Times a device's reader stopped reading until the device took what was queued for it.", func(s *Stats) uint64 { return s.WriteWaits }},
 		{"edgegate_dispatch_pauses_total", "Dispatch paused for a lease after the store lost leases.", func(s *Stats) uint64 { return s.Pauses }},
+		{"edgegate_teltonika_imei_refused_total", "Teltonika devices answered 0x00: IMEI not on devices.teltonika_imeis.", func(s *Stats) uint64 { return s.Teltonika.IMEIRefused }},
+		{"edgegate_teltonika_bad_handshakes_total", "Teltonika connections closed for a malformed or missing IMEI handshake.", func(s *Stats) uint64 { return s.Teltonika.BadHandshakes }},
+		{"edgegate_teltonika_packets_refused_total", "Teltonika packets refused by the frame check (CRC, record counts, length): not acknowledged, nothing stored.", func(s *Stats) uint64 { return s.Teltonika.BadPackets }},
+		{"edgegate_teltonika_packets_skipped_total", "Teltonika packets of codecs that carry no AVL records (GPRS command responses): not acknowledged, nothing stored.", func(s *Stats) uint64 { return s.Teltonika.Skipped }},
 		{"edgegate_parser_pools_ignored_total", "Announcements of new parser pools ignored because the pool table was full.", func(s *Stats) uint64 { return s.PoolsIgnored }},
 	}
 	socketCounterDescs = func() []*prometheus.Desc {

@@ -33,6 +33,20 @@ type Config struct {
 	Listen string
 	// LinesListen is the lines listener address. Empty disables it.
 	LinesListen string
+	// TeltonikaListen is the Teltonika listener address (teltonika.go).
+	// Empty disables it. It shares the connection limits, HelloTimeout
+	// (for the IMEI) and IdleTimeout with the other listeners, and needs
+	// ACKs (NoAck false).
+	TeltonikaListen string
+	// TeltonikaIMEIs is the file of the IMEIs the Teltonika listener
+	// accepts, one a line ("*": any), re-read when it changes. Empty
+	// means none is accepted, unless TeltonikaOpen.
+	TeltonikaIMEIs string
+	// TeltonikaOpen accepts every IMEI (devices.auth: open); the file is
+	// not read.
+	TeltonikaOpen bool
+	// TeltonikaTLS, when set, serves the Teltonika listener over TLS.
+	TeltonikaTLS *tls.Config
 	// NoAck turns acknowledgements off (ack mode none). False means an ACK
 	// after the handler finished each message.
 	NoAck bool
@@ -202,6 +216,7 @@ type Server struct {
 	inbox string // prefix of the reply subjects of assignments
 
 	ln, lln net.Listener
+	tel     teltonikaState // the Teltonika listener and its IMEIs
 
 	shards [shards]shard
 
@@ -302,6 +317,10 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 			s.lln = tls.NewListener(s.lln, cfg.TLS)
 		}
 	}
+	if err := s.listenTeltonika(); err != nil {
+		s.closeListeners()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -391,6 +410,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.lln != nil {
 		wg.Go(func() { s.acceptLoop(lctx, s.lln, true) })
 	}
+	s.runTeltonika(lctx, &wg)
 	s.mu.Lock()
 	s.ready = true
 	s.mu.Unlock()
@@ -461,6 +481,9 @@ func (s *Server) closeListeners() {
 		}
 		if s.lln != nil {
 			s.lln.Close()
+		}
+		if s.tel.ln != nil {
+			s.tel.ln.Close()
 		}
 	})
 }

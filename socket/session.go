@@ -57,6 +57,7 @@ type session struct {
 	sh         *shard // its controller's
 	conn       net.Conn
 	lines      bool
+	tel        bool // a Teltonika device: no EGP/1 frames, record counts for ACKs (teltonika.go)
 	id         string
 	persistent bool // HELLO flag bit1: duplicates of done seqs are suppressed
 	opened     time.Time
@@ -185,6 +186,10 @@ func (s *Server) refuse(conn net.Conn, lines bool, code egp.Code, why string) {
 // rejectConn answers ERROR and closes, within rejectTimeout: over TLS the
 // write runs the handshake, which reads from the device.
 func rejectConn(conn net.Conn, lines bool, code egp.Code, why string) {
+	if isTeltonika(conn) {
+		conn.Close() // its protocol has no word for it before the IMEI
+		return
+	}
 	conn.SetDeadline(time.Now().Add(rejectTimeout))
 	if lines {
 		conn.Write(egp.AppendLinesError(nil, code, why))
@@ -215,6 +220,10 @@ func (c *connLog) get() *slog.Logger {
 
 // serveConn runs one device connection: HELLO, WELCOME, then messages.
 func (s *Server) serveConn(ctx context.Context, c *connection) {
+	if isTeltonika(c.conn) {
+		s.serveTeltonika(ctx, c)
+		return
+	}
 	// The handshake has a frame of its own, not kept on the stack while
 	// the reader waits for frames (see openApart).
 	sess, er, lr, log := s.greet(ctx, c.conn, c.lines, c.pooled)
@@ -633,7 +642,7 @@ func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string)
 		s.forgetIfIdleLocked(c)
 	}
 	sess.wmu.Lock()
-	if code != 0 {
+	if code != 0 && !sess.tel { // a Teltonika device has no error message
 		if sess.lines {
 			sess.wbuf = egp.AppendLinesError(sess.wbuf, code, reason)
 		} else {
@@ -816,7 +825,7 @@ func (s *Server) sweepIdle() {
 	for _, sess := range sessions {
 		sess.sh.mu.Lock()
 		switch {
-		case sess.lines || sess.closed:
+		case sess.lines || sess.tel || sess.closed: // no PING in their protocols
 		case sess.heard.Swap(false) || sess.waiting:
 			sess.pinged = false
 		case !sess.pinged:

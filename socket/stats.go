@@ -56,6 +56,8 @@ type Stats struct {
 	PoolsIgnored uint64 // announcements of new pools ignored, the pool table being full
 	// ProtocolErrors counts device errors by EGP/1 ERROR code.
 	ProtocolErrors map[egp.Code]uint64
+	// Teltonika counts what the Teltonika listener refused (teltonika.go).
+	Teltonika TeltonikaStats
 }
 
 // Stats returns a snapshot of the counters.
@@ -71,6 +73,7 @@ func (s *Server) Stats() Stats {
 		PoolsIgnored: st.poolsIgnored.Load(), ProtocolErrors: map[egp.Code]uint64{},
 		WriteWaits: st.writeWaits.Load(), WriteQueued: s.wqueued.Load(),
 	}
+	out.Teltonika = s.tel.stats()
 	for i := range st.protoErrors {
 		if v := st.protoErrors[i].Load(); v > 0 {
 			out.ProtocolErrors[egp.Code(i)] = v

@@ -26,6 +26,8 @@ func simulateCommand() *cli.Command {
 			&cli.BoolFlag{Name: "reconnect", Usage: "reconnect and resend on connection loss"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			&cli.BoolFlag{Name: "progress", Usage: "print progress every second on stderr"},
+			&cli.StringFlag{Name: "protocol", Usage: "egp, or teltonika: Teltonika trackers (IMEI --prefix digits + number) sending a packet per message to --addr (default 127.0.0.1:5027), rotating Codec 8, 8E and 16", Value: "egp"},
+			&cli.IntFlag{Name: "records", Usage: "teltonika: AVL records per packet", Value: 4},
 		},
 		Action: func(c *cli.Context) error {
 			cfg := device.SimConfig{
@@ -38,6 +40,10 @@ func simulateCommand() *cli.Command {
 				Prefix:        c.String("prefix"),
 				PersistentSeq: c.Bool("persistent"),
 				Reconnect:     c.Bool("reconnect"),
+			}
+			cfg.Protocol, cfg.Records = c.String("protocol"), c.Int("records")
+			if cfg.Protocol == "teltonika" && !c.IsSet("addr") {
+				cfg.Addrs = []string{"127.0.0.1:5027"}
 			}
 			if t := c.String("token"); t != "" {
 				cfg.Token = []byte(t)

@@ -109,6 +109,9 @@ func printRecord(c *cli.Context, m *nats.Msg) {
 	if !utf8.Valid(m.Data) || containsControl(body) {
 		body = strconv.Quote(body)
 	}
+	if s, ok := teltonikaSummary(m.Data); ok {
+		body = s
+	}
 	line := fmt.Sprintf("%s %s seq=%s fence=%s %s", recv, h.Get(parser.HeaderController), h.Get(parser.HeaderSeq), h.Get(parser.HeaderFence), body)
 	if e := h.Get(parser.HeaderError); e != "" {
 		line += "  error=" + strconv.Quote(e)
