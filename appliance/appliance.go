@@ -200,6 +200,7 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 
 			TeltonikaListen: cfg.Devices.TeltonikaListen,
 			TeltonikaIMEIs:  cfg.Devices.TeltonikaIMEIs,
+			TeltonikaOpen:   cfg.Devices.Auth == "open",
 			TeltonikaTLS:    teltonikaTLS(cfg.Devices, tlsCfg),
 		}, nc, a.store)
 		if err != nil {

@@ -11,12 +11,12 @@ func (d DevicesConfig) checkTeltonika() error {
 	if d.TeltonikaListen == "" {
 		return nil
 	}
-	if d.TeltonikaIMEIs == "" {
+	if d.TeltonikaIMEIs == "" && d.Auth != "open" {
 		// A Teltonika device has no token nor (as a rule) a certificate
 		// of its own: its IMEI on this list is all that admits it.
 		// Refusing every device would look like a network fault from the
 		// device's side; better to say so at the start.
-		return errors.New("config: devices.teltonika_imeis: the Teltonika listener takes only the IMEIs of this file (one a line; a line * takes any): set it")
+		return errors.New("config: devices.teltonika_imeis: the Teltonika listener takes only the IMEIs of this file (one a line; a line * takes any), or any IMEI with devices.auth: open: set one")
 	}
 	if d.Ack == "none" {
 		return fmt.Errorf("config: devices.ack: %q: the Teltonika listener needs ACKs (a device sends an unacknowledged packet again, and nothing after it)", d.Ack)

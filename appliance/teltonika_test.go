@@ -521,6 +521,7 @@ func TestTeltonikaConfig(t *testing.T) {
 		want   string
 	}{
 		{"no IMEI list", func(c *appliance.Config) { c.Devices.TeltonikaIMEIs = "" }, "devices.teltonika_imeis"},
+		{"no IMEI list, devices.auth open", func(c *appliance.Config) { c.Devices.TeltonikaIMEIs, c.Devices.Auth = "", "open" }, ""},
 		{"ack none", func(c *appliance.Config) { c.Devices.Ack = "none" }, "devices.ack"},
 		{"TLS without a certificate", func(c *appliance.Config) { c.Devices.TeltonikaTLS = true }, "devices.teltonika_tls"},
 		{"bad address", func(c *appliance.Config) { c.Devices.TeltonikaListen = "5027" }, "devices.teltonika_listen"},

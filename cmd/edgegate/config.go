@@ -31,7 +31,7 @@ var settings = []setting{
 	{key: "devices.listen", usage: `EGP/1 device listener; "" disables it`, ptr: func(c *appliance.Config) any { return &c.Devices.Listen }},
 	{key: "devices.lines_listen", usage: `line-based device listener; "" disables it`, ptr: func(c *appliance.Config) any { return &c.Devices.LinesListen }},
 	{key: "devices.teltonika_listen", usage: `Teltonika tracker listener (Codec 8/8E/16 over TCP), customarily port 5027; "" disables it`, ptr: func(c *appliance.Config) any { return &c.Devices.TeltonikaListen }},
-	{key: "devices.teltonika_imeis", usage: `file of the IMEIs the Teltonika listener accepts, one a line ("*" = any), re-read on change; required with devices.teltonika_listen`, ptr: func(c *appliance.Config) any { return &c.Devices.TeltonikaIMEIs }},
+	{key: "devices.teltonika_imeis", usage: `file of the IMEIs the Teltonika listener accepts, one a line ("*" = any), re-read on change; required with devices.teltonika_listen unless devices.auth is open`, ptr: func(c *appliance.Config) any { return &c.Devices.TeltonikaIMEIs }},
 	{key: "devices.teltonika_tls", usage: "serve the Teltonika listener over TLS with devices.tls_cert and devices.tls_key", ptr: func(c *appliance.Config) any { return &c.Devices.TeltonikaTLS }},
 	{key: "devices.ack", usage: "processed (ACK after the handler) or none", ptr: func(c *appliance.Config) any { return &c.Devices.Ack }},
 	{key: "devices.max_frame", usage: "largest frame body in bytes", ptr: func(c *appliance.Config) any { return &c.Devices.MaxFrame }, bytes: true},
