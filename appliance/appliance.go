@@ -274,6 +274,7 @@ func (a *Appliance) newParser(ctx context.Context) error {
 			ex, err := parser.NewExec(parser.ExecConfig{
 				Command:  cfg.Parser.Exec,
 				Children: cfg.Parser.Workers,
+				Env:      cfg.Parser.ExecEnv,
 				Logger:   a.log.With("component", "exec"),
 			}, pub.Parsed)
 			if err != nil {
@@ -292,6 +293,7 @@ func (a *Appliance) newParser(ctx context.Context) error {
 		Handler:    h,
 		DeadLetter: pub.Dead,
 		Attempts:   cfg.Parser.Attempts,
+		Timeout:    cfg.Parser.Timeout,
 		TTL:        cfg.Lease.TTL,
 		Heartbeat:  cfg.Lease.Heartbeat,
 		Logger:     a.log.With("component", "parser"),

@@ -234,6 +234,15 @@ type ParserConfig struct {
 	Handler string
 	// Exec is the command and arguments of the exec handler.
 	Exec []string
+	// ExecEnv is what the exec handler's children get of environment
+	// beyond the basics (PATH, HOME, LANG and the like): "NAME=value", or
+	// "NAME" for the appliance's own value. Nothing else of the
+	// appliance's environment reaches them (see parser.ExecConfig.Env).
+	ExecEnv []string
+	// Timeout is how long the handler has for one attempt at a message; an
+	// attempt that runs out is a transient error (retried), and an exec
+	// child is killed and restarted. Zero means 30s.
+	Timeout time.Duration
 	// Attempts is how often a message the handler calls bad is tried before
 	// it is dead-lettered. Zero means 3.
 	Attempts int
@@ -297,6 +306,7 @@ func DefaultConfig() Config {
 			Batch:    64,
 			Handler:  "publish",
 			Attempts: 3,
+			Timeout:  30 * time.Second,
 		},
 		HTTP: HTTPConfig{Listen: "127.0.0.1:7480"},
 		Log:  LogConfig{Level: "info", Format: "text"},
@@ -362,6 +372,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Parser.Attempts == 0 {
 		c.Parser.Attempts = d.Parser.Attempts
+	}
+	if c.Parser.Timeout == 0 {
+		c.Parser.Timeout = d.Parser.Timeout
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = d.Log.Level
@@ -511,6 +524,12 @@ func (c Config) Validate() error {
 	}
 	if c.Parser.Attempts < 1 {
 		return bad("parser.attempts", c.Parser.Attempts, "want at least 1")
+	}
+	if c.Parser.Timeout < 0 {
+		return bad("parser.timeout", c.Parser.Timeout, "must not be negative")
+	}
+	if _, err := parser.ChildEnv(nil, c.Parser.ExecEnv); err != nil {
+		return bad("parser.exec_env", fmt.Sprintf("%q", c.Parser.ExecEnv), err.Error())
 	}
 	if c.Handler == nil {
 		switch c.Parser.Handler {

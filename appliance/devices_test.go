@@ -314,6 +314,7 @@ func TestExecHandler(t *testing.T) {
 	cfg.Parser.Handler = "exec"
 	cfg.Parser.Workers = 2
 	cfg.Parser.Exec = []string{os.Args[0]}
+	cfg.Parser.ExecEnv = []string{"EDGEGATE_APPLIANCE_TEST_CHILD", "GORACE"} // exec children get no other variable
 	t.Setenv("EDGEGATE_APPLIANCE_TEST_CHILD", "1")
 	t.Setenv("GORACE", "atexit_sleep_ms=0")
 	a := start(t, cfg)

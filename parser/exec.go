@@ -23,7 +23,13 @@ type ExecConfig struct {
 	Children int
 	// Dir is the children's working directory. Empty means the current one.
 	Dir string
-	// Env is added to the appliance's environment for the children.
+	// Env is what the children's environment holds beyond the basics
+	// (PATH, HOME, USER, LOGNAME, LANG, LANGUAGE, LC_*, TZ, TMPDIR, as the
+	// appliance has them): "NAME=value", or "NAME" for the appliance's own
+	// value of NAME (left out when it has none). The rest of the
+	// appliance's environment is not passed: it may hold secrets (a Redis
+	// URL with its password, the NATS password) that parse logic has no
+	// use for.
 	Env []string
 	// MaxReply is the largest reply body. Zero means 16 MiB.
 	MaxReply int
@@ -40,17 +46,23 @@ type Emit func(ctx context.Context, m *Message, out []byte) error
 
 // Exec is the exec handler: long-lived child processes speaking the framed
 // protocol of docs/exec.md on stdin/stdout. A crashed child is restarted
-// and its message retried (a transient error), never dead-lettered.
+// and its message retried (a transient error), never dead-lettered; so is
+// a child that does not answer before the handler's context is done (the
+// pool's per-attempt deadline, parser.timeout): it is killed, with every
+// process it started in its process group.
 type Exec struct {
 	cfg  ExecConfig
 	emit Emit
 	log  *slog.Logger
 	free chan *child
+	env  []string // the children's environment
 
 	mu       sync.Mutex
 	children []*child
 	closed   bool
-	wg       sync.WaitGroup // stderr readers and waiters
+	stderrs  map[*os.File]bool // read ends of the children's stderr, until their readers are done
+	waiters  sync.WaitGroup    // cmd.Wait of every child started
+	readers  sync.WaitGroup    // stderr readers
 }
 
 type child struct {
@@ -83,7 +95,12 @@ func NewExec(cfg ExecConfig, emit Emit) (*Exec, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Exec{cfg: cfg, emit: emit, log: cfg.Logger, free: make(chan *child, cfg.Children)}
+	env, err := ChildEnv(os.Environ(), cfg.Env)
+	if err != nil {
+		return nil, err
+	}
+	e := &Exec{cfg: cfg, emit: emit, log: cfg.Logger, free: make(chan *child, cfg.Children), env: env,
+		stderrs: make(map[*os.File]bool)}
 	for i := 0; i < cfg.Children; i++ {
 		c := &child{idx: i, backoff: cfg.RestartBackoff}
 		if err := e.start(c); err != nil {
@@ -103,9 +120,11 @@ func (e *Exec) start(c *child) error {
 		return errors.New("parser: exec: closed")
 	}
 	cmd := exec.Command(e.cfg.Command[0], e.cfg.Command[1:]...)
-	cmd.SysProcAttr = childAttr() // the child dies with the appliance
+	// The child dies with the appliance, and leads a process group of its
+	// own, which kill ends as a whole.
+	cmd.SysProcAttr = childAttr()
 	cmd.Dir = e.cfg.Dir
-	cmd.Env = append(childEnviron(), e.cfg.Env...)
+	cmd.Env = e.env
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return fmt.Errorf("parser: exec: %w", err)
@@ -114,24 +133,38 @@ func (e *Exec) start(c *child) error {
 	if err != nil {
 		return fmt.Errorf("parser: exec: %w", err)
 	}
-	stderr, err := cmd.StderrPipe()
+	// A pipe of our own, not StderrPipe: its reader goes on to the last
+	// line after the child exits, while the child counts as exited as
+	// soon as it is, even when something it started (outside its group)
+	// still holds the pipe.
+	stderr, stderrW, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("parser: exec: %w", err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stderr = stderrW
+	err = cmd.Start()
+	stderrW.Close() // the child has its own copy
+	if err != nil {
+		stderr.Close()
 		return fmt.Errorf("parser: exec: start %q: %w", e.cfg.Command, err)
 	}
 	c.cmd, c.stdin, c.stdout, c.broken = cmd, stdin, bufio.NewReaderSize(stdout, 64<<10), false
 	c.exited = make(chan struct{})
 	log := e.log.With("child", c.idx, "pid", cmd.Process.Pid)
-	e.wg.Add(1)
-	go func(exited chan struct{}) {
-		defer e.wg.Done()
+	e.stderrs[stderr] = true
+	e.readers.Go(func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 4096), 64<<10)
 		for sc.Scan() {
 			log.Warn("exec child: " + sc.Text())
 		}
+		e.mu.Lock()
+		delete(e.stderrs, stderr)
+		e.mu.Unlock()
+		stderr.Close()
+	})
+	exited := c.exited
+	e.waiters.Go(func() {
 		err := cmd.Wait()
 		close(exited)
 		e.mu.Lock()
@@ -140,7 +173,7 @@ func (e *Exec) start(c *child) error {
 		if !closed {
 			log.Warn("parser: exec child exited", "err", err)
 		}
-	}(c.exited)
+	})
 	return nil
 }
 
@@ -161,9 +194,6 @@ func (e *Exec) Handle(ctx context.Context, m *Message) error {
 	st, body, err := e.roundTrip(ctx, c, m)
 	if err != nil {
 		e.kill(c)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -206,9 +236,15 @@ func (e *Exec) roundTrip(ctx context.Context, c *child, m *Message) (byte, []byt
 	case r := <-done:
 		return r.st, r.body, r.err
 	case <-ctx.Done():
+		pid := c.cmd.Process.Pid
 		e.kill(c) // its stream state is unknown now
 		<-done
-		return 0, nil, ctx.Err()
+		err := ctx.Err()
+		if errors.Is(err, context.DeadlineExceeded) {
+			e.log.Warn("parser: exec child gave no reply in time, killed", "child", c.idx, "pid", pid,
+				"controller", m.Controller, "seq", m.Seq, "attempt", m.Attempt)
+		}
+		return 0, nil, fmt.Errorf("exec child %d (pid %d) killed, no reply: %w", c.idx, pid, err)
 	}
 }
 
@@ -235,7 +271,7 @@ func (e *Exec) kill(c *child) {
 	c.broken = true
 	c.failAt = time.Now()
 	c.stdin.Close()
-	c.cmd.Process.Kill()
+	killGroup(c.cmd.Process)
 	<-c.exited
 }
 
@@ -256,7 +292,8 @@ func (e *Exec) restart(ctx context.Context, c *child) error {
 }
 
 // Close stops the children: stdin is closed, and a child still running
-// after 2s is killed. Safe to call more than once.
+// after 2s is killed with its process group. Their stderr is read to the
+// end, for at most 2s more. Safe to call more than once.
 func (e *Exec) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -274,23 +311,71 @@ func (e *Exec) Close() error {
 		select {
 		case <-c.exited:
 		case <-time.After(2 * time.Second):
-			c.cmd.Process.Kill()
+			killGroup(c.cmd.Process)
 			<-c.exited
 		}
 	}
-	e.wg.Wait()
+	e.waiters.Wait()
+	read := make(chan struct{})
+	go func() { e.readers.Wait(); close(read) }()
+	select {
+	case <-read:
+	case <-time.After(2 * time.Second):
+		// Something a child started outside its group holds a stderr.
+		e.mu.Lock()
+		for f := range e.stderrs {
+			f.Close()
+		}
+		e.mu.Unlock()
+		<-read
+	}
 	return nil
 }
 
-// childEnviron is the appliance's environment without systemd's
-// notification variables: a child must not speak for the appliance.
-func childEnviron() []string {
+// baseEnv are the variables of the appliance's environment every child
+// gets: what programs need to run and to read and write text right, and
+// nothing that could hold a secret. An entry ending in '_' is a prefix.
+var baseEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_", "TZ", "TMPDIR"}
+
+// defaultPath is the children's PATH when the appliance has none.
+const defaultPath = "/usr/local/bin:/usr/bin:/bin"
+
+// ChildEnv returns an exec child's environment given the appliance's
+// (environ, as os.Environ) and ExecConfig.Env (extra): the basics of
+// environ, then every entry of extra, "NAME=value" as it is and "NAME" as
+// environ has it (left out when environ has no NAME). A later entry of a
+// name wins.
+func ChildEnv(environ, extra []string) ([]string, error) {
+	own := make(map[string]string, len(environ))
 	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "NOTIFY_SOCKET=") || strings.HasPrefix(kv, "WATCHDOG_") {
+	hasPath := false
+	for _, kv := range environ {
+		name, _, ok := strings.Cut(kv, "=")
+		if !ok {
 			continue
 		}
-		env = append(env, kv)
+		own[name] = kv
+		for _, b := range baseEnv {
+			if name == b || strings.HasSuffix(b, "_") && strings.HasPrefix(name, b) {
+				env = append(env, kv)
+				hasPath = hasPath || name == "PATH"
+				break
+			}
+		}
 	}
-	return env
+	if !hasPath {
+		env = append(env, "PATH="+defaultPath)
+	}
+	for _, e := range extra {
+		name, _, hasValue := strings.Cut(e, "=")
+		if name == "" || strings.ContainsRune(e, 0) {
+			return nil, fmt.Errorf("parser: exec: environment entry %q: want NAME=value or NAME", e)
+		}
+		if hasValue {
+			env = append(env, e)
+		} else if kv, ok := own[name]; ok {
+			env = append(env, kv)
+		}
+	}
+	return env, nil
 }

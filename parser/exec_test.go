@@ -10,10 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgegate/edgegate/coord"
+	"github.com/edgegate/edgegate/egp"
 )
 
 type emitted struct {
@@ -265,5 +270,247 @@ func TestExecDocExamples(t *testing.T) {
 				t.Fatalf("invalid JSON: %v, want a permanent error", err)
 			}
 		})
+	}
+}
+
+// hangOnceCommand is a child that hangs on its first message, as a hung
+// parser behind a wrapper script does: its first instance is a shell that
+// starts a sleep (which inherits the pipes) and waits for it; every later
+// instance is the test child. The shell records its start in mark.
+func hangOnceCommand() []string {
+	return []string{"/bin/sh", "-c",
+		`if [ -e "$EDGEGATE_EXEC_TEST_HANG_MARK" ]; then exec "$0"; fi; : >"$EDGEGATE_EXEC_TEST_HANG_MARK"; sleep 3600; exit 0`,
+		os.Args[0]}
+}
+
+// TestExecHungChildRestartedAfterTimeout: an exec child that never answers
+// holds neither its controller nor its worker past parser.timeout. The
+// attempt fails as a transient error, the child is killed with what it
+// started (the sleep holding its pipes) and restarted, the message is
+// retried and the rest of the batch handled; the worker is free again for
+// the next controller.
+func TestExecHungChildRestartedAfterTimeout(t *testing.T) {
+	// Long enough for a restarted child to start and answer on a loaded
+	// machine, under the race detector.
+	const timeout = time.Second
+	var logs logBuf
+	var em emitted
+	ex, err := NewExec(ExecConfig{
+		Command:  hangOnceCommand(),
+		Children: 1,
+		Env: []string{"GORACE=atexit_sleep_ms=0", "EDGEGATE_EXEC_TEST_CHILD=1",
+			"EDGEGATE_EXEC_TEST_HANG_MARK=" + filepath.Join(t.TempDir(), "hung")},
+		RestartBackoff: 10 * time.Millisecond,
+		Logger:         slog.New(slog.NewTextHandler(&logs, nil)),
+	}, em.emit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ex.Close() })
+	hung := ex.children[0].cmd.Process.Pid
+	p, store, _ := startPoolWith(t, Config{Workers: 1, Handler: ex, TTL: 10 * time.Second, Heartbeat: time.Second,
+		Timeout: timeout, RetryMin: 10 * time.Millisecond})
+
+	outcomes := make(chan coord.Outcome, 4)
+	out := func(o coord.Outcome) { outcomes <- o }
+	start := time.Now()
+	if !p.Offer(assignment(t, store, p, "hung", 0, 1, 2, 3), out) {
+		t.Fatal("a pool with a free worker refused an assignment")
+	}
+	e, _ := waitBatch(t, outcomes)
+	if e.Done != 3 || !bytes.Equal(e.Statuses, []byte{byte(egp.StatusProcessed), byte(egp.StatusProcessed), byte(egp.StatusProcessed)}) {
+		t.Fatalf("statuses %+v: want 3 processed, done 3", e)
+	}
+	if d := time.Since(start); d < timeout {
+		t.Errorf("the batch took %v, less than the timeout %v: the child did not hang", d, timeout)
+	}
+	em.mu.Lock()
+	got := em.recs["hung"]
+	em.mu.Unlock()
+	if !slices.Equal(got, []string{"parsed:x", "parsed:x", "parsed:x"}) {
+		t.Errorf("records %q: want each message parsed once", got)
+	}
+	if pid := ex.children[0].cmd.Process.Pid; pid == hung {
+		t.Errorf("child pid %d unchanged: the hung child was not restarted", pid)
+	}
+	if s := p.Stats(); s.TransientErrors < 1 {
+		t.Errorf("stats %+v: want the timed-out attempt counted as a transient error", s)
+	}
+	if !strings.Contains(logs.String(), "exec child gave no reply in time") || !strings.Contains(logs.String(), "exec child restarted") {
+		t.Errorf("the kill and the restart are not logged:\n%s", logs.String())
+	}
+	waitGroupGone(t, hung)
+
+	waitFree(t, p, 1, "the worker stayed busy after the batch")
+	if !p.Offer(assignment(t, store, p, "next", 0, 1), out) {
+		t.Fatal("the worker did not take the next controller's batch")
+	}
+	if e, _ := waitBatch(t, outcomes); e.Controller != "next" || e.Done != 1 {
+		t.Fatalf("statuses %+v: want next's message handled", e)
+	}
+}
+
+// waitGroupGone waits until no live process is left in process group
+// pgid (zombies count as gone: they hold no pipe and do no work).
+func waitGroupGone(t *testing.T, pgid int) {
+	t.Helper()
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Logf("no /proc: the hung child's process group is not checked")
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		live := groupMembers(pgid)
+		if len(live) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes %v of the hung child's group %d still run", live, pgid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// groupMembers lists the processes of group pgid that have not exited,
+// from /proc/<pid>/stat ("pid (comm) state ppid pgrp ...").
+func groupMembers(pgid int) []int {
+	dirs, _ := os.ReadDir("/proc")
+	var live []int
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		if g, _ := strconv.Atoi(f[2]); g == pgid {
+			live = append(live, pid)
+		}
+	}
+	return live
+}
+
+// TestHandlerDeadline: a Go handler's context has the message's deadline
+// (parser.timeout) and is done when it passes, and so is a context derived
+// from it; the attempt then counts as a transient error and the message is
+// retried, and the next message gets a fresh deadline.
+func TestHandlerDeadline(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	type seen struct {
+		seq     uint64
+		attempt int
+		left    time.Duration // until the context's deadline, at the call
+		err     error         // the context's error when the call returned
+	}
+	calls := make(chan seen, 16)
+	h := HandlerFunc(func(ctx context.Context, m *Message) error {
+		s := seen{seq: m.Seq, attempt: m.Attempt, left: -1}
+		if dl, ok := ctx.Deadline(); ok {
+			s.left = time.Until(dl)
+		}
+		if m.Seq == 1 && m.Attempt == 1 {
+			// Hung until the deadline, waiting on a context derived from
+			// the handler's, as the publisher's own timeout is.
+			d, cancel := context.WithTimeout(ctx, time.Hour)
+			<-d.Done()
+			if err := d.Err(); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("the derived context ended with %v, want the deadline", err)
+			}
+			cancel()
+		}
+		s.err = ctx.Err()
+		calls <- s
+		return s.err
+	})
+	p, store, _ := startPoolWith(t, Config{Workers: 1, Handler: h, TTL: 10 * time.Second, Heartbeat: time.Second,
+		Timeout: timeout, RetryMin: 10 * time.Millisecond})
+	outcomes := make(chan coord.Outcome, 4)
+	if !p.Offer(assignment(t, store, p, "ctl", 0, 1, 2), func(o coord.Outcome) { outcomes <- o }) {
+		t.Fatal("a pool with a free worker refused an assignment")
+	}
+	e, _ := waitBatch(t, outcomes)
+	if e.Done != 2 || !bytes.Equal(e.Statuses, []byte{byte(egp.StatusProcessed), byte(egp.StatusProcessed)}) {
+		t.Fatalf("statuses %+v: want 2 processed, done 2", e)
+	}
+	close(calls)
+	var got []seen
+	for s := range calls {
+		got = append(got, s)
+	}
+	if len(got) != 3 {
+		t.Fatalf("calls %+v: want seq 1 twice (timed out, retried), then seq 2", got)
+	}
+	for i, want := range []struct {
+		seq     uint64
+		attempt int
+		err     error
+	}{{1, 1, context.DeadlineExceeded}, {1, 2, nil}, {2, 1, nil}} {
+		s := got[i]
+		if s.seq != want.seq || s.attempt != want.attempt || !errors.Is(s.err, want.err) || (want.err == nil) != (s.err == nil) {
+			t.Errorf("call %d: %+v, want seq %d attempt %d with context error %v", i, s, want.seq, want.attempt, want.err)
+		}
+		if s.left <= 0 || s.left > timeout {
+			t.Errorf("call %d: deadline %v away, want within the timeout %v", i, s.left, timeout)
+		}
+	}
+	if s := p.Stats(); s.TransientErrors != 1 {
+		t.Errorf("stats %+v: want 1 transient error", s)
+	}
+}
+
+// TestExecChildEnvironment: an exec child sees the basics (PATH) and what
+// parser.exec_env gives it, never the appliance's own variables, which
+// hold secrets (a Redis URL with its password, the NATS password).
+func TestExecChildEnvironment(t *testing.T) {
+	const secret = "s3cret-in-the-appliance-env"
+	t.Setenv("EDGEGATE_LEASE_REDIS", "redis://:"+secret+"@redis.invalid:6379/0")
+	t.Setenv("EDGEGATE_NATS_PASSWORD", secret)
+	t.Setenv("EDGEGATE_EXEC_TEST_PASSED", "from-the-appliance")
+	t.Setenv("PATH", "/usr/local/bin:/usr/bin:/bin")
+	ex, err := NewExec(ExecConfig{
+		Command: []string{os.Args[0]},
+		Env: []string{"GORACE=atexit_sleep_ms=0", "EDGEGATE_EXEC_TEST_CHILD=1",
+			"EDGEGATE_EXEC_TEST_PASSED", "EDGEGATE_EXEC_TEST_UNSET", "EDGEGATE_EXEC_TEST_SET=a=b"},
+	}, (&emitted{}).emit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ex.Close() })
+	if err := ex.Handle(context.Background(), msg("c", 1, "ok")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", ex.children[0].cmd.Process.Pid))
+	if err != nil {
+		t.Skipf("the child's environment cannot be read: %v", err)
+	}
+	env := map[string]string{}
+	for _, kv := range strings.Split(strings.TrimRight(string(b), "\x00"), "\x00") {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	if bytes.Contains(b, []byte(secret)) {
+		t.Errorf("the child sees the appliance's secret: %q", env)
+	}
+	for _, k := range []string{"EDGEGATE_LEASE_REDIS", "EDGEGATE_NATS_PASSWORD", "EDGEGATE_EXEC_TEST_UNSET"} {
+		if v, ok := env[k]; ok {
+			t.Errorf("the child has %s=%q", k, v)
+		}
+	}
+	for k, want := range map[string]string{
+		"PATH": "/usr/local/bin:/usr/bin:/bin", "EDGEGATE_EXEC_TEST_PASSED": "from-the-appliance", "EDGEGATE_EXEC_TEST_SET": "a=b",
+	} {
+		if env[k] != want {
+			t.Errorf("the child has %s=%q, want %q", k, env[k], want)
+		}
 	}
 }

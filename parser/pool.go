@@ -53,6 +53,12 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff between retries of a failed
 	// message. Zero means 20ms and 2s.
 	RetryMin, RetryMax time.Duration
+	// Timeout is how long one attempt at a message may take: the deadline
+	// of the handler's context. An attempt that runs out is a transient
+	// error, retried: heartbeats keep the lease of a hung handler alive,
+	// and without it the controller and a worker would wait forever.
+	// Zero means 30s.
+	Timeout time.Duration
 	// Clock, shared with the sockets of the same process, lets the pool
 	// skip the confirming heartbeat of their assignments (see coord.Clock).
 	// Nil means every assignment is confirmed.
@@ -72,6 +78,7 @@ func DefaultConfig() Config {
 		Announce:  time.Second,
 		RetryMin:  20 * time.Millisecond,
 		RetryMax:  2 * time.Second,
+		Timeout:   30 * time.Second,
 	}
 }
 
@@ -172,6 +179,9 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Pool, error) {
 	}
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = d.RetryMax
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = d.Timeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -561,7 +571,8 @@ func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 
 	statuses := make([]byte, 0, len(a.Msgs))
 	var done uint64
-	lctx := &leaseContext{bctx, hb}
+	lctx := newMsgContext(&leaseContext{bctx, hb}, p.cfg.Timeout)
+	defer lctx.close()
 	m := new(Message) // one per batch, refilled per message: valid only during Handle
 	now := time.Now()
 	for i := range a.Msgs {
@@ -743,7 +754,7 @@ func (p *Pool) release(log *batchLog, a *coord.Assign, done uint64, setDone bool
 // now (the clock read once per message boundary: a batch of short
 // messages is mostly clock reads otherwise). It returns the time it finished, and false when
 // ctx was cancelled before the message was finished.
-func (p *Pool) handle(ctx *leaseContext, now time.Time, log *batchLog, a *coord.Assign, m *Message, cm *coord.Msg) (egp.Status, time.Time, bool) {
+func (p *Pool) handle(ctx *msgContext, now time.Time, log *batchLog, a *coord.Assign, m *Message, cm *coord.Msg) (egp.Status, time.Time, bool) {
 	*m = Message{
 		Controller: a.Controller, Seq: cm.Seq, Fence: a.Token.Fence,
 		Received: cm.Received, Payload: cm.Payload, Proto: a.Proto,
@@ -755,8 +766,10 @@ func (p *Pool) handle(ctx *leaseContext, now time.Time, log *batchLog, a *coord.
 			return 0, now, false
 		}
 		m.Attempt = attempt
+		ctx.begin(now)
 		err := p.cfg.Handler.Handle(ctx, m)
 		end := time.Now()
+		err = ctx.end(end, err)
 		p.handlerSeconds.Observe(end.Sub(now).Seconds())
 		now = end
 		if err == nil {

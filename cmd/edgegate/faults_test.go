@@ -91,6 +91,7 @@ func newFaultRig(t *testing.T, n int) *faultRig {
 			"--lease.redis", "redis://" + r.redisPx.Addr() + "/0?dial_timeout=300ms&read_timeout=500ms&write_timeout=500ms",
 			"--lease.ttl", "1s", "--lease.heartbeat", "200ms", "--lease.check_interval", "200ms",
 			"--parser.handler", "exec", "--parser.exec", self, "--parser.workers", "4",
+			"--parser.exec_env", "EDGEGATE_JOURNAL_CHILD,GORACE", // the child's mode: exec children get no other variable
 			"--http.listen", p.http, "--log.level", "info"}
 		var err error
 		if p.log, err = os.Create(filepath.Join(dir, p.name+".log")); err != nil {

@@ -223,6 +223,7 @@ func startProcesses(t *testing.T, o clusterOpts) ([]*proc, *redistest.Server, st
 			"--nats.cluster.user", "route", "--nats.cluster.password", "route-test-secret",
 			"--lease.redis", redis.URL(), "--lease.ttl", "1s", "--lease.heartbeat", "200ms", "--lease.check_interval", "200ms",
 			"--parser.handler", "exec", "--parser.exec", self, "--parser.workers", strconv.Itoa(workers),
+			"--parser.exec_env", "EDGEGATE_JOURNAL_CHILD,GORACE", // the child's mode: exec children get no other variable
 			"--http.listen", p.http, "--log.level", "info"}
 		var err error
 		if p.log, err = os.Create(filepath.Join(dir, p.name+".log")); err != nil {
