@@ -66,6 +66,9 @@ func Run(ctx context.Context, cfg Config) error {
 // the parser pool's dependencies, and binds every listener, so that their
 // addresses are known before Run. On error everything started is stopped.
 func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
+	if err := cfg.ReadSecretFiles(); err != nil {
+		return nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -487,7 +490,11 @@ func uniq(list []string) int {
 // reload applies what can change while running (log.level) and names every
 // other changed setting, which takes effect at the next restart.
 func (a *Appliance) reload(next Config) {
-	if err := next.Validate(); err != nil {
+	err := next.ReadSecretFiles() // as New did: compared as read
+	if err == nil {
+		err = next.Validate()
+	}
+	if err != nil {
 		a.log.Error("appliance: reload refused, the running configuration stays", "err", err)
 		return
 	}

@@ -53,6 +53,7 @@ var settings = []setting{
 	{key: "nats.max_memory", usage: "JetStream memory store limit in bytes", ptr: func(c *appliance.Config) any { return &c.NATS.MaxMemory }, bytes: true},
 	{key: "nats.user", usage: `user name clients of the NATS client port must give; "" = no password authentication`, ptr: func(c *appliance.Config) any { return &c.NATS.User }},
 	{key: "nats.password", usage: "password of nats.user, plain or a bcrypt hash ($2a$...)", ptr: func(c *appliance.Config) any { return &c.NATS.Password }},
+	{key: "nats.password_file", usage: "file holding nats.password (instead of it), or the name of a systemd credential (LoadCredential=)", ptr: func(c *appliance.Config) any { return &c.NATS.PasswordFile }},
 	{key: "nats.nkeys", usage: "public user nkeys (U...) allowed on the NATS client port (repeat or comma-separate)", ptr: func(c *appliance.Config) any { return &c.NATS.NKeys }},
 	{key: "nats.tls_cert", usage: `PEM certificate of the NATS client port; "" = plain TCP`, ptr: func(c *appliance.Config) any { return &c.NATS.TLSCert }},
 	{key: "nats.tls_key", usage: "PEM key of nats.tls_cert", ptr: func(c *appliance.Config) any { return &c.NATS.TLSKey }},
@@ -63,10 +64,12 @@ var settings = []setting{
 	{key: "nats.cluster.peers", usage: "host:port of every peer's route listener (repeat or comma-separate)", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Peers }},
 	{key: "nats.cluster.user", usage: `route user name, the same on every appliance; required with nats.cluster.peers or a non-loopback nats.cluster.listen, unless route TLS (nats.cluster.tls_ca)`, ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.User }},
 	{key: "nats.cluster.password", usage: "route password, the same on every appliance", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.Password }},
+	{key: "nats.cluster.password_file", usage: "file holding nats.cluster.password (instead of it), or the name of a systemd credential (LoadCredential=)", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.PasswordFile }},
 	{key: "nats.cluster.tls_cert", usage: `PEM route certificate (used both ways; every appliance needs one); "" = plain TCP`, ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.TLSCert }},
 	{key: "nats.cluster.tls_key", usage: "PEM key of nats.cluster.tls_cert", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.TLSKey }},
 	{key: "nats.cluster.tls_ca", usage: "PEM CA bundle route certificates must be signed by; required with nats.cluster.tls_cert (routes never trust the system roots)", ptr: func(c *appliance.Config) any { return &c.NATS.Cluster.TLSCA }},
 	{key: "lease.redis", usage: `Redis URL for the leases, redis://host:6379/0; "" = in-process store (one appliance)`, ptr: func(c *appliance.Config) any { return &c.Lease.Redis }},
+	{key: "lease.redis_file", usage: "file holding lease.redis (instead of it: the URL may carry a password), or the name of a systemd credential (LoadCredential=)", ptr: func(c *appliance.Config) any { return &c.Lease.RedisFile }},
 	{key: "lease.redis_mode", usage: "standalone, sentinel (URL: redis://sentinel:26379?master_name=m&addr=sentinel2:26379) or cluster (URL: redis://node1:6379?addr=node2:6379)", ptr: func(c *appliance.Config) any { return &c.Lease.RedisMode }},
 	{key: "lease.redis_prefix", usage: "prefix of every Redis key", ptr: func(c *appliance.Config) any { return &c.Lease.RedisPrefix }},
 	{key: "lease.redis_tls_ca", usage: `PEM CA bundle Redis's certificate must be signed by (rediss:// URLs); "" = the system roots`, ptr: func(c *appliance.Config) any { return &c.Lease.RedisTLSCA }},
@@ -153,6 +156,10 @@ func loadConfig(c *cli.Context) (appliance.Config, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("config: %s (--%s or %s): %w", s.key, s.key, envName(s.key), err)
 		}
+	}
+	// Secrets from files are read now, and again at each reload.
+	if err := cfg.ReadSecretFiles(); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }
