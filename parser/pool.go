@@ -575,10 +575,17 @@ func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 	defer lctx.close()
 	m := new(Message) // one per batch, refilled per message: valid only during Handle
 	now := time.Now()
-	for i := range a.Msgs {
+	first := 0 // messages a pipeline took care of (all, unless stopped)
+	if pl := p.pipeline(); pl != nil {
+		statuses, done, now = p.runPipelined(lctx, pl, now, log, a, statuses, func(h Handler, now time.Time, m *Message, cm *coord.Msg) (egp.Status, time.Time, bool) {
+			return p.handle(lctx, h, now, log, a, m, cm)
+		})
+		first = len(statuses)
+	}
+	for i := first; i < len(a.Msgs); i++ {
 		var st egp.Status
 		var ok bool
-		st, now, ok = p.handle(lctx, now, log, a, m, &a.Msgs[i])
+		st, now, ok = p.handle(lctx, p.cfg.Handler, now, log, a, m, &a.Msgs[i])
 		if !ok {
 			break
 		}
@@ -750,11 +757,12 @@ func (p *Pool) release(log *batchLog, a *coord.Assign, done uint64, setDone bool
 	return err
 }
 
-// handle runs the handler on cm, filled into m, with retries, starting at
+// handle runs h (the pool's handler, or a pipeline's one-message
+// adapter) on cm, filled into m, with retries, starting at
 // now (the clock read once per message boundary: a batch of short
 // messages is mostly clock reads otherwise). It returns the time it finished, and false when
 // ctx was cancelled before the message was finished.
-func (p *Pool) handle(ctx *msgContext, now time.Time, log *batchLog, a *coord.Assign, m *Message, cm *coord.Msg) (egp.Status, time.Time, bool) {
+func (p *Pool) handle(ctx *msgContext, h Handler, now time.Time, log *batchLog, a *coord.Assign, m *Message, cm *coord.Msg) (egp.Status, time.Time, bool) {
 	*m = Message{
 		Controller: a.Controller, Seq: cm.Seq, Fence: a.Token.Fence,
 		Received: cm.Received, Payload: cm.Payload, Proto: a.Proto,
@@ -767,7 +775,7 @@ func (p *Pool) handle(ctx *msgContext, now time.Time, log *batchLog, a *coord.As
 		}
 		m.Attempt = attempt
 		ctx.begin(now)
-		err := p.cfg.Handler.Handle(ctx, m)
+		err := h.Handle(ctx, m)
 		end := time.Now()
 		err = ctx.end(end, err)
 		p.handlerSeconds.Observe(end.Sub(now).Seconds())

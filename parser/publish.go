@@ -55,6 +55,7 @@ type Publisher struct {
 	js   jetstream.JetStream
 	stop context.CancelFunc
 	wg   sync.WaitGroup
+	pipe pipeState // pipelined batches (publishHandler.Pipeline)
 }
 
 // NewPublisher returns a Publisher on nc. With JetStream it creates or
@@ -104,12 +105,14 @@ func NewPublisher(ctx context.Context, nc *nats.Conn, cfg PublisherConfig) (*Pub
 	return p, nil
 }
 
-// Close stops creating the streams in the background. Safe to call twice.
+// Close stops creating the streams in the background and ends the
+// subscription of pipelined batches. Safe to call twice.
 func (p *Publisher) Close() {
 	if p.stop != nil {
 		p.stop()
 	}
 	p.wg.Wait()
+	p.pipe.close()
 }
 
 func (p *Publisher) ensureStreams(ctx context.Context) error {
@@ -121,6 +124,9 @@ func (p *Publisher) ensureStreams(ctx context.Context) error {
 			Description: "edgegate parsed records, one subject per controller",
 			MaxBytes:    orUnlimited(p.cfg.MaxBytes), Discard: jetstream.DiscardOld,
 			Replicas: p.cfg.Replicas, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
+			// Batches of records are published in fast-ingest batches
+			// (fastIngest).
+			AllowBatchPublish: true,
 		},
 		{
 			Name: StreamDead, Subjects: []string{coord.DeadSubject(">")},
@@ -222,7 +228,7 @@ func (p *Publisher) Dead(ctx context.Context, m *Message, cause error) error {
 // is a permanent error (dead-lettered). A Teltonika packet becomes one
 // record per AVL record instead (teltonikaRecords).
 func (p *Publisher) Handler(validateJSON bool) Handler {
-	return HandlerFunc(func(ctx context.Context, m *Message) error {
+	h := HandlerFunc(func(ctx context.Context, m *Message) error {
 		if m.Proto == coord.ProtoTeltonika {
 			return p.teltonikaRecords(ctx, m)
 		}
@@ -231,6 +237,9 @@ func (p *Publisher) Handler(validateJSON bool) Handler {
 		}
 		return p.Parsed(ctx, m, m.Payload)
 	})
+	// A batch's records go out together and are waited for once
+	// (publishHandler.Pipeline).
+	return &publishHandler{Handler: h, p: p, validateJSON: validateJSON}
 }
 
 // Discard is the handler that does nothing, for benchmarks of the

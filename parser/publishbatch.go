@@ -1,0 +1,303 @@
+package parser
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegate/edgegate/coord"
+)
+
+// publishHandler is the publish handler (Publisher.Handler): Handle
+// stores one message and waits for the stream; Pipeline stores a batch's
+// records in one fast-ingest batch (fastIngest) and waits once.
+type publishHandler struct {
+	Handler      // one message at a time, each acknowledgement waited for
+	p            *Publisher
+	validateJSON bool
+}
+
+// Pipeline implements BatchHandler. Without JetStream (core NATS: nothing
+// is waited for anyway) or once the stream refused fast ingest, there is
+// none.
+func (h *publishHandler) Pipeline() Pipeline {
+	if h.p.js == nil || h.p.pipe.noFast.Load() {
+		return nil
+	}
+	return &publishPipeline{h: h, p: h.p}
+}
+
+// pipeState is what a Publisher keeps for pipelined batches.
+type pipeState struct {
+	// noFast is set once the stream took no fast-ingest batch (a server
+	// before 2.14 in the cluster, allow_batched turned off by hand):
+	// records then go one at a time, as Handle stores them.
+	noFast atomic.Bool
+
+	mu     sync.Mutex
+	fast   *fastIngest      // made on first use
+	stream jetstream.Stream // EDGEGATE_PARSED, looked up on first use
+	known  knownCache
+}
+
+func (s *pipeState) close() {
+	s.mu.Lock()
+	f := s.fast
+	s.mu.Unlock()
+	if f != nil {
+		f.close()
+	}
+}
+
+// known is what the parsed stream holds of a controller, as a pipeline
+// found or left it under one lease grant (fence): whether it holds a
+// record, and the generation and seq of the last one.
+//
+// Why a pipeline needs it: a fast-ingest batch takes a record whose
+// message ID the stream already holds for a duplicate, silently (no
+// acknowledgement per record says so). A resend of the same message is
+// meant to be taken so, but another message under the same ID must not be
+// acknowledged as stored (see sameAsStored). So only messages surely not
+// stored yet go into a fast-ingest batch: those after the last record
+// stored (a seq above its seq in its generation, or a newer generation);
+// the others (a resend after a fault) are published one at a time and
+// checked. Records are stored in device order, so the last one bounds
+// what is stored.
+type known struct {
+	fence uint64
+	any   bool // the stream holds a record of the controller
+	sure  bool // its generation and seq are read (false: every message may be stored)
+	gen   uint64
+	seq   uint64
+}
+
+// mayHold reports whether the stream may hold a record of m already.
+func (k known) mayHold(m *Message) bool {
+	switch {
+	case !k.any:
+		return false
+	case !k.sure:
+		return true
+	}
+	return m.Gen < k.gen || (m.Gen == k.gen && m.Seq <= k.seq)
+}
+
+// knownTTL is how long an unused entry of knownCache is kept at least: a
+// lease is kept between batches for the socket's hold (lease.ttl / 2),
+// and an entry is only good under its lease grant.
+const knownTTL = 30 * time.Second
+
+// knownCache holds known by controller: what a pipeline left under a lease
+// grant, for the controller's next batch under it. Entries unused for
+// knownTTL to twice that go, so that it holds about the controllers of the
+// last minute (a batch without an entry reads the stream once).
+type knownCache struct {
+	cur, prev map[string]known
+	swapped   time.Time
+}
+
+func (c *knownCache) age(now time.Time) {
+	if c.cur == nil || now.Sub(c.swapped) > knownTTL {
+		c.prev, c.cur, c.swapped = c.cur, make(map[string]known), now
+	}
+}
+
+func (c *knownCache) get(id string, now time.Time) (known, bool) {
+	c.age(now)
+	if k, ok := c.cur[id]; ok {
+		return k, true
+	}
+	k, ok := c.prev[id]
+	if ok {
+		c.cur[id] = k
+		delete(c.prev, id)
+	}
+	return k, ok
+}
+
+func (c *knownCache) put(id string, k known, now time.Time) {
+	c.age(now)
+	delete(c.prev, id)
+	c.cur[id] = k
+}
+
+func (c *knownCache) drop(id string) {
+	delete(c.cur, id)
+	delete(c.prev, id)
+}
+
+// knownOf returns what the stream holds of m's controller: the entry a
+// pipeline left under m's lease grant, or else the stream's last record on
+// the controller's subject (one read).
+func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
+	s := &p.pipe
+	s.mu.Lock()
+	k, ok := s.known.get(m.Controller, time.Now())
+	st := s.stream
+	s.mu.Unlock()
+	if ok && k.fence == m.Fence {
+		return k, nil
+	}
+	if st == nil {
+		var err error
+		if st, err = p.js.Stream(ctx, StreamParsed); err != nil {
+			return known{}, fmt.Errorf("stream %s: %w", StreamParsed, err)
+		}
+		s.mu.Lock()
+		s.stream = st
+		s.mu.Unlock()
+	}
+	k = known{fence: m.Fence}
+	last, err := st.GetLastMsgForSubject(ctx, coord.ParsedSubject(m.Controller))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return known{}, fmt.Errorf("read the last record of %s: %w", m.Controller, err)
+	default:
+		k.any = true
+		gen, err1 := strconv.ParseUint(last.Header.Get(HeaderGen), 10, 64)
+		seq, err2 := strconv.ParseUint(last.Header.Get(HeaderSeq), 10, 64)
+		if err1 == nil && err2 == nil {
+			k.sure, k.gen, k.seq = true, gen, seq
+		}
+	}
+	s.mu.Lock()
+	s.known.put(m.Controller, k, time.Now())
+	s.mu.Unlock()
+	return k, nil
+}
+
+// publishPipeline is the publish handler's pipeline of one batch: the
+// messages that may be stored already are stored one at a time (Handle),
+// the others as the records of one fast-ingest batch, committed and waited
+// for by Flush. The ones stored one at a time come first: a batch's
+// messages are in seq order, and those come before the first that is
+// surely not stored.
+type publishPipeline struct {
+	h      *publishHandler
+	p      *Publisher
+	synced int        // messages stored one at a time since the last Flush
+	b      *fastBatch // the fast-ingest batch since the last Flush; nil: none
+	held   *nats.Msg  // its last record, not sent yet (it commits b)
+	base   known      // what the stream held of the controller before b
+	ctrl   string
+	last   known // the stream's state once b's records are all stored
+	looked bool  // base is read for the messages since the last Flush
+}
+
+// Start implements Pipeline.
+func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
+	// The lease must still be valid: output of fenced work is not written.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if m.Proto == coord.ProtoTeltonika {
+		// A packet's records are stored one at a time (teltonikaRecords).
+		return pp.alone(ctx, m)
+	}
+	if pp.h.validateJSON && !json.Valid(m.Payload) {
+		return Permanent(errors.New("payload is not valid JSON"))
+	}
+	if !pp.looked {
+		k, err := pp.p.knownOf(ctx, m)
+		if err != nil {
+			return fmt.Errorf("parser: publish %s: %w", m.ID(), err)
+		}
+		pp.base, pp.looked = k, true
+	}
+	if pp.base.mayHold(m) {
+		return pp.alone(ctx, m)
+	}
+	if pp.b == nil {
+		b, err := pp.p.pipe.ingest(pp.p.nc).begin(coord.ParsedSubject(m.Controller))
+		if err != nil {
+			return err
+		}
+		pp.b, pp.ctrl = b, m.Controller
+	}
+	// The record before this one goes out now; this one is held back, so
+	// that the batch's last record can commit it (fastBatch.commit).
+	if pp.held != nil {
+		if err := pp.b.send(ctx, pp.held, pp.p.cfg.Timeout); err != nil {
+			// Neither that record nor this one is sent.
+			pp.held = nil
+			return fmt.Errorf("parser: publish %s: %w", m.ID(), err)
+		}
+	}
+	pp.held = pp.p.msg(coord.ParsedSubject(m.Controller), m, m.Payload)
+	pp.last = known{fence: m.Fence, any: true, sure: true, gen: m.Gen, seq: m.Seq}
+	return nil
+}
+
+// alone stores m waiting for the stream (Handle), after the records
+// already in the fast-ingest batch, which must be stored first: m must not
+// overtake one of them that fails.
+func (pp *publishPipeline) alone(ctx context.Context, m *Message) error {
+	if pp.b != nil {
+		return errors.New("parser: a message to store alone after pipelined ones (flushed first, then retried)")
+	}
+	if err := pp.h.Handler.Handle(ctx, m); err != nil {
+		return err
+	}
+	pp.synced++
+	return nil
+}
+
+// Flush implements Pipeline.
+func (pp *publishPipeline) Flush(ctx context.Context) (int, error) {
+	n := pp.synced
+	pp.synced, pp.looked = 0, false
+	b := pp.b
+	if b == nil {
+		return n, nil
+	}
+	held := pp.held
+	pp.b, pp.held = nil, nil
+	count, _, err := b.commit(ctx, held, pp.p.cfg.Timeout)
+	s := &pp.p.pipe
+	s.mu.Lock()
+	if err == nil {
+		s.known.put(pp.ctrl, pp.last, time.Now())
+	} else {
+		// Not known how far the stream got: the next batch reads it.
+		s.known.drop(pp.ctrl)
+	}
+	s.mu.Unlock()
+	if isNoFastIngest(err) && s.noFast.CompareAndSwap(false, true) {
+		pp.p.cfg.Logger.Warn("parser: the parsed stream takes no fast-ingest batches (allow_batched, nats-server 2.14+): records are published one at a time", "err", err)
+	}
+	if err != nil {
+		err = fmt.Errorf("parser: publish to %s: %w", pp.ctrl, err)
+	}
+	return n + int(count), err
+}
+
+// Close implements Pipeline.
+func (pp *publishPipeline) Close() {
+	if pp.b != nil {
+		// Not flushed (the pool stopped early): end the batch on the
+		// server, waiting for nothing.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		pp.b.commit(ctx, nil, 0)
+		pp.b, pp.held = nil, nil
+	}
+}
+
+// ingest returns the fast-ingest publisher on nc.
+func (s *pipeState) ingest(nc *nats.Conn) *fastIngest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fast == nil {
+		s.fast = newFastIngest(nc)
+	}
+	return s.fast
+}
