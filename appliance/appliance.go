@@ -47,6 +47,7 @@ type Appliance struct {
 	sock    *socket.Server
 	http    *http.Server
 	httpLn  net.Listener
+	page    *statusPage // GET / and /status.json; nil without http.listen
 	closers []func()
 
 	ready     chan struct{}
@@ -213,6 +214,9 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 	if cfg.HTTP.Listen != "" {
 		if a.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 			return nil, fmt.Errorf("appliance: listen http.listen %s: %w", cfg.HTTP.Listen, err)
+		}
+		if err := a.startStatusPage(); err != nil {
+			return nil, err
 		}
 		a.http = &http.Server{Handler: a.mux(), ReadHeaderTimeout: 5 * time.Second}
 	}

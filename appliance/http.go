@@ -77,6 +77,9 @@ func (a *Appliance) mux() *http.ServeMux {
 		}
 		io.WriteString(w, "ready\n")
 	})
+	if a.page != nil {
+		a.page.routes(m)
+	}
 	if a.cfg.HTTP.Pprof {
 		m.HandleFunc("/debug/pprof/", pprof.Index)
 		m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
