@@ -95,8 +95,10 @@ func build(binary, version, arch, out string, mtime time.Time) (string, error) {
 			Contents: files.Contents{
 				file(binary, "/usr/bin/edgegate", "", 0o755),
 				file(filepath.Join(d, "..", "systemd", "edgegate.service"), "/lib/systemd/system/edgegate.service", "", 0o644),
-				// 0640 root:edgegate is set by postinst with dpkg-statoverride
-				// (the edgegate group does not exist before it).
+				// Both 0640 root:edgegate, set by postinst with
+				// dpkg-statoverride (the edgegate group does not exist
+				// before it): the configuration and the service's options
+				// are not for every local user.
 				file(filepath.Join(d, "deb", "edgegate.yaml"), "/etc/edgegate/edgegate.yaml", files.TypeConfig, 0o644),
 				file(filepath.Join(d, "deb", "default"), "/etc/default/edgegate", files.TypeConfig, 0o644),
 				file(filepath.Join(d, "deb", "copyright"), "/usr/share/doc/edgegate/copyright", "", 0o644),

@@ -97,12 +97,20 @@ func TestUnitVerifies(t *testing.T) {
 	}
 	// verify checks that ExecStart's program exists: point it at one that does.
 	b = bytes.ReplaceAll(b, []byte("ExecStart=/usr/bin/edgegate"), []byte("ExecStart=/bin/true"))
-	os.WriteFile(unit, b, 0o644)
-	cmd := exec.Command("systemd-analyze", "verify", unit)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil || stderr.Len() > 0 {
-		t.Fatalf("systemd-analyze verify: %v\n%s", err, stderr.String())
+	// The credential example, uncommented as a drop-in would add it,
+	// verifies too.
+	const credential = "#LoadCredential=redis-url:/etc/edgegate/redis-url\n"
+	if !bytes.Contains(b, []byte(credential)) {
+		t.Fatalf("the unit lacks the example %q", credential)
+	}
+	for _, unitText := range [][]byte{b, bytes.Replace(b, []byte(credential), []byte(credential[1:]), 1)} {
+		os.WriteFile(unit, unitText, 0o644)
+		cmd := exec.Command("systemd-analyze", "verify", unit)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+			t.Fatalf("systemd-analyze verify: %v\n%s", err, stderr.String())
+		}
 	}
 	out, _ := exec.Command("systemd-analyze", "security", "--offline=yes", unit).CombinedOutput()
 	m := regexp.MustCompile(`Overall exposure level for edgegate.service: ([0-9.]+)`).FindSubmatch(out)
@@ -113,6 +121,31 @@ func TestUnitVerifies(t *testing.T) {
 	t.Logf("systemd-analyze security exposure: %.1f", level)
 	if level > 2.0 {
 		t.Fatalf("exposure %.1f, want at most 2.0:\n%s", level, out)
+	}
+}
+
+// TestDefaultsHoldNoSecret: /etc/default/edgegate, which the unit reads
+// into the environment and whose options end up in the command line (ps
+// shows it to every local user), sets nothing secret and suggests no
+// secret in a flag or variable: it points to credentials and *_file.
+func TestDefaultsHoldNoSecret(t *testing.T) {
+	b, err := os.ReadFile("../packaging/deb/default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretFlag := regexp.MustCompile(`(?i)(--(lease\.redis|nats\.password|nats\.cluster\.password)[= ]|EDGEGATE_(LEASE_REDIS|NATS_PASSWORD|NATS_CLUSTER_PASSWORD)=|://[^ ]*@)`)
+	for i, line := range strings.Split(string(b), "\n") {
+		if m := secretFlag.FindString(line); m != "" {
+			t.Errorf("line %d suggests a secret in a flag or variable (%q): %s", i+1, m, line)
+		}
+		if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") && l != `EDGEGATE_OPTS=""` {
+			t.Errorf("line %d sets something: %s", i+1, line)
+		}
+	}
+	for _, want := range []string{"LoadCredential=redis-url:", "redis_file: redis-url"} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("the defaults file does not show %q", want)
+		}
 	}
 }
 
@@ -207,6 +240,7 @@ func TestInstallUpgradePurge(t *testing.T) {
 	}
 	check("system user", "getent passwd edgegate", "edgegate:x:")
 	check("config mode", "stat -c '%a %U %G' /etc/edgegate/edgegate.yaml", "640 root edgegate")
+	check("defaults mode", "stat -c '%a %U %G' /etc/default/edgegate", "640 root edgegate")
 	check("device tokens", "stat -c '%a %U %G %s' /etc/edgegate/devices.tokens", "640 root edgegate 0")
 	check("enable symlink", "readlink /etc/systemd/system/multi-user.target.wants/edgegate.service", "/lib/systemd/system/edgegate.service")
 	check("binary runs", "edgegate version", "edgegate 0.1.0")
@@ -218,6 +252,7 @@ func TestInstallUpgradePurge(t *testing.T) {
 	check("upgraded", "dpkg-query -W -f='${Version}' edgegate", "0.1.1-1")
 	check("edit kept", "grep '^name:' /etc/edgegate/edgegate.yaml", "name: edited-locally")
 	check("mode kept", "stat -c '%a %U %G' /etc/edgegate/edgegate.yaml", "640 root edgegate")
+	check("defaults mode kept", "stat -c '%a %U %G' /etc/default/edgegate", "640 root edgegate")
 
 	in("dpkg -r edgegate")
 	check("removed: binary gone", "test -e /usr/bin/edgegate && echo present || echo gone", "gone")
@@ -232,6 +267,7 @@ func TestInstallUpgradePurge(t *testing.T) {
 		check(what, fmt.Sprintf("test -e %s && echo present || echo gone", path), "gone")
 	}
 	check("purge: statoverride", "dpkg-statoverride --list /etc/edgegate/edgegate.yaml || echo none", "none")
+	check("purge: defaults statoverride", "dpkg-statoverride --list /etc/default/edgegate || echo none", "none")
 	check("purge: user", "getent passwd edgegate || echo none", "none")
 }
 
