@@ -167,6 +167,14 @@ func TestStatusJSON(t *testing.T) {
 			t.Errorf("GET %s: Content-Security-Policy %q", path, csp)
 		}
 	}
+	// The stuck controller shows in /metrics too, for the alert rule.
+	_, metrics := get(t, base+"/metrics")
+	m := regexp.MustCompile(`(?m)^edgegate_batch_oldest_seconds (\S+)$`).FindStringSubmatch(metrics)
+	if m == nil {
+		t.Errorf("/metrics lacks edgegate_batch_oldest_seconds")
+	} else if v, _ := strconv.ParseFloat(m[1], 64); v < 0.5 {
+		t.Errorf("edgegate_batch_oldest_seconds %s, want at least 0.5 (valve-3's batch)", m[1])
+	}
 	if code, _ := get(t, base+"/nothing-here"); code != http.StatusNotFound {
 		t.Errorf("GET /nothing-here: %d, want 404 (only / is the page)", code)
 	}

@@ -43,6 +43,7 @@ var (
 	descControllers  = prometheus.NewDesc("edgegate_controllers", "Controllers this socket holds a session or messages of.", nil, nil)
 	descPools        = prometheus.NewDesc("edgegate_parser_pools_known", "Parser pools of the cluster this socket knows.", nil, nil)
 	descWriteQueued  = prometheus.NewDesc("edgegate_device_write_queued_bytes", "Bytes queued for writing to devices (ACKs, PONGs, ERRORs).", nil, nil)
+	descOldest       = prometheus.NewDesc("edgegate_batch_oldest_seconds", "How long the batch in flight longest has been at its parser; 0 when none (a stuck controller shows here).", nil, nil)
 	descProtoErrors  = prometheus.NewDesc("edgegate_protocol_errors_total", "Device connections closed with an EGP/1 ERROR, by code.", []string{"code"}, nil)
 	socketCounterDef = []struct {
 		name, help string
@@ -81,7 +82,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnected, descQueued, descInFlight, descControllers, descPools, descWriteQueued, descProtoErrors} {
+	for _, d := range []*prometheus.Desc{descConnected, descQueued, descInFlight, descControllers, descPools, descWriteQueued, descOldest, descProtoErrors} {
 		ch <- d
 	}
 	for _, d := range socketCounterDescs {
@@ -102,6 +103,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descControllers, prometheus.GaugeValue, float64(st.Controllers))
 	ch <- prometheus.MustNewConstMetric(descPools, prometheus.GaugeValue, float64(st.Pools))
 	ch <- prometheus.MustNewConstMetric(descWriteQueued, prometheus.GaugeValue, float64(st.WriteQueued))
+	ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, st.OldestInFlight.Seconds())
 	for code, n := range st.ProtocolErrors {
 		ch <- prometheus.MustNewConstMetric(descProtoErrors, prometheus.CounterValue, float64(n), strconv.Itoa(int(code)))
 	}

@@ -2,6 +2,7 @@ package socket
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/edgegate/edgegate/egp"
 )
@@ -58,6 +59,10 @@ type Stats struct {
 	ProtocolErrors map[egp.Code]uint64
 	// Teltonika counts what the Teltonika listener refused (teltonika.go).
 	Teltonika TeltonikaStats
+	// OldestInFlight is how long the batch in flight longest has been at
+	// its parser (zero when none): a controller stuck behind a handler
+	// that does not return shows here, however busy the others are.
+	OldestInFlight time.Duration
 }
 
 // Stats returns a snapshot of the counters.
@@ -79,9 +84,13 @@ func (s *Server) Stats() Stats {
 			out.ProtocolErrors[egp.Code(i)] = v
 		}
 	}
+	now := time.Now()
 	s.eachShard(func(sh *shard) {
 		for _, c := range sh.ctrls {
 			out.Queued += len(c.q)
+			if c.inFlight() && !c.sentAt.IsZero() {
+				out.OldestInFlight = max(out.OldestInFlight, now.Sub(c.sentAt))
+			}
 		}
 		out.Controllers += len(sh.ctrls)
 	})
