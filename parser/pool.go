@@ -529,11 +529,17 @@ func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 	// A batch under a lease this pool kept after the controller's previous
 	// batch needs no confirmation either: the keep confirmed it.
 	// A lease this pool kept and then released for a new session elsewhere
-	// (onSession) is confirmed whatever the clock says: its socket may
-	// have stamped the batch before it heard of the session. The
-	// confirmation fails, and the batch is fenced.
+	// (onSession) carries no batch any more: its socket may have sent one
+	// before it heard of the session, and a confirmation could land
+	// before the release does, which would then delete the lock under a
+	// running batch.
 	confirm := true
 	kept, revoked := p.takeKept(a)
+	if revoked {
+		p.stats.leaseLost.Add(1)
+		log.get().Info("parser: batch under a lease released for a newer session, not started")
+		return func() { p.reply(log, j, &coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence}) }
+	}
 	var stamped time.Time // the lock expires no sooner, says a socket of this process
 	// Only in a call (Offer): over NATS anyone could claim the clock.
 	if c := p.cfg.Clock; c != nil && j.out != nil && a.Clock == c.ID() && !revoked {
@@ -634,9 +640,11 @@ func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []b
 	case handled == 0:
 		// Stopped before the first message finished: hand the batch back.
 		o.Released = p.release(log, a, 0, false) == nil
-	case a.Hold > 0 && p.keep(log, a, done):
-		o.Released, o.Kept, o.Done, o.Statuses = true, true, done, statuses
-		p.stats.kept.Add(1)
+	case a.Hold > 0 && p.keep(log, a, done, &o):
+		o.Released, o.Done, o.Statuses = true, done, statuses
+		if o.Kept {
+			p.stats.kept.Add(1)
+		}
 		p.count(len(statuses))
 	default:
 		if err := p.release(log, a, done, true); err == nil {
@@ -697,9 +705,11 @@ func (p *Pool) keepLater(a *coord.Assign, kept keptLease, done uint64) bool {
 }
 
 // keep records done and keeps the lease for the controller's next batch,
-// for a.Hold, when the pool is not stopping. False means release instead;
-// a lease found lost stays lost (release fails too).
-func (p *Pool) keep(log *batchLog, a *coord.Assign, done uint64) bool {
+// for a.Hold, when the pool is not stopping (o.Kept), or finds that a
+// newer session of the controller exists, in which case the store
+// recorded done and let the lease go. False means release instead; a
+// lease found lost stays lost (release fails too).
+func (p *Pool) keep(log *batchLog, a *coord.Assign, done uint64, o *coord.Outcome) bool {
 	p.mu.Lock()
 	stopped := p.stopped
 	p.mu.Unlock()
@@ -709,7 +719,9 @@ func (p *Pool) keep(log *batchLog, a *coord.Assign, done uint64) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Heartbeat)
 	defer cancel()
 	start := time.Now()
-	if err := p.store.Keep(ctx, a.Controller, a.Token, a.Hold, done); err != nil {
+	if err := p.store.Keep(ctx, a.Controller, a.Token, a.Hold, done); errors.Is(err, lease.ErrSuperseded) {
+		return true
+	} else if err != nil {
 		if !errors.Is(err, lease.ErrLost) {
 			log.get().Warn("parser: keeping the lease failed, releasing it", "err", err)
 		}
@@ -721,6 +733,7 @@ func (p *Pool) keep(log *batchLog, a *coord.Assign, done uint64) bool {
 		expires: start.Add(a.Hold), done: done, recorded: true,
 	}
 	p.mu.Unlock()
+	o.Kept = true
 	return true
 }
 
@@ -764,7 +777,7 @@ func (p *Pool) release(log *batchLog, a *coord.Assign, done uint64, setDone bool
 // ctx was cancelled before the message was finished.
 func (p *Pool) handle(ctx *msgContext, h Handler, now time.Time, log *batchLog, a *coord.Assign, m *Message, cm *coord.Msg) (egp.Status, time.Time, bool) {
 	*m = Message{
-		Controller: a.Controller, Seq: cm.Seq, Fence: a.Token.Fence,
+		Controller: a.Controller, Seq: cm.Seq, Gen: a.Gen, Fence: a.Token.Fence,
 		Received: cm.Received, Payload: cm.Payload, Proto: a.Proto,
 	}
 	backoff := p.cfg.RetryMin
