@@ -79,6 +79,8 @@ func newApp(run func(context.Context, appliance.Config) error, stdout, stderr io
 			benchCommand(),
 			devicesCommand(stdout, stderr),
 			versionCommand(),
+			completionCommand(),
+			manCommand(),
 		},
 	}
 }
