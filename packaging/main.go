@@ -90,8 +90,8 @@ func build(binary, version, arch, out string, mtime time.Time) (string, error) {
 		Changelog: changelog,
 		MTime:     mtime,
 		Overridables: nfpm.Overridables{
-			Depends:    []string{"adduser", "procps"},
-			Recommends: []string{"redis-server"},
+			Depends:  []string{"adduser", "procps"},
+			Suggests: []string{"redis-server"}, // only a cluster needs one
 			Contents: files.Contents{
 				file(binary, "/usr/bin/edgegate", "", 0o755),
 				file(filepath.Join(d, "..", "systemd", "edgegate.service"), "/lib/systemd/system/edgegate.service", "", 0o644),
@@ -115,6 +115,16 @@ func build(binary, version, arch, out string, mtime time.Time) (string, error) {
 			},
 		},
 	}
+	tmp, err := os.MkdirTemp("", "edgegate-docs-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	docs, err := docFiles(d, tmp, file)
+	if err != nil {
+		return "", err
+	}
+	info.Contents = append(info.Contents, docs...)
 	info = nfpm.WithDefaults(info)
 	if err := nfpm.PrepareForPackager(info, "deb"); err != nil {
 		return "", err

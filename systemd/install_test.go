@@ -105,7 +105,9 @@ func TestUnitVerifies(t *testing.T) {
 	}
 	for _, unitText := range [][]byte{b, bytes.Replace(b, []byte(credential), []byte(credential[1:]), 1)} {
 		os.WriteFile(unit, unitText, 0o644)
-		cmd := exec.Command("systemd-analyze", "verify", unit)
+		// --man=no: the manual page of Documentation= is made by the
+		// package build; TestPackageContents checks that it ships.
+		cmd := exec.Command("systemd-analyze", "verify", "--man=no", unit)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Run(); err != nil || stderr.Len() > 0 {
@@ -155,7 +157,7 @@ func TestPackageContents(t *testing.T) {
 	info := run(t, ".", nil, "dpkg-deb", "-I", deb)
 	for _, want := range []string{
 		"Package: edgegate", "Version: 0.1.0-1", "Architecture: ",
-		"Depends: adduser, procps", "Pre-Depends: init-system-helpers (>= 1.54~)", "Recommends: redis-server",
+		"Depends: adduser, procps", "Pre-Depends: init-system-helpers (>= 1.54~)", "Suggests: redis-server",
 		"conffiles", "postinst", "prerm", "postrm",
 	} {
 		if !strings.Contains(info, want) {
@@ -168,13 +170,36 @@ func TestPackageContents(t *testing.T) {
 			t.Errorf("conffiles lacks %s:\n%s", want, conffiles)
 		}
 	}
+	if strings.Contains(info, "Recommends:") {
+		t.Errorf("the package recommends something (apt would install it by default); a single appliance needs no Redis:\n%s", info)
+	}
 	contents := run(t, ".", nil, "dpkg-deb", "-c", deb)
 	for _, want := range []string{
 		"./usr/bin/edgegate", "./lib/systemd/system/edgegate.service", "./etc/edgegate/edgegate.yaml",
 		"./etc/default/edgegate", "./usr/share/doc/edgegate/copyright", "./usr/share/doc/edgegate/changelog.Debian.gz",
+		"./usr/share/doc/edgegate/docs/install.md", "./usr/share/doc/edgegate/docs/configuration.md",
+		"./usr/share/bash-completion/completions/edgegate",
+		"./usr/share/edgegate/prometheus/edgegate.rules.yml", "./usr/share/edgegate/grafana/edgegate.json",
 	} {
 		if !strings.Contains(contents, want) {
 			t.Errorf("dpkg-deb -c lacks %s", want)
+		}
+	}
+	// What the unit's Documentation= points at is in the package.
+	unit, _ := os.ReadFile("edgegate.service")
+	docs := regexp.MustCompile(`(?m)^Documentation=(.*)$`).FindSubmatch(unit)
+	if docs == nil {
+		t.Fatal("the unit has no Documentation=")
+	}
+	for _, uri := range strings.Fields(string(docs[1])) {
+		path, ok := strings.CutPrefix(uri, "file://")
+		if m := regexp.MustCompile(`^man:([a-z-]+)\(([0-9])\)$`).FindStringSubmatch(uri); m != nil {
+			path, ok = fmt.Sprintf("/usr/share/man/man%s/%s.%s.gz", m[2], m[1], m[2]), true
+		}
+		if !ok {
+			t.Errorf("Documentation=%s: neither file:// nor man:", uri)
+		} else if !strings.Contains(contents, " ."+path+"\n") {
+			t.Errorf("Documentation=%s: the package lacks %s", uri, path)
 		}
 	}
 	// lintian, pedantic, fails on anything but the overridden tags (each
@@ -225,13 +250,20 @@ func TestInstallUpgradePurge(t *testing.T) {
 		t.Helper()
 		return run(t, ".", []string{"DEBIAN_FRONTEND=noninteractive"}, "chroot", root, "sh", "-ec", script)
 	}
-	install := func(deb string) {
+	install := func(deb string) string {
 		t.Helper()
 		b, _ := os.ReadFile(deb)
 		os.WriteFile(filepath.Join(root, "tmp", "edgegate.deb"), b, 0o644)
-		in("dpkg --force-confold -i /tmp/edgegate.deb")
+		return in("dpkg --force-confold -i /tmp/edgegate.deb 2>&1")
 	}
-	install(theDeb(t))
+	// The first install says in two lines what listens and how to enrol
+	// the first device.
+	said := install(theDeb(t))
+	for _, want := range []string{"edgegate: listens for devices on 0.0.0.0:7400", "edgegate devices add <controller-id>"} {
+		if !strings.Contains(said, want) {
+			t.Errorf("the first install does not say %q:\n%s", want, said)
+		}
+	}
 	check := func(what, script, want string) {
 		t.Helper()
 		if got := strings.TrimSpace(in(script)); !strings.Contains(got, want) {
@@ -244,6 +276,8 @@ func TestInstallUpgradePurge(t *testing.T) {
 	check("device tokens", "stat -c '%a %U %G %s' /etc/edgegate/devices.tokens", "640 root edgegate 0")
 	check("enable symlink", "readlink /etc/systemd/system/multi-user.target.wants/edgegate.service", "/lib/systemd/system/edgegate.service")
 	check("binary runs", "edgegate version", "edgegate 0.1.0")
+	check("docs", "ls /usr/share/doc/edgegate/README.md /usr/share/man/man1/edgegate.1.gz", "README.md")
+	check("bash completion", "cat /usr/share/bash-completion/completions/edgegate", "complete -o bashdefault -o default -o nospace -F _edgegate edgegate")
 	check("conffile registered", "dpkg-query -W -f='${Conffiles}' edgegate", "/etc/edgegate/edgegate.yaml")
 
 	// A local edit survives an upgrade.

@@ -86,7 +86,7 @@ var settings = []setting{
 	{key: "parser.attempts", usage: "tries of a message the handler calls bad before it is dead-lettered", ptr: func(c *appliance.Config) any { return &c.Parser.Attempts }},
 	{key: "parser.timeout", usage: "time the handler has for one attempt at a message; then it counts as a transient error (retried) and an exec child is restarted", ptr: func(c *appliance.Config) any { return &c.Parser.Timeout }},
 	{key: "parser.validate_json", usage: "publish handler: dead-letter payloads that are not valid JSON", ptr: func(c *appliance.Config) any { return &c.Parser.ValidateJSON }},
-	{key: "http.listen", usage: `HTTP for /metrics, /healthz, /readyz; "" disables it`, ptr: func(c *appliance.Config) any { return &c.HTTP.Listen }},
+	{key: "http.listen", usage: `HTTP for the status page (/), /metrics, /healthz, /readyz; "" disables it`, ptr: func(c *appliance.Config) any { return &c.HTTP.Listen }},
 	{key: "http.pprof", usage: "serve Go's profiles under /debug/pprof/ on the HTTP address", ptr: func(c *appliance.Config) any { return &c.HTTP.Pprof }},
 	{key: "log.level", usage: "debug, info, warn or error", ptr: func(c *appliance.Config) any { return &c.Log.Level }},
 	{key: "log.format", usage: "text (key=value) or json, one line per entry", ptr: func(c *appliance.Config) any { return &c.Log.Format }},
