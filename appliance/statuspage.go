@@ -399,6 +399,9 @@ type statusDoc struct {
 	Controllers      []controllerDoc `json:"controllers"`
 	ControllersTotal int             `json:"controllers_total"`
 	Stuck            int             `json:"stuck"`
+	// Held counts the controllers left out: their lease kept between
+	// batches, no message waiting.
+	Held int `json:"held"`
 	// StuckAfterMs is when a controller counts as stuck: its batch at a
 	// parser for longer (see stuckAfter), or its parser silent for longer
 	// than the lease's TTL (its lease should have expired).
@@ -489,6 +492,12 @@ func (p *statusPage) doc() statusDoc {
 			ad.Dead += s.Counters["dead_lettered"]
 			ad.Refused += s.Counters["refused"]
 			for _, c := range s.Controllers {
+				if c.State == "held" && c.Queued == 0 {
+					// A lease kept between batches, nothing waiting:
+					// the normal state of a busy device, not worth a row.
+					d.Held++
+					continue
+				}
 				stuck := c.Locked && (time.Duration(c.HeartbeatAgoMs)*time.Millisecond > ttl ||
 					time.Duration(c.LeaseAgeMs)*time.Millisecond > stuckAfter)
 				if stuck {

@@ -229,7 +229,8 @@
 
     var shown = d.controllers.length;
     setText("controllers-sub", (d.controllers_total > shown ? shown + " of " + d.controllers_total + " shown; " : "") +
-      "stuck: a batch held over " + ms(d.stuck_after_ms) + ", or its parser silent past the lease TTL");
+      (d.held ? int(d.held) + " more idle with their lease kept; " : "") +
+      "stuck: a batch at its parser over " + ms(d.stuck_after_ms) + ", or the parser silent past the lease TTL");
     fill($("controllers"), d.controllers.map(function (c) {
       var state = el("span");
       state.appendChild(document.createTextNode(c.state + " "));
@@ -240,7 +241,8 @@
     }), ["", "", "num", "num", "", "num", "num", "num", ""], "No controller has messages queued or in flight.",
     function (i) { return d.controllers[i].stuck ? "stuck" : ""; });
 
-    setText("dead-sub", int(d.dead_seen) + " seen since this appliance started; the latest " + d.dead_letters.length);
+    setText("dead-sub", d.dead_seen ? int(d.dead_seen) + " since this appliance started" +
+      (d.dead_seen > d.dead_letters.length ? "; the latest " + d.dead_letters.length : "") : "");
     fill($("dead"), d.dead_letters.map(function (x) {
       return [clock(x.at), x.controller, x.seq, x.error];
     }), ["", "", "num", "wrap"], "No dead letter since this appliance started.");
