@@ -65,7 +65,7 @@ type session struct {
 	// acquired for it, and its messages' output IDs carry its generation.
 	// Set before the WELCOME, read-only after.
 	lease lease.Session
-	line       uint64 // lines: the last line's number; the reader's alone
+	line  uint64 // lines: the last line's number; the reader's alone
 
 	// Guarded by sh.mu.
 	ctrl    *controller
