@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/embed"
@@ -141,9 +140,10 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		if err := redisTLS(opts.TLSConfig, cfg.Lease); err != nil {
 			return nil, err
 		}
-		rc := redis.NewUniversalClient(opts)
+		rs := lease.DialRedis(opts, cfg.Lease.RedisPrefix)
+		rc := rs.Client()
 		a.closers = append(a.closers, func() { rc.Close() })
-		a.store = lease.NewRedis(rc, cfg.Lease.RedisPrefix, opts.DB)
+		a.store = rs
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if err := rc.Ping(pctx).Err(); err != nil {
 			// Not fatal: devices are told to retry (ERROR busy) and intake

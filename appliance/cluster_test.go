@@ -233,7 +233,6 @@ func TestRedisUnreachable(t *testing.T) {
 		cfg.NATS.Cluster.Listen = "127.0.0.1:0"
 		cfg.NATS.Cluster.Peers = peers
 		cfg.NATS.Cluster.User, cfg.NATS.Cluster.Password = "route", "route-test-secret"
-		cfg.NATS.Cluster.User, cfg.NATS.Cluster.Password = "route", "route-test-secret"
 		cfg.Handler = j.on(cfg.Name)
 		a := start(t, cfg)
 		apps = append(apps, a)

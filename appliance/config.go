@@ -575,6 +575,66 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// ReadSecretFiles sets each secret setting from its file setting
+// (lease.redis from lease.redis_file, nats.password from
+// nats.password_file, nats.cluster.password from
+// nats.cluster.password_file) and clears the file setting: a secret in a
+// file is not in the process's command line, which every local user can
+// read, nor in its environment, which the exec handler's children would
+// otherwise see. A file value without a '/' names a systemd credential,
+// read from $CREDENTIALS_DIRECTORY (LoadCredential= in the unit); any
+// other is a path. The file holds the value on one line; a final newline
+// is not part of it. Setting both a secret and its file is an error.
+func (c *Config) ReadSecretFiles() error {
+	for _, s := range []struct {
+		key       string
+		val, file *string
+	}{
+		{"lease.redis", &c.Lease.Redis, &c.Lease.RedisFile},
+		{"nats.password", &c.NATS.Password, &c.NATS.PasswordFile},
+		{"nats.cluster.password", &c.NATS.Cluster.Password, &c.NATS.Cluster.PasswordFile},
+	} {
+		if *s.file == "" {
+			continue
+		}
+		if *s.val != "" {
+			return fmt.Errorf("config: %s and %s_file are both set: keep one", s.key, s.key)
+		}
+		v, err := readSecret(*s.file)
+		if err != nil {
+			return fmt.Errorf("config: %s_file: %w", s.key, err)
+		}
+		*s.val, *s.file = v, ""
+	}
+	return nil
+}
+
+// readSecret reads a one-line secret from a path, or from the systemd
+// credential of that name when it has no '/'. Errors never quote the
+// file's content.
+func readSecret(name string) (string, error) {
+	path := name
+	if !strings.Contains(name, "/") {
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return "", fmt.Errorf("%q names a systemd credential (it has no '/'), but $CREDENTIALS_DIRECTORY is not set: load it with LoadCredential=%s:<path> in the unit, or give a path", name, name)
+		}
+		path = filepath.Join(dir, name)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	switch {
+	case v == "":
+		return "", fmt.Errorf("%s is empty", path)
+	case strings.ContainsAny(v, "\r\n"):
+		return "", fmt.Errorf("%s holds more than one line", path)
+	}
+	return v, nil
+}
+
 // deviceAuth is how the socket authenticates devices, resolved from the
 // devices settings (see DevicesConfig.Auth).
 type deviceAuth struct {
@@ -640,66 +700,6 @@ func (d DevicesConfig) auth() (deviceAuth, error) {
 		a.info, a.warn = "", "no device authentication is configured, so devices are served on this machine only ("+strings.Join(narrowed, ", ")+"); to serve devices on the network, "+enrol
 	}
 	return a, nil
-}
-
-// ReadSecretFiles sets each secret setting from its file setting
-// (lease.redis from lease.redis_file, nats.password from
-// nats.password_file, nats.cluster.password from
-// nats.cluster.password_file) and clears the file setting: a secret in a
-// file is not in the process's command line, which every local user can
-// read, nor in its environment, which the exec handler's children would
-// otherwise see. A file value without a '/' names a systemd credential,
-// read from $CREDENTIALS_DIRECTORY (LoadCredential= in the unit); any
-// other is a path. The file holds the value on one line; a final newline
-// is not part of it. Setting both a secret and its file is an error.
-func (c *Config) ReadSecretFiles() error {
-	for _, s := range []struct {
-		key       string
-		val, file *string
-	}{
-		{"lease.redis", &c.Lease.Redis, &c.Lease.RedisFile},
-		{"nats.password", &c.NATS.Password, &c.NATS.PasswordFile},
-		{"nats.cluster.password", &c.NATS.Cluster.Password, &c.NATS.Cluster.PasswordFile},
-	} {
-		if *s.file == "" {
-			continue
-		}
-		if *s.val != "" {
-			return fmt.Errorf("config: %s and %s_file are both set: keep one", s.key, s.key)
-		}
-		v, err := readSecret(*s.file)
-		if err != nil {
-			return fmt.Errorf("config: %s_file: %w", s.key, err)
-		}
-		*s.val, *s.file = v, ""
-	}
-	return nil
-}
-
-// readSecret reads a one-line secret from a path, or from the systemd
-// credential of that name when it has no '/'. Errors never quote the
-// file's content.
-func readSecret(name string) (string, error) {
-	path := name
-	if !strings.Contains(name, "/") {
-		dir := os.Getenv("CREDENTIALS_DIRECTORY")
-		if dir == "" {
-			return "", fmt.Errorf("%q names a systemd credential (it has no '/'), but $CREDENTIALS_DIRECTORY is not set: load it with LoadCredential=%s:<path> in the unit, or give a path", name, name)
-		}
-		path = filepath.Join(dir, name)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-	switch {
-	case v == "":
-		return "", fmt.Errorf("%s is empty", path)
-	case strings.ContainsAny(v, "\r\n"):
-		return "", fmt.Errorf("%s holds more than one line", path)
-	}
-	return v, nil
 }
 
 // redactURL hides a password in a URL for error messages.
