@@ -61,16 +61,17 @@ func TestBenchCommand(t *testing.T) {
 			t.Errorf("%s: the appliance's wait for a CPU %v, lock waiters %.2f not measured", s.Scenario, s.RunWait, s.LockWaiters)
 		}
 	}
-	// 2 configurations × 2 counts, and 2 loads at the count nearest 100
-	// (3) and at the smallest (1).
+	// 2 configurations × 2 counts, and 2 loads of each of the 2 load
+	// handlers (publish, discard) at the count nearest 100 (3) and at the
+	// smallest (1).
 	loads := map[int]int{}
 	for _, s := range rep.Summaries {
 		if strings.Contains(s.Scenario, "-load") {
 			loads[s.Controllers]++
 		}
 	}
-	if len(rep.Summaries) != 8 || loads[1] != 2 || loads[3] != 2 {
-		t.Errorf("%d summaries, loads measured at %v: want 8, two loads at 1 and at 3 controllers", len(rep.Summaries), loads)
+	if len(rep.Summaries) != 12 || loads[1] != 4 || loads[3] != 4 {
+		t.Errorf("%d summaries, loads measured at %v: want 12, four loads at 1 and at 3 controllers", len(rep.Summaries), loads)
 	}
 	if fi, err := os.Stat(chartPath); err != nil || fi.Size() < 1000 {
 		t.Errorf("chart: %v", err)
