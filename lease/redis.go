@@ -282,9 +282,11 @@ func redisErr(op string, err error) error { return fmt.Errorf("lease: redis %s: 
 // Acquire implements Store.
 func (s *Redis) Acquire(ctx context.Context, id, owner string, ttl time.Duration, sess Session) (Grant, error) {
 	g, err := s.acquire(ctx, id, owner, ttl, sess)
-	if errors.Is(err, errNewEpoch) {
-		// A connection made for the call met a new epoch: the fence floor
-		// the call carried was an earlier epoch's. Once more, above it.
+	// A connection made meanwhile met a new epoch (with Redis Cluster,
+	// perhaps another master's: the floor and start are the latest of
+	// all): the fence floor the call carried may be an earlier epoch's.
+	// Again, above it; a burst of new connections settles in a few.
+	for try := 0; try < 4 && errors.Is(err, errNewEpoch); try++ {
 		g, err = s.acquire(ctx, id, owner, ttl, sess)
 	}
 	if errors.Is(err, errNewEpoch) {
