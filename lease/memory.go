@@ -108,6 +108,13 @@ func (s *Memory) extend(id string, tok Token, ttl time.Duration, done *uint64) e
 	return nil
 }
 
+// newGen starts a generation above the last one and at least the clock in
+// milliseconds: the output stream outlives this store (an appliance
+// restart), and a generation must name none of the records it holds.
+func (e *memEntry) newGen(now time.Time) {
+	e.gen = max(e.gen+1, uint64(now.UnixMilli()))
+}
+
 // setDone records done for the lock's generation, never backwards; a lock
 // of an older generation records nothing.
 func (e *memEntry) setDone(done uint64) {
@@ -166,8 +173,8 @@ func (s *Memory) Open(_ context.Context, id string, continues bool) (Session, er
 	defer s.mu.Unlock()
 	e := s.entry(id, now)
 	e.sess++
-	if !continues {
-		e.gen++
+	if !continues || e.gen == 0 {
+		e.newGen(now)
 		e.done = 0
 	}
 	return Session{No: e.sess, Gen: e.gen}, nil
@@ -188,7 +195,7 @@ func (s *Memory) Welcome(_ context.Context, id string, sess Session) (Session, u
 	if e.fence != e.clean {
 		// The last lease expired: its holder may have acknowledged
 		// messages it never recorded.
-		e.gen++
+		e.newGen(now)
 		e.clean = e.fence
 	}
 	return Session{No: e.sess, Gen: e.gen}, e.done, nil

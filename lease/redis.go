@@ -210,14 +210,26 @@ redis.call('SET', KEYS[3], ARGV[2])
 return 1
 `)
 
+// newGen starts a generation in KEYS[gen]: above the last one, and at least
+// the clock in milliseconds, so that a generation started after the store
+// lost its data, or went back to older data, names none of the records the
+// output stream may already hold.
+const newGen = nowMs + `
+local function newgen(key)
+  local g = math.max((tonumber(redis.call('GET', key)) or 0) + 1, now)
+  local gs = string.format('%.0f', g)
+  redis.call('SET', key, gs)
+  return gs
+end
+`
+
 // KEYS: sess gen done. ARGV: continues (1 or 0). Returns {session, gen}.
-var openScript = redis.NewScript(`
+// A controller without a generation (new, or its record lost) starts one.
+var openScript = redis.NewScript(newGen + `
 local n = redis.call('INCR', KEYS[1])
-local g
-if ARGV[1] == '1' then
-  g = redis.call('GET', KEYS[2]) or '0'
-else
-  g = string.format('%.0f', redis.call('INCR', KEYS[2]))
+local g = redis.call('GET', KEYS[2])
+if ARGV[1] ~= '1' or not g then
+  g = newgen(KEYS[2])
   redis.call('DEL', KEYS[3])
 end
 return {string.format('%.0f', n), g}
@@ -226,15 +238,26 @@ return {string.format('%.0f', n), g}
 // KEYS: lock sess gen done fence clean. ARGV: session gen. Returns {gen,
 // done}, -1 while a lock is held, -2 when the session is no longer the
 // newest. A last grant that did not end recording done (it expired)
-// starts a new generation with the done record carried over.
-var welcomeScript = redis.NewScript(`
+// starts a new generation with the done record carried over. A store that
+// lost the session's record (a restart, a rollback) takes it up again in
+// a new generation.
+var welcomeScript = redis.NewScript(newGen + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
-if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return -2 end
+local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cur > tonumber(ARGV[1]) then return -2 end
 local g = redis.call('GET', KEYS[3]) or '0'
-if g ~= ARGV[2] then return -2 end
+if cur < tonumber(ARGV[1]) or g ~= ARGV[2] then
+  if cur == tonumber(ARGV[1]) then return -2 end
+  redis.call('SET', KEYS[2], ARGV[1])
+  g = newgen(KEYS[3])
+  redis.call('DEL', KEYS[4])
+  local f = redis.call('GET', KEYS[5])
+  if f then redis.call('SET', KEYS[6], f) end
+  return {g, '0'}
+end
 local f = redis.call('GET', KEYS[5])
 if f and f ~= redis.call('GET', KEYS[6]) then
-  g = string.format('%.0f', redis.call('INCR', KEYS[3]))
+  g = newgen(KEYS[3])
   redis.call('SET', KEYS[6], f)
 end
 return {g, redis.call('GET', KEYS[4]) or '0'}
