@@ -12,7 +12,7 @@ const maxSafeInt = 1<<53 - 1
 
 // AppendJSON appends r as one JSON object, as the parser publishes it:
 //
-//	{"imei":"356307042441013","codec":8,"ts":"2015-09-02T12:21:40.000Z",
+//	{"imei":"356307042441013","codec":8,"ts":"<RFC 3339, ms, UTC>",
 //	 "priority":0,"lon":55.7956015,"lat":25.6808615,"alt":-6,"angle":0,
 //	 "satellites":18,"speed":0,"event":0,
 //	 "io":{"1":0,"71":3,"66":26268,"146":0,"199":0,"145":0}}
