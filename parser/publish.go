@@ -161,20 +161,26 @@ func (p *Publisher) msg(subject string, m *Message, body []byte) *nats.Msg {
 }
 
 func (p *Publisher) publish(ctx context.Context, msg *nats.Msg) error {
-	// The lease must still be valid: output of fenced work is not written.
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if p.js == nil {
-		return p.nc.PublishMsg(msg)
-	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	ack, err := p.js.PublishMsg(ctx, msg)
-	if err != nil || !ack.Duplicate {
+	ack, err := p.put(ctx, msg)
+	if err != nil || ack == nil || !ack.Duplicate {
 		return err
 	}
 	return p.sameAsStored(ctx, ack, msg)
+}
+
+// put publishes msg, on core NATS without JetStream (the ack is then
+// nil), and only while the lease is still valid: output of fenced work is
+// not written.
+func (p *Publisher) put(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if p.js == nil {
+		return nil, p.nc.PublishMsg(msg)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	return p.js.PublishMsg(ctx, msg)
 }
 
 // sameAsStored checks a record the stream took for a duplicate of the one

@@ -58,15 +58,6 @@ func (p *Publisher) teltonikaRecords(ctx context.Context, m *Message) error {
 // device whose codec setting changed between a send and its resend); and
 // a resent packet would cost a read per record.
 func (p *Publisher) publishRecord(ctx context.Context, msg *nats.Msg) error {
-	// The lease must still be valid: output of fenced work is not written.
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if p.js == nil {
-		return p.nc.PublishMsg(msg)
-	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	_, err := p.js.PublishMsg(ctx, msg)
+	_, err := p.put(ctx, msg)
 	return err
 }
