@@ -177,15 +177,15 @@ func (h *heartbeat) stop() (lost bool) {
 // writes output, so work done after the lease ran out is not published.
 // A batch makes one and passes the pointer to every Handle call (a value
 // would be boxed into the interface once per message).
+//
+// It has no Deadline: the validity moves on with every heartbeat and Done
+// does not close when it passes, so a deadline derived from it would be
+// neither fixed nor kept. A context.WithTimeout under a deadline sooner
+// than its own arms no timer, and a publish whose acknowledgement was lost
+// would then wait for as long as the lease lives.
 type leaseContext struct {
 	context.Context
 	hb *heartbeat
-}
-
-func (c *leaseContext) Deadline() (time.Time, bool) {
-	c.hb.mu.Lock()
-	defer c.hb.mu.Unlock()
-	return c.hb.valid, true
 }
 
 func (c *leaseContext) Err() error { return c.errAt(time.Now()) }

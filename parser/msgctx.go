@@ -14,10 +14,6 @@ import (
 // Its one timer is not moved per attempt either: set for the first
 // attempt's deadline, it finds later ones no sooner (they start later)
 // and sets itself again for the running attempt's (expire).
-//
-// context.WithTimeout on the leaseContext would not do: the lease's
-// deadline, which heartbeats move on, is nearly always the earlier one,
-// and WithTimeout then arms no timer at all.
 type msgContext struct {
 	*leaseContext
 	timeout   time.Duration
@@ -154,15 +150,12 @@ func (c *msgContext) Err() error {
 	return c.leaseContext.errAt(now)
 }
 
-// Deadline is the sooner of the lease's validity and the attempt's.
+// Deadline is the running attempt's, none between attempts (see
+// leaseContext on why the lease's validity is not one).
 func (c *msgContext) Deadline() (time.Time, bool) {
-	d, ok := c.leaseContext.Deadline()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.deadline.IsZero() && (!ok || c.deadline.Before(d)) {
-		return c.deadline, true
-	}
-	return d, ok
+	return c.deadline, !c.deadline.IsZero()
 }
 
 // AfterFunc lets a context a handler derives from c (publish's

@@ -1,0 +1,71 @@
+package parser
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegate/edgegate/lease"
+)
+
+// TestLostDeadLetterReplyTimesOut: a dead letter whose publish
+// acknowledgement never comes is given up after the publish timeout and
+// tried again, while the batch's lease is alive and heartbeats keep
+// moving its validity on (the lease TTL is shorter than the publish
+// timeout, so the validity is always the sooner). A live lease must not
+// let one publish wait forever (the controller would stall with it).
+func TestLostDeadLetterReplyTimesOut(t *testing.T) {
+	nc := jetStreamConn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pub, err := NewPublisher(ctx, nc, PublisherConfig{JetStream: true, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The dead-letter stream goes, and a subscriber that never answers
+	// takes its subject: every publish there is received and its
+	// acknowledgement lost.
+	if err := js.DeleteStream(ctx, "EDGEGATE_DEAD"); err != nil {
+		t.Fatal(err)
+	}
+	received := make(chan *nats.Msg, 16)
+	sub, err := nc.ChanSubscribe("edgegate.dead.>", received)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+
+	refuse := HandlerFunc(func(context.Context, *Message) error { return Permanent(errors.New("unparsable")) })
+	store := lease.NewMemory()
+	p, _ := startPoolStore(t, Config{Workers: 1, Handler: refuse, DeadLetter: pub.Dead, Attempts: 1,
+		TTL: time.Second, Heartbeat: 100 * time.Millisecond,
+		RetryMin: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond}, store)
+	r := &pipelineRig{pool: p, store: store, pub: pub, js: js}
+	go func() { _, _ = r.try("ctl-d", func(uint64) []byte { return []byte(`x`) }, 1) }()
+
+	// The first dead letter arrives; a second one for the same message
+	// means the first publish was given up and retried.
+	deadline := time.After(20 * time.Second)
+	var ids []string
+	for len(ids) < 2 {
+		select {
+		case m := <-received:
+			ids = append(ids, m.Header.Get(jetstream.MsgIDHeader))
+		case <-deadline:
+			t.Fatalf("dead letters received: %v; the publish of the first one never gave up", ids)
+		}
+	}
+	if ids[0] != ids[1] || ids[0] != fmt.Sprintf("ctl-d:%d:%d", 1, 1) {
+		t.Fatalf("dead letters %v, want the retries of ctl-d:1:1", ids)
+	}
+}
