@@ -235,12 +235,15 @@ end
 return {string.format('%.0f', n), g}
 `)
 
-// KEYS: lock sess gen done fence clean. ARGV: session gen. Returns {gen,
-// done}, -1 while a lock is held, -2 when the session is no longer the
-// newest. A last grant that did not end recording done (it expired)
+// KEYS: lock sess gen done fence clean. ARGV: session gen floor. Returns
+// {gen, done}, -1 while a lock is held, -2 when the session is no longer
+// the newest. A last grant that did not end recording done (it expired)
 // starts a new generation with the done record carried over. A store that
 // lost the session's record (a restart, a rollback) takes it up again in
-// a new generation.
+// a new generation. So does one whose last grant came before the current
+// epoch (its fence is at or below the floor): a rollback or a failover
+// that lost writes may have kept an older, clean state, whose done record
+// lags what was handled and stored under the same message IDs since.
 var welcomeScript = redis.NewScript(newGen + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -256,7 +259,7 @@ if cur < tonumber(ARGV[1]) or g ~= ARGV[2] then
   return {g, '0'}
 end
 local f = redis.call('GET', KEYS[5])
-if f and f ~= redis.call('GET', KEYS[6]) then
+if f and (f ~= redis.call('GET', KEYS[6]) or tonumber(f) <= tonumber(ARGV[3])) then
   g = newgen(KEYS[3])
   redis.call('SET', KEYS[6], f)
 end
@@ -485,8 +488,23 @@ func (s *Redis) Open(ctx context.Context, id string, continues bool) (Session, e
 
 // Welcome implements Store.
 func (s *Redis) Welcome(ctx context.Context, id string, sess Session) (Session, uint64, error) {
+	out, done, err := s.welcome(ctx, id, sess)
+	// As in Acquire: a floor of an earlier epoch might keep a generation
+	// the new epoch's data cannot vouch for. Again, as the session the
+	// call made.
+	for try := 0; try < 4 && errors.Is(err, errNewEpoch); try++ {
+		out, done, err = s.welcome(ctx, id, out)
+	}
+	if errors.Is(err, errNewEpoch) {
+		return sess, 0, redisErr("welcome", err)
+	}
+	return out, done, err
+}
+
+func (s *Redis) welcome(ctx context.Context, id string, sess Session) (Session, uint64, error) {
 	k := s.Keys(id)
-	v, err := s.pipe.run(ctx, welcomeScript, []string{k[1], k[5], k[6], k[3], k[0], k[8]}, sess.No, sess.Gen).Result()
+	start, floor := s.epoch()
+	v, err := s.pipe.run(ctx, welcomeScript, []string{k[1], k[5], k[6], k[3], k[0], k[8]}, sess.No, sess.Gen, floor).Result()
 	if err != nil {
 		return sess, 0, redisErr("welcome", err)
 	}
@@ -508,7 +526,11 @@ func (s *Redis) Welcome(ctx context.Context, id string, sess Session) (Session, 
 	if err != nil {
 		return sess, 0, redisErr("welcome", err)
 	}
-	return Session{No: sess.No, Gen: gen}, done, nil
+	out := Session{No: sess.No, Gen: gen}
+	if later, _ := s.epoch(); later.After(start) {
+		return out, 0, errNewEpoch
+	}
+	return out, done, nil
 }
 
 // OnConnect reads the epoch of the server a new connection reached,
