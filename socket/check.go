@@ -106,86 +106,6 @@ func (s *Server) checkOne(ctx context.Context, it checkItem) {
 	s.judge(it, st)
 }
 
-// epochRead is a read of the lease store's epoch under way: callers that
-// need one begun after a moment wait for it rather than start their own.
-type epochRead struct {
-	start time.Time
-	done  chan struct{}
-}
-
-// checkEpoch pauses dispatch when the lease store's epoch changed (a Redis
-// restart or failover): leases may have been lost. It reads the epoch
-// unless a read begun at or after since already did or is doing it: when
-// thousands of devices connect at once, their first grants (each fresh, so
-// each wants a check, see dispatch) share a few reads instead of making an
-// INFO call each.
-func (s *Server) checkEpoch(ctx context.Context, since time.Time) {
-	e, ok := s.store.(lease.Epoch)
-	if !ok {
-		return
-	}
-	for {
-		s.mu.Lock()
-		if !s.epochAt.Before(since) {
-			s.mu.Unlock()
-			return
-		}
-		r := s.epochRead
-		if r == nil {
-			r = &epochRead{start: time.Now(), done: make(chan struct{})}
-			s.epochRead = r
-			s.mu.Unlock()
-			s.readEpoch(ctx, e, r)
-			return
-		}
-		s.mu.Unlock()
-		select {
-		case <-r.done:
-		case <-ctx.Done():
-			return
-		}
-		if !r.start.Before(since) {
-			return // it began late enough; if it failed, so would ours
-		}
-	}
-}
-
-// readEpoch reads the store's epoch for r, pausing dispatch when it
-// changed.
-func (s *Server) readEpoch(ctx context.Context, e lease.Epoch, r *epochRead) {
-	defer close(r.done)
-	cctx, cancel := context.WithTimeout(ctx, s.cfg.CheckInterval)
-	epoch, err := e.Epoch(cctx)
-	cancel()
-	s.mu.Lock()
-	s.epochRead = nil
-	s.mu.Unlock()
-	if err != nil {
-		s.stats.storeErrors.Add(1)
-		s.logStoreError("epoch", "", err)
-		return
-	}
-	s.sawEpoch(epoch, r.start)
-}
-
-// sawEpoch takes in epoch, read no earlier than start, pausing dispatch
-// when it changed.
-func (s *Server) sawEpoch(epoch string, start time.Time) {
-	s.mu.Lock()
-	changed := s.epoch != "" && epoch != s.epoch
-	if changed {
-		s.pause("the lease store restarted or failed over (new run_id " + epoch + ")")
-	}
-	s.epoch = epoch
-	if start.After(s.epochAt) {
-		s.epochAt = start
-	}
-	s.mu.Unlock()
-	if changed {
-		s.forgetGrants()
-	}
-}
-
 // judge decides on one in-flight controller from its lease state.
 func (s *Server) judge(it checkItem, st lease.State) {
 	c := it.c
@@ -211,5 +131,28 @@ func (s *Server) judge(it checkItem, st lease.State) {
 		s.requeueLocked(c, "lease now held by another grant")
 	default:
 		s.requeueLocked(c, "heartbeat older than the lease")
+	}
+}
+
+// wake is called by the lease store's notifications when id's lock was
+// deleted or expired: retry a waiting controller now, check an in-flight
+// one now.
+func (s *Server) wake(id string) {
+	c, sh := s.lookup(id)
+	if c == nil {
+		sh.mu.Unlock()
+		return
+	}
+	switch {
+	case c.state == stWaiting:
+		c.state = stIdle
+		s.makeRunnableLocked(c)
+		sh.mu.Unlock()
+	case c.inFlight():
+		it := checkItem{c: c, tok: c.tok}
+		sh.mu.Unlock()
+		go s.checkOne(context.Background(), it)
+	default:
+		sh.mu.Unlock()
 	}
 }

@@ -487,3 +487,13 @@ func (s *Server) closeListeners() {
 		}
 	})
 }
+
+// endFlight counts a batch that is no longer in flight, waking the drain
+// at the last.
+func (s *Server) endFlight() {
+	if s.inflight.Add(-1) == 0 && s.stopping.Load() {
+		s.mu.Lock()
+		s.idle.Broadcast()
+		s.mu.Unlock()
+	}
+}

@@ -1,0 +1,129 @@
+package socket
+
+import (
+	"time"
+)
+
+// msgOverhead is the memory accounted per queued message beyond its payload.
+const msgOverhead = 64
+
+// msg is a message received from a device and not yet acknowledged.
+type msg struct {
+	seq     uint64
+	payload []byte
+	recv    time.Time
+	sess    *session // the session it arrived on; its ACK goes there
+}
+
+func (m *msg) size() int64 { return int64(len(m.payload)) + msgOverhead }
+
+// keepQueue is the largest backing array an emptied queue keeps: a busy
+// controller's queue empties after every batch at moderate load, and
+// regrowing it from nothing would cost several allocations per batch.
+const keepQueue = 64
+
+// popLocked removes the first k messages of c's queue, moving the rest to
+// the front of its backing array.
+func (s *Server) popLocked(c *controller, k int) {
+	for i := 0; i < k; i++ {
+		s.unreserveLocked(c, c.q[i].size())
+	}
+	n := copy(c.q, c.q[k:])
+	clear(c.q[n:])
+	c.q = c.q[:n]
+	if n == 0 && cap(c.q) > keepQueue {
+		c.q = nil // let a large backing array go
+	}
+}
+
+// pruneLocked drops messages that will never be acknowledged: those of a
+// closed session beyond the handed-out prefix (the device resends them to
+// its new session). With NoAck nothing is dropped: nobody would resend.
+func (s *Server) pruneLocked(c *controller) {
+	if s.cfg.NoAck {
+		return
+	}
+	keep := c.q[:c.n]
+	for _, m := range c.q[c.n:] {
+		if m.sess.closed {
+			s.unreserveLocked(c, m.size())
+			s.stats.dropped.Add(1)
+			continue
+		}
+		keep = append(keep, m)
+	}
+	for i := len(keep); i < len(c.q); i++ {
+		c.q[i] = nil
+	}
+	c.q = keep
+}
+
+// reserveLocked waits until c has a free queue slot and size bytes of
+// memory are free, then reserves them. ok is false when the session
+// closed meanwhile; waited tells whether it had to wait. The caller holds
+// the shard lock, which a wait for memory gives up meanwhile.
+func (s *Server) reserveLocked(sess *session, size int64) (ok, waited bool) {
+	c := sess.ctrl
+	for !sess.closed {
+		full := c.slots >= s.cfg.Queue
+		if !full && s.takeMemory(size) {
+			c.slots++
+			return true, waited
+		}
+		if sess.pending > 0 {
+			// What the reader queued must go out before it waits for space.
+			sess.pending = 0
+			s.makeRunnableLocked(c)
+		}
+		waited = true
+		if full {
+			c.space.Wait()
+		} else {
+			s.waitMemory(sess, size)
+		}
+	}
+	return false, waited
+}
+
+// takeMemory reserves size bytes of the global memory limit, if they are
+// free (or nothing is queued: one message always fits).
+func (s *Server) takeMemory(size int64) bool {
+	for {
+		m := s.mem.Load()
+		if m > 0 && m+size > s.cfg.Memory {
+			return false
+		}
+		if s.mem.CompareAndSwap(m, m+size) {
+			return true
+		}
+	}
+}
+
+// waitMemory waits, without sess's shard lock, until memory was freed or
+// sess closed (or a moment that looks like it).
+func (s *Server) waitMemory(sess *session, size int64) {
+	sh := sess.sh
+	sh.mu.Unlock()
+	s.mu.Lock()
+	s.memWait.Add(1)
+	// Dekker with unreserveLocked: it lowers mem, then looks at memWait.
+	if m := s.mem.Load(); !sess.gone && m > 0 && m+size > s.cfg.Memory {
+		s.memCond.Wait()
+	}
+	s.memWait.Add(-1)
+	s.mu.Unlock()
+	sh.mu.Lock()
+}
+
+// unreserveLocked gives back a queue slot and size bytes of memory.
+func (s *Server) unreserveLocked(c *controller, size int64) {
+	c.slots--
+	s.mem.Add(-size)
+	c.space.Broadcast() // the reader, or a session lingering after a half-close
+
+	if s.memWait.Load() > 0 {
+		s.mu.Lock()
+		s.memCond.Broadcast()
+		s.mu.Unlock()
+	}
+}
