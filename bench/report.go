@@ -24,7 +24,7 @@ func (rep *Report) WriteText(w io.Writer) {
 	if n := rep.Options.ApplianceProcs; n > 0 {
 		procs = fmt.Sprintf("; appliance at GOMAXPROCS=%d", n)
 	}
-	fmt.Fprintf(w, "edgegate bench, %s, %s; median of %d runs (min–max)%s\n\n", rep.Started.Format(time.DateTime), rep.Machine, rep.Options.Runs, procs)
+	fmt.Fprintf(w, "edgegate-bench, %s, %s; median of %d runs (min–max)%s\n\n", rep.Started.Format(time.DateTime), rep.Machine, rep.Options.Runs, procs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tcontrollers\tmsg/s\tmin–max\tp50\tp99\tp99.9\tsock p50\tsock p99\town p50\town p99\trun wait\tlock waiters\tCPU cores\tRSS MiB\t")
 	for _, s := range rep.Summaries {

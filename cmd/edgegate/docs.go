@@ -10,7 +10,7 @@ import (
 // manDescription is the manual page's DESCRIPTION: what the command
 // definitions do not say (the files, the service, where the rest is).
 // Only the manual page shows it; --help stays short.
-const manDescription = `edgegate runs an IoT edge gateway appliance (**edgegate run**) and the tools around it: simulated devices, the parsed output, the cluster's status, device enrolment, benchmarks. Every setting of **run** is a flag with its dotted name (--devices.listen), a variable (EDGEGATE_DEVICES_LISTEN) and a key of the YAML file given with --config; precedence flag > variable > file > default.
+const manDescription = `edgegate runs an IoT edge gateway appliance (**edgegate run**) and the tools around it: simulated devices, the parsed output, the cluster's status, device enrolment. Every setting of **run** is a flag with its dotted name (--devices.listen), a variable (EDGEGATE_DEVICES_LISTEN) and a key of the YAML file given with --config; precedence flag > variable > file > default.
 
 The Debian package runs it as the systemd service edgegate.service, with the configuration /etc/edgegate/edgegate.yaml, extra options in /etc/default/edgegate, device tokens in /etc/edgegate/devices.tokens (**edgegate devices add** *id* enrols a device) and its state in /var/lib/edgegate. By default devices connect on port 7400, NATS clients on 127.0.0.1:4222, and http://127.0.0.1:7480/ serves the status page, /metrics, /healthz and /readyz.
 

@@ -76,7 +76,6 @@ func newApp(run func(context.Context, appliance.Config) error, stdout, stderr io
 			simulateCommand(),
 			tailCommand(),
 			statusCommand(),
-			benchCommand(),
 			devicesCommand(stdout, stderr),
 			versionCommand(),
 			completionCommand(),

@@ -4,16 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgegate/edgegate/bench"
 )
 
-// TestBenchCommand: `edgegate bench` runs the appliance under test as a
+// TestBenchCommand: edgegate-bench runs the appliance under test as a
 // child process (with the GOMAXPROCS asked for), reads its own latency
 // and scheduler waits off its /metrics, prints the table, and writes the
 // JSON report and the chart.
@@ -26,7 +29,7 @@ func TestBenchCommand(t *testing.T) {
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	err := newApp(nil, &out, &errOut).RunContext(ctx, []string{"edgegate", "bench", "--exe", edgegateBinary(t),
+	err := newApp(&out, &errOut).RunContext(ctx, []string{"edgegate-bench", "--exe", edgegateBinary(t),
 		"--controllers", "1,3", "--messages", "300", "--runs", "1", "--workers", "4", "--scenarios", "edgegate", "--redis", "", "--appliance-procs", "1",
 		"--json", jsonPath, "--chart", chartPath})
 	if err != nil {
@@ -76,7 +79,69 @@ func TestBenchCommand(t *testing.T) {
 	if fi, err := os.Stat(chartPath); err != nil || fi.Size() < 1000 {
 		t.Errorf("chart: %v", err)
 	}
-	if err := newApp(nil, &out, &errOut).RunContext(ctx, []string{"edgegate", "bench", "--controllers", "0"}); err == nil {
+	if err := newApp(&out, &errOut).RunContext(ctx, []string{"edgegate-bench", "--controllers", "0"}); err == nil {
 		t.Error("--controllers 0 accepted")
 	}
+}
+
+// TestFindEdgegate: without --exe the appliance under test is the
+// edgegate beside edgegate-bench, else the one on the PATH.
+func TestFindEdgegate(t *testing.T) {
+	dir, path := t.TempDir(), t.TempDir()
+	self := filepath.Join(dir, "edgegate-bench")
+	onPath := filepath.Join(path, "edgegate")
+	if err := os.WriteFile(onPath, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", path)
+	if got, err := findEdgegate(self); err != nil || got != onPath {
+		t.Errorf("nothing beside: %q, %v; want %q", got, err, onPath)
+	}
+	beside := filepath.Join(dir, "edgegate")
+	if err := os.WriteFile(beside, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := findEdgegate(self); err != nil || got != beside {
+		t.Errorf("one beside: %q, %v; want %q", got, err, beside)
+	}
+	t.Setenv("PATH", t.TempDir())
+	if got, err := findEdgegate(filepath.Join(t.TempDir(), "edgegate-bench")); err == nil {
+		t.Errorf("none anywhere: %q, no error", got)
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildOnce.path != "" {
+		os.RemoveAll(filepath.Dir(buildOnce.path))
+	}
+	os.Exit(code)
+}
+
+// edgegateBinary builds cmd/edgegate, the appliance under test, once per
+// test run.
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+func edgegateBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "edgegate-bin-")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "edgegate")
+		out, err := exec.Command("go", "build", "-o", buildOnce.path, "../edgegate").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.path
 }
