@@ -11,18 +11,13 @@ import (
 // gcHeadroom is how much the heap may grow between two collections at
 // the least, when GOGC is not set. Go's default (GOGC=100) lets it grow by
 // as much as is live, and the appliance's live heap is a few MB below a
-// thousand devices: at 300,000–350,000 msg/s over 100 controllers that
-// was 26–40 collections a second on the development box, each a mark
-// phase in which allocating goroutines assist it or wait for it, as
-// likely as not with a controller's lock held. With 16 MiB it was 5 a
-// second, the appliance's own ACK latency p99 at that rate 2.6–4.0 ms
-// against 5.4–5.7 ms, and the saturated throughput 810,000–900,000
-// against 715,000–805,000 msg/s (3 alternated runs each). More headroom
-// collects less often but loses the processor caches: with 64 MiB the
-// own p99 was about the same (3.0–3.1 ms) and the saturated throughput
-// 520,000–695,000 msg/s. The price is resident memory: up to 16 MiB of
-// garbage more on a small appliance, none once the live heap is that
-// large.
+// thousand devices: under load that means many collections a second,
+// each a mark phase in which allocating goroutines assist it or wait for
+// it, as likely as not with a controller's lock held. More headroom
+// collects less often but, beyond a point, loses the processor caches;
+// 16 MiB did best of the sizes measured (BENCHMARKS.md). The price is
+// resident memory: up to 16 MiB of garbage more on a small appliance,
+// none once the live heap is that large.
 const gcHeadroom = 16 << 20
 
 // maxGCPercent bounds the percentage (the runtime keeps it in an int32;
