@@ -259,7 +259,8 @@ func TestParserDeath(t *testing.T) {
 	recovery := time.Duration(recovered.Load() - died.Load())
 	bound := cfg.Lease.TTL + cfg.Lease.CheckInterval
 	t.Logf("recovery after parser death: %v (bound lease.ttl + lease.check_interval = %v)", recovery, bound)
-	// The guarantee of DESIGN §2.5, with room for scheduling on a loaded CI machine.
+	// Guarantee 5 of docs/design.md ("The guarantees"), with room for
+	// scheduling on a loaded CI machine.
 	if recovery > bound+time.Second {
 		t.Errorf("recovery took %v, want within %v", recovery, bound)
 	}

@@ -86,8 +86,8 @@ type DevicesConfig struct {
 	HelloTimeout time.Duration
 	// MaxConnections is the most device connections at once; a connection
 	// beyond it gets ERROR busy. Zero means no limit. The default, 20,000,
-	// is twice the 10,000 devices the appliance is measured with (about
-	// 22 KB each): a flood of connections cannot take all the memory.
+	// is twice the 10,000 devices the appliance is benchmarked with: a
+	// flood of connections cannot take all the memory.
 	MaxConnections int
 	// Queue is the most messages queued per controller before its device is
 	// backpressured. Zero means 1024.
@@ -278,7 +278,8 @@ type LogConfig struct {
 	Format string
 }
 
-// DefaultConfig returns the defaults of DESIGN §7.
+// DefaultConfig returns the defaults (docs/configuration.md, "Every
+// setting").
 func DefaultConfig() Config {
 	return Config{
 		Name:    "",

@@ -279,7 +279,8 @@ func testLinesListener(t *testing.T, lean bool) {
 }
 
 // TestPublishRecords: the publish handler stores each message in the
-// EDGEGATE_PARSED stream with the headers of DESIGN §5.
+// EDGEGATE_PARSED stream with the headers of docs/design.md, "Output and
+// fencing".
 func TestPublishRecords(t *testing.T) {
 	cfg := testConfig(t, "publish")
 	cfg.NATS.JetStream = true

@@ -9,8 +9,9 @@ import (
 )
 
 // checkTrust refuses NATS listeners that the network reaches without
-// authentication (DESIGN §4, trust): a client port, and routes, which
-// carry coordination. Loopback listeners serve the host only.
+// authentication (docs/design.md, "Trust and overlapping faults": a client
+// port, and routes, which carry coordination). Loopback listeners serve
+// the host only.
 func (n NATSConfig) checkTrust() error {
 	if n.Listen != "" && !embed.LoopbackAddr(n.Listen) && n.User == "" && len(n.NKeys) == 0 && n.TLSClientCA == "" {
 		return fmt.Errorf("config: nats.listen: %q: a client port reachable from the network needs client authentication: "+

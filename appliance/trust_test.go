@@ -29,7 +29,7 @@ import (
 
 // The tests of this file are attacks by a client of the NATS port (or a
 // server on the LAN) against coordination, each answered by a rule of
-// DESIGN §4 "Trust and overlap" and docs/security.md.
+// docs/design.md, "Trust and overlapping faults", and docs/security.md.
 
 // trustConfig is testConfig with a NATS client port on loopback and
 // JetStream on.

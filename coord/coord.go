@@ -1,6 +1,7 @@
 // Package coord defines the coordination protocol between sockets and parser
-// pools over NATS (DESIGN §4): subjects, ready announcements, assignments of
-// a batch under a lease, the accept/busy answer and the batch outcome.
+// pools over NATS (docs/design.md, "The dispatch flow"): subjects, ready
+// announcements, assignments of a batch under a lease, the accept/busy
+// answer and the batch outcome.
 //
 // Assignments, answers and outcomes are on the hot path and use a compact
 // binary encoding (big-endian, a kind byte first); ready announcements are
