@@ -9,7 +9,10 @@ COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1795478400)
 export SOURCE_DATE_EPOCH
 
-.PHONY: build deb test clean
+# staticcheck runs at this version without being a module requirement.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: build deb test check clean
 
 build:
 	CGO_ENABLED=0 GOARCH=$(ARCH) go build -trimpath -buildvcs=false \
@@ -20,6 +23,14 @@ deb: build
 
 test:
 	go test -race -timeout 30m ./...
+
+# check is what to run before a commit: formatting, vet, staticcheck and
+# the tests without the multi-process ones.
+check:
+	@files="$$(gofmt -l .)"; if [ -n "$$files" ]; then echo "gofmt -l: not formatted:"; echo "$$files"; exit 1; fi
+	go vet ./...
+	go run $(STATICCHECK) ./...
+	go test -short -race ./...
 
 clean:
 	rm -rf dist
