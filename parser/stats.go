@@ -46,8 +46,6 @@ func (p *Pool) Stats() StatsSnapshot {
 	}
 }
 
-func marshalReady(r *coord.Ready) ([]byte, error) { return json.Marshal(r) }
-
 // onStatus answers `edgegate status` with the pool's workers and counters.
 func (p *Pool) onStatus(m *nats.Msg) {
 	if m.Reply == "" {
