@@ -10,7 +10,7 @@ import (
 )
 
 // leanAfter is Config.LeanAfter's default: beyond that many open
-// connections, new ones are served lean (see waitApart). Fewer
+// connections, new ones are served lean (see waitLean). Fewer
 // devices keep their own buffer and goroutine and save the read call.
 const leanAfter = 1000
 
@@ -49,9 +49,9 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 			s.conns++
 			s.perIP[host]++
 		}
-		// A box with many devices serves them lean (see waitApart):
+		// A box with many devices serves them lean (see waitLean):
 		// 10,000 connections × 4 KiB is 40 MiB, and most of them wait.
-		pooled := s.cfg.LeanAfter < 0 || s.conns > s.cfg.LeanAfter
+		lean := s.cfg.LeanAfter < 0 || s.conns > s.cfg.LeanAfter
 		s.mu.Unlock()
 		if full || fullIP || stopping {
 			code, why := egp.CodeBusy, "connection limit reached"
@@ -66,7 +66,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 			continue
 		}
 		s.stats.connections.Add(1)
-		c := &connection{conn: conn, lines: lines, pooled: pooled, done: func() {
+		c := &connection{conn: conn, lines: lines, lean: lean, done: func() {
 			s.mu.Lock()
 			s.conns--
 			if s.perIP[host]--; s.perIP[host] <= 0 {
@@ -81,14 +81,14 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 
 // connection is an accepted device connection.
 type connection struct {
-	conn   net.Conn
-	lines  bool
-	pooled bool   // read with a lent buffer, and waited on apart (see waitApart)
-	done   func() // called when the connection is served
-	sess   *session
-	er     *egp.Reader     // EGP/1
-	lr     *egp.LineReader // lines
-	log    *connLog
+	conn  net.Conn
+	lines bool
+	lean  bool   // read with a lent buffer, and waited on by a fresh goroutine (see waitLean)
+	done  func() // called when the connection is served
+	sess  *session
+	er    *egp.Reader     // EGP/1
+	lr    *egp.LineReader // lines
+	log   *connLog
 }
 
 // refuse answers a connection refused at accept on a goroutine of its

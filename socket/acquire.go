@@ -9,9 +9,9 @@ import (
 	"github.com/edgegate/edgegate/lease"
 )
 
-// dispatch acquires c's lease for p and sends it the batch. Called without
+// acquire acquires c's lease for p and sends it the batch. Called without
 // the lock; c is in stDispatching, so nobody else touches its batch.
-func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time.Duration, batch []*msg) {
+func (s *Server) acquire(ctx context.Context, c *controller, p *pool, keepFor time.Duration, batch []*msg) {
 	start := time.Now()
 	actx, cancel := context.WithTimeout(ctx, s.cfg.TTL)
 	g, err := s.store.Acquire(actx, c.id, p.id, s.cfg.TTL, batch[0].sess.lease)
@@ -21,8 +21,8 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time
 		// A newer session of the controller was opened elsewhere, and
 		// its announcement did not reach this socket: the store says so.
 		sh.mu.Lock()
-		c.state, c.n = stIdle, 0
-		s.unpickLocked(c)
+		c.state, c.batchLen = stIdle, 0
+		s.returnWorkerLocked(c)
 		s.stats.takeovers.Add(1)
 		s.log.Info("socket: session taken over by a newer one (found at acquire)", "controller", c.id)
 		s.closeSessionLocked(batch[0].sess, egp.CodeTakenOver, errTakenOver.Error())
@@ -32,8 +32,8 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time
 	}
 	if err != nil {
 		sh.mu.Lock()
-		c.state, c.n = stWaiting, 0
-		s.unpickLocked(c)
+		c.state, c.batchLen = stWaiting, 0
+		s.returnWorkerLocked(c)
 		if errors.Is(err, lease.ErrHeld) && s.watch != nil && !c.watched {
 			c.watched = true
 			s.watch.Add(c.id) // its release wakes us before the next check
@@ -77,13 +77,13 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time
 		// every lease. Old parsers may still run until their next
 		// heartbeat fails; wait a lease before dispatching anything.
 		s.pause("the lease store lost its data (a fresh fence for a known controller)")
-		c.state, c.n = stWaiting, 0
-		s.unpickLocked(c)
+		c.state, c.batchLen = stWaiting, 0
+		s.returnWorkerLocked(c)
 	}
 	sh.mu.Unlock()
 	if lostData {
 		s.forgetGrants()
-		s.abandon(c.id, g.Token)
+		s.abandonLease(c.id, g.Token)
 		return
 	}
 	if !inPause && !g.EpochStart.IsZero() {
@@ -97,13 +97,13 @@ func (s *Server) dispatch(ctx context.Context, c *controller, p *pool, hold time
 		}
 	}
 	if inPause {
-		s.abandon(c.id, g.Token)
+		s.abandonLease(c.id, g.Token)
 		sh.mu.Lock()
-		s.unpickLocked(c)
-		c.state, c.n = stIdle, 0
+		s.returnWorkerLocked(c)
+		c.state, c.batchLen = stIdle, 0
 		s.makeRunnableLocked(c) // dispatched when the pause ends
 		sh.mu.Unlock()
 		return
 	}
-	s.assign(c, p, g, start, s.cfg.TTL, hold, batch)
+	s.assign(c, p, g, start, s.cfg.TTL, keepFor, batch)
 }

@@ -43,7 +43,7 @@ func (s *Server) onAnswer(a coord.Answer) {
 	if c == nil || c.tok.Fence != a.Fence || c.state != stAssigned || !remoteFrom(c, a.Pool) {
 		return
 	}
-	s.heardLocked(c)
+	s.answeredLocked(c)
 	if a.Accepted {
 		c.state = stRunning
 		return
@@ -59,7 +59,7 @@ func (s *Server) busyLocked(c *controller) {
 	p.free.Store(0)
 	c.state = stReleasing
 	s.endFlight()
-	go s.handBack(c, p, tok, false)
+	go s.abandonBatch(c, tok, false)
 }
 
 // onNoResponders handles an assignment sent to a pool that is gone.
@@ -69,7 +69,7 @@ func (s *Server) onNoResponders(id string) {
 		sh.mu.Unlock()
 		return
 	}
-	s.heardLocked(c)
+	s.answeredLocked(c)
 	p, tok := c.pool, c.tok
 	s.mu.Lock()
 	if !p.gone.Load() {
@@ -80,7 +80,7 @@ func (s *Server) onNoResponders(id string) {
 	c.state = stReleasing
 	s.endFlight()
 	sh.mu.Unlock()
-	go s.handBack(c, p, tok, false)
+	go s.abandonBatch(c, tok, false)
 }
 
 // remoteFrom reports whether c's batch went over NATS to the pool pool:
@@ -88,5 +88,5 @@ func (s *Server) onNoResponders(id string) {
 // of the pool of this process never takes one from NATS: its outcomes
 // come as calls.
 func remoteFrom(c *controller, pool string) bool {
-	return c.pool != nil && c.pool.direct == nil && c.pool.id == pool
+	return c.pool != nil && c.pool.ownProcess == nil && c.pool.id == pool
 }

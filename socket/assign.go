@@ -10,9 +10,9 @@ import (
 )
 
 // assign sends batch to p under g's lease, surely held until from + valid,
-// asking the parser to keep it for hold afterwards (0: release it). Called
+// asking the parser to keep it for keepFor afterwards (0: release it). Called
 // without the lock, c in stDispatching.
-func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, valid, hold time.Duration, batch []*msg) {
+func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, valid, keepFor time.Duration, batch []*msg) {
 	// A device that keeps its seq across sessions gets its duplicates (seqs
 	// the done record covers) acknowledged without the handler.
 	if dups := duplicates(batch, g.Done); dups > 0 {
@@ -20,14 +20,14 @@ func (s *Server) assign(c *controller, p *pool, g lease.Grant, from time.Time, v
 		s.ackLocked(c, dups, nil)
 		s.stats.suppressed.Add(uint64(dups))
 		batch = batch[dups:]
-		c.n -= dups
+		c.batchLen -= dups
 		c.sh.mu.Unlock()
 		if len(batch) == 0 {
-			s.handBack(c, p, g.Token, true)
+			s.abandonBatch(c, g.Token, true)
 			return
 		}
 	}
-	a := s.assignment(c, g, from, valid, hold, batch)
+	a := s.assignment(c, g, from, valid, keepFor, batch)
 	c.sh.mu.Lock()
 	sent := s.startLocked(c, p, g)
 	c.sh.mu.Unlock()
@@ -48,8 +48,8 @@ func duplicates(batch []*msg, done uint64) int {
 }
 
 // assignment is the assignment of batch under g (see assign).
-func (s *Server) assignment(c *controller, g lease.Grant, from time.Time, valid, hold time.Duration, batch []*msg) coord.Assign {
-	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: valid - time.Since(from), Hold: hold, Gen: batch[0].sess.lease.Gen,
+func (s *Server) assignment(c *controller, g lease.Grant, from time.Time, valid, keepFor time.Duration, batch []*msg) coord.Assign {
+	a := coord.Assign{Controller: c.id, Token: g.Token, Valid: valid - time.Since(from), Hold: keepFor, Gen: batch[0].sess.lease.Gen,
 		Msgs: make([]coord.Msg, len(batch)), Socket: s.id}
 	// Every message of a batch came in one session (a controller has one
 	// open at a time, and dispatch prunes the closed ones' first).
@@ -70,13 +70,13 @@ func (s *Server) assignment(c *controller, g lease.Grant, from time.Time, valid,
 // outcome may come before Offer returns).
 func (s *Server) startLocked(c *controller, p *pool, g lease.Grant) (sent time.Time) {
 	sent = time.Now()
-	c.state, c.tok, c.grantDone, c.sentAt, c.released = stAssigned, g.Token, g.Done, sent, time.Time{}
+	c.state, c.tok, c.grantDone, c.sentAt, c.releaseSeen = stAssigned, g.Token, g.Done, sent, time.Time{}
 	s.inflight.Add(1)
-	if p.direct != nil {
+	if p.ownProcess != nil {
 		c.state = stRunning
 	}
-	if c.unseen.Load() != 0 {
-		c.unseen.Store(sent.UnixNano())
+	if c.unansweredSince.Load() != 0 {
+		c.unansweredSince.Store(sent.UnixNano())
 	}
 	return sent
 }
@@ -84,16 +84,16 @@ func (s *Server) startLocked(c *controller, p *pool, g lease.Grant) (sent time.T
 // send hands a, c's batch started at sent (startLocked), to p. Called
 // without the lock.
 func (s *Server) send(c *controller, p *pool, g lease.Grant, a *coord.Assign, sent time.Time, batch []*msg) {
-	if p.direct != nil {
-		if p.direct.Offer(a, s.onOutcome) {
-			s.heard(c, p, sent)
+	if p.ownProcess != nil {
+		if p.ownProcess.Offer(a, s.onOutcome) {
+			s.answered(c, p, sent)
 			s.stats.direct.Add(1)
 			s.countBatch(batch)
 			return
 		}
 		c.sh.mu.Lock()
 		if c.sentAt == sent { // not yet another batch of c (after this one's outcome)
-			s.heardLocked(c)
+			s.answeredLocked(c)
 			s.busyLocked(c)
 		}
 		c.sh.mu.Unlock()
@@ -110,7 +110,7 @@ func (s *Server) send(c *controller, p *pool, g lease.Grant, a *coord.Assign, se
 		}
 		c.sh.mu.Unlock()
 		if ok {
-			s.handBack(c, p, g.Token, true)
+			s.abandonBatch(c, g.Token, true)
 		}
 		return
 	}

@@ -82,13 +82,13 @@ func (s *Server) checkLocked(c *controller, now time.Time, items *[]checkItem) {
 	case c.state == stWaiting:
 		c.state = stIdle
 		s.makeRunnableLocked(c)
-	case c.held && c.state == stIdle && now.After(s.holdEnds(c).Add(-s.unrecordedMargin(c))):
+	case c.kept && c.state == stIdle && now.After(s.keptUsableUntil(c).Add(-s.unrecordedMargin(c))):
 		// Nothing came in time. The lease would expire by itself a
 		// moment later (Hold after the keep); released now, the
 		// controller's next message need not wait for that. A lease
 		// whose done seq is not recorded yet goes a round early, so
 		// that the release (which records it) comes before it expires.
-		s.releaseHeldLocked(c)
+		s.releaseKeptLocked(c)
 		s.forgetIfIdleLocked(c)
 	}
 }
@@ -116,13 +116,13 @@ func (s *Server) judge(it checkItem, st lease.State) {
 	}
 	switch {
 	case st.Locked && st.Token == it.tok && !st.Stale(s.cfg.TTL):
-		c.released = time.Time{}
+		c.releaseSeen = time.Time{}
 	case !st.Locked && st.Released == it.tok.Fence:
 		// The parser finished and released; its outcome should be on its
 		// way. Give it a check interval, then take it as lost.
-		if c.released.IsZero() {
-			c.released = time.Now()
-		} else if time.Since(c.released) >= s.cfg.CheckInterval {
+		if c.releaseSeen.IsZero() {
+			c.releaseSeen = time.Now()
+		} else if time.Since(c.releaseSeen) >= s.cfg.CheckInterval {
 			s.requeueLocked(c, "released, but its outcome never arrived")
 		}
 	case !st.Locked:

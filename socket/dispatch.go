@@ -39,23 +39,23 @@ func (s *Server) dispatchOne(ctx context.Context, c *controller, p *pool) {
 	if len(c.q) == 0 {
 		c.state = stIdle
 		if c.sess == nil {
-			s.releaseHeldLocked(c)
+			s.releaseKeptLocked(c)
 		}
 		s.forgetIfIdleLocked(c)
 		sh.mu.Unlock()
 		return
 	}
 	// A lease its pool kept goes on there when that pool has a free
-	// worker and the hold has not run out; otherwise it is released
+	// worker and the keep has not run out; otherwise it is released
 	// and the batch goes elsewhere.
-	if c.held && s.heldUsableLocked(c, time.Now()) {
-		if h, ok := s.takeHeldLocked(c); ok {
+	if c.kept && s.keptUsableLocked(c, time.Now()) {
+		if h, ok := s.takeKeptLocked(c); ok {
 			sh.mu.Unlock()
-			s.continueHeld(h)
+			s.sendKept(h)
 			return
 		}
 	}
-	if !p.reserve() {
+	if !p.takeWorker() {
 		// Another controller took p's last worker since the pick: c
 		// waits at the head of the run queue.
 		s.mu.Lock()
@@ -65,33 +65,34 @@ func (s *Server) dispatchOne(ctx context.Context, c *controller, p *pool) {
 		sh.mu.Unlock()
 		return
 	}
-	drop := c.held // released before the acquire, which would find it held
-	c.held = false
+	drop := c.kept // released before the acquire, which would find it held
+	c.kept = false
 	tok, done := c.tok, c.grantDone
-	keptDone := c.sentResets == c.resets // done may be recorded under tok
-	batch, hold := s.takeBatchLocked(c, p)
+	recordDone := c.sentResets == c.resets // done may be recorded under tok
+	batch, keepFor := s.takeBatchLocked(c, p)
 	sh.mu.Unlock()
 	if drop {
-		s.release(c.id, tok, done, keptDone)
+		s.releaseLease(c.id, tok, done, recordDone)
 	}
-	s.dispatch(ctx, c, p, hold, batch)
+	s.acquire(ctx, c, p, keepFor, batch)
 }
 
-// takeBatchLocked picks c's next batch for p, whose worker the caller
-// reserved (c goes to stDispatching), and the hold to ask the parser for.
-func (s *Server) takeBatchLocked(c *controller, p *pool) (batch []*msg, hold time.Duration) {
-	c.unseen.Store(-1)
-	c.state, c.pool, c.n, c.sentResets = stDispatching, p, min(len(c.q), s.cfg.Batch), c.resets
+// takeBatchLocked takes c's next batch for p, whose worker the caller
+// took (c goes to stDispatching), and how long to ask the parser to keep
+// the lease after it.
+func (s *Server) takeBatchLocked(c *controller, p *pool) (batch []*msg, keepFor time.Duration) {
+	c.unansweredSince.Store(pickedUnsent)
+	c.state, c.pool, c.batchLen, c.sentResets = stDispatching, p, min(len(c.q), s.cfg.Batch), c.resets
 	c.leaseSess = c.q[0].sess
-	batch = make([]*msg, c.n)
+	batch = make([]*msg, c.batchLen)
 	copy(batch, c.q)
 	// Ask the parser to keep the lease when more messages are queued, the
 	// controller's last batch ended a moment ago (a steady stream) or this
 	// is its first batch (a device that just connected mostly has more to
 	// send): its next batch then needs no acquire. A sparse device's
 	// batches are released at once.
-	if s.cfg.Hold > 0 && (len(c.q) > c.n || c.lastEnd.IsZero() || time.Since(c.lastEnd) < s.cfg.Hold) {
-		hold = s.cfg.Hold
+	if s.cfg.Hold > 0 && (len(c.q) > c.batchLen || c.lastEnd.IsZero() || time.Since(c.lastEnd) < s.cfg.Hold) {
+		keepFor = s.cfg.Hold
 	}
-	return batch, hold
+	return batch, keepFor
 }

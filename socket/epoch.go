@@ -43,12 +43,12 @@ func (s *Server) pauseUntil(untilT time.Time, why string) {
 
 // forgetGrants forgets, after a pause, every controller as granted
 // before, so that a fresh fence after the pause is no sign of another
-// loss, and every held lease: held leases may be among the lost ones, and
+// loss, and every kept lease: kept leases may be among the lost ones, and
 // are forgotten, not released (they expire by themselves).
 func (s *Server) forgetGrants() {
 	s.eachShard(func(sh *shard) {
 		for _, c := range sh.ctrls {
-			c.granted, c.held = false, false
+			c.granted, c.kept = false, false
 			s.forgetIfIdleLocked(c)
 		}
 	})

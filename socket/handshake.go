@@ -18,7 +18,7 @@ import (
 // A nil session means the device was refused (and conn closed).
 //
 //go:noinline
-func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (*session, *egp.Reader, *egp.LineReader, *connLog) {
+func (s *Server) greet(ctx context.Context, conn net.Conn, lines, lean bool) (*session, *egp.Reader, *egp.LineReader, *connLog) {
 	log := &connLog{base: s.log, conn: conn} // built when it logs: most connections never do
 	s.mu.Lock()
 	s.greeting[conn] = struct{}{}
@@ -37,7 +37,7 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (
 		err   error
 	)
 	if lines {
-		if pooled {
+		if lean {
 			lr = egp.NewPooledLineReader(conn, s.cfg.MaxFrame, s.readBufs)
 		} else {
 			lr = egp.NewLineReader(conn, s.cfg.MaxFrame)
@@ -48,7 +48,7 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (
 			hello.ID, hello.Token, err = egp.ParseLinesHello(line)
 		}
 	} else {
-		if pooled {
+		if lean {
 			er = egp.NewPooledReader(conn, uint32(s.cfg.MaxFrame), s.readBufs)
 		} else {
 			er = egp.NewReader(conn, uint32(s.cfg.MaxFrame), readBufSize)
@@ -95,7 +95,7 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, pooled bool) (
 		written:    make(chan struct{}),
 	}
 	log.id = sess.id
-	lastSeq, err := s.openApart(ctx, sess, hello.Flags&egp.FlagSeqReset != 0)
+	lastSeq, err := s.openLean(ctx, sess, hello.Flags&egp.FlagSeqReset != 0)
 	if err != nil {
 		// Stopping, or the lease store cannot tell the done record: the
 		// device retries later (WELCOME without a true last_seq could make
@@ -148,13 +148,13 @@ func readHello(r *egp.Reader) (egp.Hello, error) {
 	return hello, egp.ValidID(hello.ID)
 }
 
-// openApart runs open on a goroutine of its own and waits for it. The
+// openLean runs open on a goroutine of its own and waits for it. The
 // lease store's client (the done record's read) calls deep, and the
 // reader goroutine, once its stack had grown for that, would keep 8 KiB of
 // stack while it waits for frames: the runtime shrinks a stack only when a
 // quarter of it is enough. Apart, 10,000 idle devices cost about 40 MB
 // less (VmHWM 231–254 → 209 MB with Redis).
-func (s *Server) openApart(ctx context.Context, sess *session, reset bool) (lastSeq uint64, err error) {
+func (s *Server) openLean(ctx context.Context, sess *session, reset bool) (lastSeq uint64, err error) {
 	opened := make(chan struct{})
 	go func() {
 		defer close(opened)
@@ -193,7 +193,7 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 		// The seqs start again: no batch goes under a lease that a batch
 		// taken before had (its done seq is the old session's).
 		c.resets++
-		s.releaseHeldLocked(c)
+		s.releaseKeptLocked(c)
 	}
 	sh.mu.Unlock()
 	// A session of this controller on another appliance is older: take it

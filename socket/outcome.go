@@ -20,54 +20,54 @@ func (s *Server) onRemoteOutcome(o coord.Outcome) {
 	next, ok := s.outcomeLocked(c, o)
 	sh.mu.Unlock()
 	if ok {
-		s.continueHeld(next)
+		s.sendKept(next)
 	}
 }
 
 // onOutcome takes a batch's outcome from its pool: the callback of the
 // pool of this process, or decoded from NATS (onRemoteOutcome). A next
-// batch of the same controller may go out from here (continueLocked).
+// batch of the same controller may go out from here (takeKeptInlineLocked).
 func (s *Server) onOutcome(o coord.Outcome) {
 	c, sh := s.lookup(o.Controller)
 	next, ok := s.outcomeLocked(c, o)
 	sh.mu.Unlock()
 	if ok {
-		s.continueHeld(next)
+		s.sendKept(next)
 	}
 }
 
 // outcomeLocked is onOutcome for c (nil if unknown) under its shard lock;
 // the batch it may return is sent after.
-func (s *Server) outcomeLocked(c *controller, o coord.Outcome) (next handOff, ok bool) {
+func (s *Server) outcomeLocked(c *controller, o coord.Outcome) (next keptBatch, ok bool) {
 	if c == nil || c.tok.Fence != o.Fence || !c.inFlight() {
 		s.stats.staleOutcomes.Add(1)
-		return handOff{}, false
+		return keptBatch{}, false
 	}
 	if o.Early {
 		// The statuses of a batch its pool (this process's) is still
 		// keeping or releasing the lease of: acknowledged now; the
 		// outcome proper follows.
-		if k := len(o.Statuses); k > 0 && k <= c.n {
+		if k := len(o.Statuses); k > 0 && k <= c.batchLen {
 			s.metrics.ackLatency.Observe(time.Since(c.q[0].recv).Seconds())
 			s.ackLocked(c, k, o.Statuses)
-			c.n -= k
+			c.batchLen -= k
 		}
-		return handOff{}, false
+		return keptBatch{}, false
 	}
 	s.endFlight()
-	s.heardLocked(c)
-	freed := !c.pool.gone.Load() && c.pool.giveBack()
-	final := o.Released && len(o.Statuses) <= c.n
+	s.answeredLocked(c)
+	freed := !c.pool.gone.Load() && c.pool.returnWorker()
+	final := o.Released && len(o.Statuses) <= c.batchLen
 	switch {
 	case final:
 		if len(o.Statuses) > 0 {
 			s.metrics.ackLatency.Observe(time.Since(c.q[0].recv).Seconds())
 		}
 		s.ackLocked(c, len(o.Statuses), o.Statuses)
-	case c.n > 0: // not when every message went ahead (Early)
+	case c.batchLen > 0: // not when every message went ahead (Early)
 		s.stats.redispatched.Add(1)
 	}
-	c.n, c.state, c.lastEnd = 0, stIdle, time.Now()
+	c.batchLen, c.state, c.lastEnd = 0, stIdle, time.Now()
 	if o.Kept {
 		// The pool may have left the done record to this socket (a pool of
 		// this process, see coord.Outcome.Until): it is written when the
@@ -75,22 +75,22 @@ func (s *Server) outcomeLocked(c *controller, o coord.Outcome) (next handOff, ok
 		c.grantDone = o.Done
 		switch {
 		case final && !s.stopping.Load() && c.sess != nil && c.sess == c.leaseSess && c.sentResets == c.resets:
-			c.held, c.holdUntil, c.unrecorded = true, o.Until, !o.Until.IsZero()
+			c.kept, c.keptUntil, c.unrecorded = true, o.Until, !o.Until.IsZero()
 			if !c.unrecorded {
-				c.holdUntil = c.sentAt.Add(s.cfg.Hold) // the keep began after the batch was sent
+				c.keptUntil = c.sentAt.Add(s.cfg.Hold) // the keep began after the batch was sent
 			}
 		default:
-			s.releaseLocked(c, final)
+			s.releaseAsyncLocked(c, final)
 		}
 	}
-	if next, ok = s.continueLocked(c); ok {
+	if next, ok = s.takeKeptInlineLocked(c); ok {
 		return next, true // the worker freed goes to c's next batch
 	}
 	if freed && s.runqLen.Load() > 0 {
 		s.signalRun() // a controller waits for a worker
 	}
 	s.makeRunnableLocked(c)
-	return handOff{}, false
+	return keptBatch{}, false
 }
 
 // ackLocked acknowledges and drops the first k queued messages of c, with
@@ -147,7 +147,7 @@ func (s *Server) requeueLocked(c *controller, why string) {
 		"fence", c.tok.Fence, "pool", c.pool.id, "why", why, "in_flight_for", time.Since(c.sentAt).Round(time.Millisecond))
 	s.stats.redispatched.Add(1)
 	s.endFlight()
-	s.heardLocked(c)
-	c.n, c.state = 0, stIdle
+	s.answeredLocked(c)
+	c.batchLen, c.state = 0, stIdle
 	s.makeRunnableLocked(c)
 }

@@ -11,8 +11,8 @@ import (
 )
 
 // pool is a parser pool as announced on edgegate.ready. free is an
-// estimate: the announced count minus the assignments this socket picked
-// it for and has not heard back about (unseen), which the announcement
+// estimate: the announced count minus the batches this socket picked it
+// for that it has not answered yet (unanswered), which the announcement
 // may not count yet; an outcome adds one. Its counters are atomics: the
 // hot path reads and changes them under a shard lock, announcements under
 // Server.mu.
@@ -20,11 +20,11 @@ type pool struct {
 	id, appliance, subject string
 	workers                atomic.Int64
 	free                   atomic.Int64
-	unseen                 atomic.Int64
-	seen                   time.Time   // guarded by Server.mu
-	gone                   atomic.Bool // dropped from the pool table
-	local                  bool
-	direct                 LocalPool // the pool of this process: batches go to it without NATS
+	unanswered             atomic.Int64 // batches picked for it and not answered yet
+	seen                   time.Time    // guarded by Server.mu
+	gone                   atomic.Bool  // dropped from the pool table
+	ownAppliance           bool         // announced by this appliance: preferred
+	ownProcess             LocalPool    // the pool of this process: batches go to it by a call, without NATS
 }
 
 // maxPools bounds the pool table, which every dispatch scans: far more
@@ -49,15 +49,15 @@ func (s *Server) onReady(m *nats.Msg) {
 			}
 			return
 		}
-		p = &pool{id: r.Pool, appliance: r.Appliance, subject: r.Subject, local: r.Appliance == s.cfg.Name}
+		p = &pool{id: r.Pool, appliance: r.Appliance, subject: r.Subject, ownAppliance: r.Appliance == s.cfg.Name}
 		if l := s.cfg.Local; l != nil && l.ID() == r.Pool {
-			p.direct, p.local = l, true
+			p.ownProcess, p.ownAppliance = l, true
 		}
 		s.pools[r.Pool] = p
 		s.log.Info("socket: parser pool seen", "pool", r.Pool, "pool_appliance", r.Appliance, "workers", r.Workers)
 	}
 	p.workers.Store(int64(r.Workers))
-	p.free.Store(max(0, int64(r.Free)-p.unseen.Load()))
+	p.free.Store(max(0, int64(r.Free)-p.unanswered.Load()))
 	p.seen = time.Now()
 	if r.Free > 0 {
 		s.runCond.Broadcast()
@@ -68,23 +68,23 @@ func (s *Server) onReady(m *nats.Msg) {
 // knows: for the pool of this process its idle workers less the batches
 // picked for it and not yet offered, for others the estimate.
 func (p *pool) available() int {
-	if p.direct != nil {
-		return p.direct.Free() - int(p.unseen.Load())
+	if p.ownProcess != nil {
+		return p.ownProcess.Free() - int(p.unanswered.Load())
 	}
 	return int(p.free.Load())
 }
 
-// reserve takes one of p's available workers for a batch about to be
-// sent, if it has one (see available); the batch's controller then counts
-// as unseen by p until p answers (heardLocked).
-func (p *pool) reserve() bool {
-	if p.direct != nil {
+// takeWorker takes one of p's available workers for a batch about to be
+// sent, if it has one (see available); the batch then counts as
+// unanswered by p until p answers (answeredLocked).
+func (p *pool) takeWorker() bool {
+	if p.ownProcess != nil {
 		for {
-			u := p.unseen.Load()
-			if int64(p.direct.Free())-u <= 0 {
+			u := p.unanswered.Load()
+			if int64(p.ownProcess.Free())-u <= 0 {
 				return false
 			}
-			if p.unseen.CompareAndSwap(u, u+1) {
+			if p.unanswered.CompareAndSwap(u, u+1) {
 				p.free.Add(-1)
 				return true
 			}
@@ -96,15 +96,15 @@ func (p *pool) reserve() bool {
 			return false
 		}
 		if p.free.CompareAndSwap(f, f-1) {
-			p.unseen.Add(1)
+			p.unanswered.Add(1)
 			return true
 		}
 	}
 }
 
-// giveBack returns a worker to p's free count, up to its workers; false
-// if none was missing.
-func (p *pool) giveBack() bool {
+// returnWorker adds a worker back to p's free count, up to its workers;
+// false if none was missing.
+func (p *pool) returnWorker() bool {
 	for {
 		f := p.free.Load()
 		if f >= p.workers.Load() {
@@ -124,8 +124,8 @@ func (s *Server) forgetPoolLocked(p *pool) {
 	}
 }
 
-// pickPoolLocked returns a pool with a free worker, local ones first, then
-// the one with the most free workers; nil if none.
+// pickPoolLocked returns a pool with a free worker, those of this
+// appliance first, then the one with the most free workers; nil if none.
 func (s *Server) pickPoolLocked() *pool {
 	var best *pool
 	bestFree := 0
@@ -134,33 +134,34 @@ func (s *Server) pickPoolLocked() *pool {
 		if free <= 0 {
 			continue
 		}
-		if best == nil || p.local && !best.local || p.local == best.local && free > bestFree {
+		if best == nil || p.ownAppliance && !best.ownAppliance || p.ownAppliance == best.ownAppliance && free > bestFree {
 			best, bestFree = p, free
 		}
 	}
 	return best
 }
 
-// heardLocked records that c's pool answered (or will never answer) the
-// assignment c was picked for.
-func (s *Server) heardLocked(c *controller) {
-	if c.unseen.Swap(0) != 0 {
-		c.pool.unseen.Add(-1)
+// answeredLocked records that c's pool answered (or will never answer)
+// the batch c was picked for.
+func (s *Server) answeredLocked(c *controller) {
+	if c.unansweredSince.Swap(0) != 0 {
+		c.pool.unanswered.Add(-1)
 	}
 }
 
-// heard records, without the lock, that p took c's batch sent at sent,
-// unless that was recorded already (by its outcome, which may come first).
-func (s *Server) heard(c *controller, p *pool, sent time.Time) {
-	if c.unseen.CompareAndSwap(sent.UnixNano(), 0) {
-		p.unseen.Add(-1)
+// answered records, without the lock, that p took c's batch sent at
+// sent, unless that was recorded already (by its outcome, which may come
+// first).
+func (s *Server) answered(c *controller, p *pool, sent time.Time) {
+	if c.unansweredSince.CompareAndSwap(sent.UnixNano(), 0) {
+		p.unanswered.Add(-1)
 	}
 }
 
-// unpickLocked gives back the worker c was picked for before anything was
-// sent.
-func (s *Server) unpickLocked(c *controller) {
-	s.heardLocked(c)
-	c.pool.giveBack()
+// returnWorkerLocked returns the worker c's batch was picked for, when
+// no parser got the batch.
+func (s *Server) returnWorkerLocked(c *controller) {
+	s.answeredLocked(c)
+	c.pool.returnWorker()
 	s.signalRun()
 }

@@ -43,8 +43,8 @@ func (s *Server) pruneLocked(c *controller) {
 	if s.cfg.NoAck {
 		return
 	}
-	keep := c.q[:c.n]
-	for _, m := range c.q[c.n:] {
+	keep := c.q[:c.batchLen]
+	for _, m := range c.q[c.batchLen:] {
 		if m.sess.closed {
 			s.unreserveLocked(c, m.size())
 			s.stats.dropped.Add(1)

@@ -9,13 +9,13 @@ import (
 )
 
 // readFrames reads DATA, PING and PONG frames until an error, or with
-// apart until r has nothing buffered (errWait).
+// lean until r has nothing buffered (errWait).
 //
-// The DATA frames of one read are queued under one hold of the shard
+// The DATA frames of one read are queued without letting go of the shard
 // lock, and their controller offered for dispatch once (flush): when
 // nothing more is buffered, before anything that could block on the
 // connection, and after a batch's worth.
-func (sess *session) readFrames(r *egp.Reader, apart bool) error {
+func (sess *session) readFrames(r *egp.Reader, lean bool) error {
 	s := sess.s
 	var b burst
 	// The clock is read once per read from the connection, not per
@@ -27,7 +27,7 @@ func (sess *session) readFrames(r *egp.Reader, apart bool) error {
 	// deadlines: a deadline per frame costs a timer update and two clock
 	// reads per message.
 	for {
-		if apart && r.Buffered() == 0 {
+		if lean && r.Buffered() == 0 {
 			return errWait
 		}
 		if sess.wover.Load() {
@@ -145,12 +145,12 @@ func (sess *session) follows(seq uint64) error {
 }
 
 // readLines reads one message per line, its seq the line number, until
-// an error, or with apart until r has nothing buffered (errWait).
-func (sess *session) readLines(r *egp.LineReader, apart bool) error {
+// an error, or with lean until r has nothing buffered (errWait).
+func (sess *session) readLines(r *egp.LineReader, lean bool) error {
 	s := sess.s
 	defer sess.flush()
 	for {
-		if apart && r.Buffered() == 0 {
+		if lean && r.Buffered() == 0 {
 			return errWait
 		}
 		if sess.wover.Load() {
@@ -196,20 +196,20 @@ func (sess *session) lock() {
 }
 
 // flush offers the controller of the messages the reader queued since the
-// last flush for dispatch, and gives up the reader's hold of the shard
-// lock. A held lease of the pool of this process takes the next batch
-// from here when no other controller waits (continueLocked): the reader
-// hands it out itself instead of waking a dispatcher, as the outcome of a
-// batch does.
+// last flush for dispatch, and lets go of the shard lock if the reader
+// has it. A lease kept by the pool of this process takes the next batch
+// from here when no other controller waits (takeKeptInlineLocked): the
+// reader hands it out itself instead of waking a dispatcher, as the
+// outcome of a batch does.
 func (sess *session) flush() {
 	s := sess.s
-	var next handOff
+	var next keptBatch
 	ok := false
 	if sess.pending > 0 {
 		sess.pending = 0
 		sess.lock()
 		if c := sess.ctrl; !sess.closed && c.state == stIdle {
-			if next, ok = s.continueLocked(c); !ok {
+			if next, ok = s.takeKeptInlineLocked(c); !ok {
 				s.makeRunnableLocked(c)
 			}
 		}
@@ -219,7 +219,7 @@ func (sess *session) flush() {
 		sess.sh.mu.Unlock()
 	}
 	if ok {
-		s.continueHeld(next)
+		s.sendKept(next)
 	}
 }
 

@@ -7,8 +7,9 @@ import (
 	"github.com/edgegate/edgegate/lease"
 )
 
-// abandon releases a grant nobody works under, logging a store error.
-func (s *Server) abandon(id string, tok lease.Token) {
+// abandonLease gives up a grant nobody worked under, leaving the done
+// record as it is, and logs a store error.
+func (s *Server) abandonLease(id string, tok lease.Token) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TTL)
 	defer cancel()
 	if err := s.store.Abandon(ctx, id, tok); err != nil && !errors.Is(err, lease.ErrLost) {
@@ -16,9 +17,10 @@ func (s *Server) abandon(id string, tok lease.Token) {
 	}
 }
 
-// handBack releases a lease nobody works under (no parser got the batch)
-// and makes the controller runnable again.
-func (s *Server) handBack(c *controller, p *pool, tok lease.Token, poolFree bool) {
+// abandonBatch abandons the lease of c's batch, which no parser got, and
+// makes the controller runnable again; with returnWorker its pool's worker
+// is counted free again too.
+func (s *Server) abandonBatch(c *controller, tok lease.Token, returnWorker bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TTL)
 	err := s.store.Abandon(ctx, c.id, tok)
 	cancel()
@@ -27,10 +29,10 @@ func (s *Server) handBack(c *controller, p *pool, tok lease.Token, poolFree bool
 	}
 	c.sh.mu.Lock()
 	defer c.sh.mu.Unlock()
-	if poolFree {
-		s.unpickLocked(c)
+	if returnWorker {
+		s.returnWorkerLocked(c)
 	}
-	c.n = 0
+	c.batchLen = 0
 	if err != nil && !errors.Is(err, lease.ErrLost) {
 		c.state = stWaiting // the lease expires by itself; the check loop retries
 		return
@@ -39,28 +41,29 @@ func (s *Server) handBack(c *controller, p *pool, tok lease.Token, poolFree bool
 	s.makeRunnableLocked(c)
 }
 
-// releaseLocked releases c's kept lease (c.tok) on its own goroutine,
-// recording c.grantDone when setDone and no seq reset came since its batch
-// was taken.
-func (s *Server) releaseLocked(c *controller, setDone bool) {
+// releaseAsyncLocked releases c's kept lease (c.tok) on a goroutine of
+// its own, recording c.grantDone when recordDone and no seq reset came
+// since its batch was taken.
+func (s *Server) releaseAsyncLocked(c *controller, recordDone bool) {
 	id, tok, done := c.id, c.tok, c.grantDone
-	setDone = setDone && c.sentResets == c.resets
-	s.releases.Go(func() { s.release(id, tok, done, setDone) })
+	recordDone = recordDone && c.sentResets == c.resets
+	s.releases.Go(func() { s.releaseLease(id, tok, done, recordDone) })
 }
 
-// releaseHeldLocked releases c's held lease, if any.
-func (s *Server) releaseHeldLocked(c *controller) {
-	if c.held {
-		c.held = false
-		s.releaseLocked(c, true)
+// releaseKeptLocked releases c's kept lease, if any.
+func (s *Server) releaseKeptLocked(c *controller) {
+	if c.kept {
+		c.kept = false
+		s.releaseAsyncLocked(c, true)
 	}
 }
 
-// release releases a kept lease, recording done when setDone (its pool
-// may have left that to this socket), logging a store error.
-func (s *Server) release(id string, tok lease.Token, done uint64, setDone bool) {
-	if !setDone {
-		s.abandon(id, tok)
+// releaseLease releases a kept lease, recording done when recordDone (its
+// pool may have left that to this socket), else abandons it; it logs a
+// store error.
+func (s *Server) releaseLease(id string, tok lease.Token, done uint64, recordDone bool) {
+	if !recordDone {
+		s.abandonLease(id, tok)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TTL)

@@ -41,8 +41,8 @@ func (s *Server) serveConn(ctx context.Context, c *connection) {
 		return
 	}
 	// The handshake has a frame of its own, not kept on the stack while
-	// the reader waits for frames (see openApart).
-	sess, er, lr, log := s.greet(ctx, c.conn, c.lines, c.pooled)
+	// the reader waits for frames (see openLean).
+	sess, er, lr, log := s.greet(ctx, c.conn, c.lines, c.lean)
 	if sess == nil {
 		c.done()
 		return
@@ -50,22 +50,22 @@ func (s *Server) serveConn(ctx context.Context, c *connection) {
 	c.sess, c.er, c.lr, c.log = sess, er, lr, log
 	var err error
 	if c.lines {
-		err = sess.readLines(lr, c.pooled)
+		err = sess.readLines(lr, c.lean)
 	} else {
-		err = sess.readFrames(er, c.pooled)
+		err = sess.readFrames(er, c.lean)
 	}
 	s.served(ctx, c, err)
 }
 
 // errWait is readFrames's answer when its buffer is drained and the
-// connection is waited on apart.
+// connection is lean (see waitLean).
 var errWait = errors.New("socket: waiting for the device")
 
 // served ends c after its reader returned err, or waits for the device on
 // a goroutine of its own when err is errWait.
 func (s *Server) served(ctx context.Context, c *connection, err error) {
 	if err == errWait {
-		s.sessWG.Go(func() { s.waitApart(ctx, c) })
+		s.sessWG.Go(func() { s.waitLean(ctx, c) })
 		return
 	}
 	if c.er != nil {
@@ -123,7 +123,7 @@ func (s *Server) linger(sess *session) {
 	}
 }
 
-// waitApart waits for c's device on a fresh goroutine, then reads what
+// waitLean waits for c's device on a fresh goroutine, then reads what
 // came, and leaves the next wait to another fresh goroutine. A goroutine
 // waiting for a device that has read frames before keeps the stack they
 // needed (4 KiB or more: the runtime shrinks a stack only when a quarter
@@ -132,7 +132,7 @@ func (s *Server) linger(sess *session) {
 // (egp.NewPooledReader), keeps 2 KiB. With 10,000 devices that is about
 // 20 MiB of stacks and 40 MiB of read buffers fewer, for the start of a
 // goroutine and one more read call each time a device's stream runs dry.
-func (s *Server) waitApart(ctx context.Context, c *connection) {
+func (s *Server) waitLean(ctx context.Context, c *connection) {
 	var err error
 	if c.lines {
 		if err = c.lr.Wait(); err == nil {

@@ -27,7 +27,7 @@ import (
 // Config configures a socket server.
 type Config struct {
 	// Name is the appliance name: parser pools announced under the same name
-	// are local and preferred. Empty means "edgegate".
+	// are this appliance's and preferred. Empty means "edgegate".
 	Name string
 	// Listen is the EGP/1 listener address. Empty disables it.
 	Listen string
@@ -113,7 +113,7 @@ type Config struct {
 	// no limit.
 	MaxPerIP int
 	// LeanAfter is the number of open connections beyond which new ones
-	// are served lean (see waitApart). Zero means 1000; negative
+	// are served lean (see waitLean). Zero means 1000; negative
 	// means every connection.
 	LeanAfter int
 	// IdleTimeout closes an EGP/1 session that sent nothing for this long
@@ -242,7 +242,7 @@ type Server struct {
 	epochRead *epochRead   // the read under way, if any
 	watch     lease.Subscription
 	sessWG    sync.WaitGroup
-	releases  sync.WaitGroup // releases of held leases running on their own
+	releases  sync.WaitGroup // releases of kept leases running on their own
 	closeOnce sync.Once
 
 	stats     stats
@@ -258,7 +258,7 @@ type Server struct {
 func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 	cfg.setDefaults()
 	if cfg.Hold > cfg.TTL {
-		// A lock kept without a store call (parser keepLater) writes no
+		// A lock kept without a store call (a deferred keep) writes no
 		// heartbeat: held longer than TTL, it would look stale to the
 		// failure detection while its batches still run.
 		return nil, fmt.Errorf("socket: hold %v is longer than the lease TTL %v", cfg.Hold, cfg.TTL)
@@ -454,14 +454,14 @@ func (s *Server) drain() {
 			for _, c := range sh.ctrls {
 				if c.inFlight() {
 					s.log.Warn("socket: in flight at shutdown", "controller", c.id, "state", c.state, "fence", c.tok.Fence,
-						"batch", c.n, "queued", len(c.q), "since", time.Since(c.sentAt).Round(time.Millisecond))
+						"batch", c.batchLen, "queued", len(c.q), "since", time.Since(c.sentAt).Round(time.Millisecond))
 				}
 			}
 		})
 	}
 	s.eachShard(func(sh *shard) {
 		for _, c := range sh.ctrls {
-			s.releaseHeldLocked(c)
+			s.releaseKeptLocked(c)
 		}
 	})
 	for _, sess := range sessions {

@@ -92,8 +92,8 @@ func (s *Server) closeSessionLocked(sess *session, code egp.Code, reason string)
 		c.space.Broadcast()
 		if c.sess == nil && c.state == stIdle {
 			// The device is gone (perhaps to another appliance, which
-			// then needs the lease): release a held one now.
-			s.releaseHeldLocked(c)
+			// then needs the lease): release a kept one now.
+			s.releaseKeptLocked(c)
 		}
 		s.forgetIfIdleLocked(c)
 	}

@@ -43,15 +43,15 @@ func (s *Server) onStatus(m *nats.Msg) {
 			if len(out.Controllers) >= maxStatusControllers {
 				return
 			}
-			if len(c.q) == 0 && !c.inFlight() && !c.held {
+			if len(c.q) == 0 && !c.inFlight() && !c.kept {
 				continue
 			}
 			cs := coord.ControllerStatus{ID: c.id, State: c.state.String(), Queued: len(c.q), Connected: c.sess != nil}
-			if c.held && c.state == stIdle {
-				cs.State = "held"
+			if c.kept && c.state == stIdle {
+				cs.State = "held" // a kept lease; the status page counts "held"
 			}
 			if c.inFlight() {
-				cs.Batch, cs.Fence = c.n, c.tok.Fence
+				cs.Batch, cs.Fence = c.batchLen, c.tok.Fence
 				if c.pool != nil {
 					cs.Holder = c.pool.appliance
 				}

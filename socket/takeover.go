@@ -9,8 +9,8 @@ import (
 	"github.com/edgegate/edgegate/egp"
 )
 
-// onSession takes over a local session when another socket announces a
-// newer session of the same controller.
+// onSession takes over a session of this socket when another socket
+// announces a newer session of the same controller.
 func (s *Server) onSession(m *nats.Msg) {
 	if string(m.Data) == s.id {
 		return

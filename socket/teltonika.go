@@ -199,7 +199,7 @@ func (s *Server) greetTeltonika(ctx context.Context, conn net.Conn, log *connLog
 	// A session of its own generation (not continued): the packets of a
 	// connection are numbered from 1, and a resent one is recognised by
 	// its records' IDs, not by a seq.
-	if _, err := s.openApart(ctx, sess, false); err != nil {
+	if _, err := s.openLean(ctx, sess, false); err != nil {
 		// Stopping, or the lease store unavailable: no answer, so that
 		// the device, which takes 0x00 for a refusal, tries again soon.
 		log.get().Warn("socket: Teltonika session refused, closing", "err", err)
