@@ -37,15 +37,15 @@ func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 	// before the release does, which would then delete the lock under a
 	// running batch.
 	confirm := true
-	kept, revoked := p.takeKept(a)
-	if revoked {
+	kept, superseded := p.takeKept(a)
+	if superseded {
 		p.stats.leaseLost.Add(1)
 		log.get().Info("parser: batch under a lease released for a newer session, not started")
 		return func() { p.reply(log, j, &coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence}) }
 	}
 	var stamped time.Time // the lock expires no sooner, says a socket of this process
 	// Only in a call (Offer): over NATS anyone could claim the clock.
-	if c := p.cfg.Clock; c != nil && j.out != nil && a.Clock == c.ID() && !revoked {
+	if c := p.cfg.Clock; c != nil && j.out != nil && a.Clock == c.ID() {
 		if held := c.Time(a.Deadline).Add(-margin); time.Until(held) > p.cfg.Heartbeat {
 			valid, confirm, stamped = held, false, c.Time(a.Deadline)
 			p.stats.unconfirmed.Add(1)
@@ -55,7 +55,7 @@ func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 	if kept.expires.IsZero() && !stamped.IsZero() {
 		// A lease fresh from its acquire, which set the lock to expire a
 		// TTL after it began: that counts as its last keep, so that the
-		// batch's own keep may be deferred too (keepLater). The socket
+		// batch's own keep may be deferred too (keepDeferred). The socket
 		// stamps the acquire's start plus TTL, or, for a lease it
 		// continues after a keep this pool no longer knows of, when that
 		// keep set the lock to expire at the soonest (its Outcome.Until,
@@ -64,7 +64,7 @@ func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 		// the store call that set it set hb too.
 		kept = keptLease{fence: a.Token.Fence, socket: a.Socket, expires: stamped, recorded: true}
 	}
-	if held := p.heldUntil(kept); confirm && time.Until(held) > margin {
+	if held := p.surelyHeldUntil(kept); confirm && time.Until(held) > margin {
 		valid, confirm = held, false
 		p.stats.unconfirmed.Add(1)
 	}
@@ -103,8 +103,8 @@ func (p *Pool) runBatch(ctx context.Context, j job) (then func()) {
 	}
 	lost := hb.stop()
 
-	if j.out != nil && !lost && len(statuses) > 0 && a.Hold > 0 && p.keepLater(a, kept, done) {
-		// Kept without a store call (see keepLater): the outcome is final
+	if j.out != nil && !lost && len(statuses) > 0 && a.Hold > 0 && p.keepDeferred(a, kept, done) {
+		// Kept without a store call (see keepDeferred): the outcome is final
 		// at once. Counted first, like every outcome: whoever reads the
 		// stats after an ACK finds its batch in them.
 		p.stats.kept.Add(1)
@@ -131,7 +131,8 @@ func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []b
 		// A socket of this process acknowledges what was handled now: it
 		// was handled under a lease surely held (heartbeat.stop says so),
 		// and the keep or release below only decides what becomes of the
-		// lease. Over NATS the statuses wait for it, as they always did.
+		// lease. Over NATS the statuses go with the outcome: Early is not
+		// in the encoding (coord.Outcome).
 		p.count(handled)
 		j.out(coord.Outcome{Controller: a.Controller, Fence: a.Token.Fence, Released: true, Done: done, Statuses: statuses, Early: true})
 		statuses = nil
@@ -141,8 +142,9 @@ func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []b
 		p.stats.leaseLost.Add(1)
 		log.get().Warn("parser: lease lost, batch fenced", "handled", handled, "of", len(a.Msgs))
 	case handled == 0:
-		// Stopped before the first message finished: hand the batch back.
-		o.Released = p.release(log, a, 0, false) == nil
+		// Stopped before the first message finished: nothing to record,
+		// and the socket sends the batch again.
+		o.Released = p.abandon(log, a) == nil
 	case a.Hold > 0 && p.keep(log, a, done, &o):
 		o.Released, o.Done, o.Statuses = true, done, statuses
 		if o.Kept {
@@ -150,7 +152,7 @@ func (p *Pool) finish(log *batchLog, j job, lost bool, done uint64, statuses []b
 		}
 		p.count(len(statuses))
 	default:
-		if err := p.release(log, a, done, true); err == nil {
+		if err := p.release(log, a, done); err == nil {
 			o.Released, o.Done, o.Statuses = true, done, statuses
 			p.count(len(statuses))
 		}
@@ -182,17 +184,24 @@ func (p *Pool) reply(log *batchLog, j job, o *coord.Outcome) {
 	}
 }
 
-// release releases the lease, recording done when setDone; without setDone
-// the record is left as the grant found it. Errors are logged here.
-func (p *Pool) release(log *batchLog, a *coord.Assign, done uint64, setDone bool) error {
+// release lets the lease go and records done as the controller's done
+// seq. Errors are logged here.
+func (p *Pool) release(log *batchLog, a *coord.Assign, done uint64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Heartbeat)
 	defer cancel()
-	var err error
-	if setDone {
-		err = p.store.Release(ctx, a.Controller, a.Token, done)
-	} else {
-		err = p.store.Abandon(ctx, a.Controller, a.Token)
-	}
+	return p.releaseErr(log, p.store.Release(ctx, a.Controller, a.Token, done))
+}
+
+// abandon lets the lease go and leaves the done record as the grant found
+// it: nothing was handled under it. Errors are logged here.
+func (p *Pool) abandon(log *batchLog, a *coord.Assign) error {
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Heartbeat)
+	defer cancel()
+	return p.releaseErr(log, p.store.Abandon(ctx, a.Controller, a.Token))
+}
+
+// releaseErr counts and logs a failed release or abandon, and returns err.
+func (p *Pool) releaseErr(log *batchLog, err error) error {
 	if err != nil {
 		p.stats.leaseLost.Add(1)
 		log.get().Warn("parser: release failed; the batch is fenced unless its statuses went ahead (Early)", "err", err)

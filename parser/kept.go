@@ -13,8 +13,8 @@ import (
 )
 
 // keptLease is a lease the pool kept after a batch: surely held until
-// p.heldUntil(k) (a margin before expires), whoever sends the next batch
-// under it and however late that arrives.
+// p.surelyHeldUntil(k) (a margin before expires), whoever sends the next
+// batch under it and however late that arrives.
 type keptLease struct {
 	fence  uint64
 	socket string // the socket that sent the batch
@@ -24,41 +24,43 @@ type keptLease struct {
 	// extend the lock further without moving expires. The same call set
 	// hb, so hb is no older than TTL until expires (an acquire asks for
 	// TTL, a keep for Hold, which the appliance's sockets ask as TTL/2),
-	// and a batch, valid only until p.heldUntil(k) unless it heartbeats,
+	// and a batch, valid only until p.surelyHeldUntil(k) unless it heartbeats,
 	// never runs with an hb the socket's check loop takes for a dead
 	// parser's.
 	expires time.Time
 	// done is the last seq handled under the lease; recorded tells whether
-	// the store has it (a keep skipped for a socket of this process leaves
-	// it to that socket, see keepLater).
+	// the store has it (a deferred keep leaves it to the socket, of this
+	// process, see keepDeferred).
 	done     uint64
 	recorded bool
 }
 
 // pruneKept forgets kept leases that ran out (the socket released them,
-// or sent no more).
+// or sent no more), and superseded ones whose lock has expired: no batch
+// can be sent under them any more.
 func (p *Pool) pruneKept() {
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for id, k := range p.kept {
-		if now.After(p.heldUntil(k)) {
+		if now.After(p.surelyHeldUntil(k)) {
 			delete(p.kept, id)
 		}
 	}
-	for id, k := range p.revoked {
+	for id, k := range p.superseded {
 		if now.After(k.expires) {
-			delete(p.revoked, id)
+			delete(p.superseded, id)
 		}
 	}
 }
 
 // onSession releases the lease kept for a controller that opened a new
-// device session on another socket. A new session on the socket the lease
-// was kept for is that socket's own business: it goes on under the lease,
-// or releases it when the device goes (and its announcement of the
-// session may arrive after the batch that kept the lease, which it sent to
-// this pool directly, not over NATS).
+// device session on another socket: the lease is superseded, and the new
+// session's socket need not wait for it to expire. A new session on the
+// socket the lease was kept for is that socket's own business: it goes on
+// under the lease, or releases it when the device goes (and its
+// announcement of the session may arrive after the batch that kept the
+// lease, which it sent to this pool directly, not over NATS).
 func (p *Pool) onSession(m *nats.Msg) {
 	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 	p.mu.Lock()
@@ -69,10 +71,10 @@ func (p *Pool) onSession(m *nats.Msg) {
 		delete(p.kept, id)
 		// The socket it was kept for, if of this process, may already
 		// have taken the next batch and stamped it as surely held.
-		p.revoked[id] = k
+		p.superseded[id] = k
 	}
 	p.mu.Unlock()
-	if !ok || time.Now().After(p.heldUntil(k)) {
+	if !ok || time.Now().After(p.surelyHeldUntil(k)) {
 		return
 	}
 	p.tails.Go(func() {
@@ -91,56 +93,55 @@ func (p *Pool) onSession(m *nats.Msg) {
 	})
 }
 
-// heldUntil is until when k is surely held: a margin for clock rate
+// surelyHeldUntil is until when k is surely held: a margin for clock rate
 // differences before its lock expires.
-func (p *Pool) heldUntil(k keptLease) time.Time { return k.expires.Add(-p.cfg.TTL / 10) }
+func (p *Pool) surelyHeldUntil(k keptLease) time.Time { return k.expires.Add(-p.cfg.TTL / 10) }
 
 // takeKept returns the lease this pool kept for a after the controller's
 // previous batch (zero if none, or another), and forgets it: the batch's
-// own end records it again. Revoked tells whether a is under a kept lease
-// that onSession released.
-func (p *Pool) takeKept(a *coord.Assign) (k keptLease, revoked bool) {
+// own end records it again. superseded tells whether a is under a kept
+// lease that onSession released.
+func (p *Pool) takeKept(a *coord.Assign) (k keptLease, superseded bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.revoked) > 0 {
-		r, ok := p.revoked[a.Controller]
-		revoked = ok && r.fence == a.Token.Fence
+	if len(p.superseded) > 0 {
+		r, ok := p.superseded[a.Controller]
+		superseded = ok && r.fence == a.Token.Fence
 	}
 	k, ok := p.kept[a.Controller]
 	if !ok {
-		return keptLease{}, revoked
+		return keptLease{}, superseded
 	}
 	delete(p.kept, a.Controller)
 	if k.fence != a.Token.Fence {
-		return keptLease{}, revoked
+		return keptLease{}, superseded
 	}
-	return k, revoked
+	return k, superseded
 }
 
-// keepLater keeps a's lease for the controller's next batch without a
-// store call when the lock, as its last keep (kept) or the acquire set it,
-// still has at least a.Hold less half a heartbeat period left (and at
-// least half of a.Hold): a keep would move its expiry little further, or
-// nearer (it sets it a.Hold from its start). The outcome tells the socket
-// exactly until when (Outcome.Until); the socket sends under the lease
-// only until a margin before that. At least as much is left as the former
-// rule (within half a heartbeat of the last keep) left, so the socket's
-// release of a lease whose done seq is not recorded (a check round early)
-// still comes before the lock expires. After an acquire (a TTL) the keeps
-// of the first TTL - a.Hold + Heartbeat/2 (3 s by default) go without a
-// call: a device's burst costs an acquire and a release even when its
-// later batches queue behind thousands of other controllers'. A deferred
-// keep writes no hb, and needs none: hb, written with the lock's expiry,
-// stays younger than TTL while a batch runs (see keptLease.expires).
-// done is not recorded: the socket, of this process, records it when it
-// lets the lease go (see coord.Outcome.Until), and the next keep records
-// it. Only a crash in between leaves the record behind what was
-// acknowledged: by the messages of at most half a heartbeat period after
-// a keep, of at most TTL - a.Hold + Heartbeat/2 after an acquire.
-// Duplicates after a fault, not losses. A steadily busy controller so
-// costs the store two calls a second, not one per batch. False means keep
-// it with a store call.
-func (p *Pool) keepLater(a *coord.Assign, kept keptLease, done uint64) bool {
+// keepDeferred keeps a's lease for the controller's next batch without a
+// store call (a deferred keep) when the lock, as its last keep (kept) or
+// the acquire set it, still has at least a.Hold less half a heartbeat
+// period left, and at least half of a.Hold: a keep would move its expiry
+// little further, or nearer, since it sets it a.Hold from its start. False
+// means keep it with a store call.
+//
+// The outcome tells the socket exactly until when (Outcome.Until), and the
+// socket sends under the lease only until a margin before that. Half a
+// heartbeat more than the hold is required so that the socket's release
+// of a lease whose done seq is not recorded, a check round early, still
+// comes before the lock expires.
+//
+// A deferred keep writes no hb, and needs none: hb, written with the
+// lock's expiry, stays younger than TTL while a batch runs (see
+// keptLease.expires). done is not recorded: the socket records it when it
+// lets the lease go (see coord.Outcome.Until), or the next keep does. Only
+// a crash in between leaves the record behind what was acknowledged, which
+// means duplicates after a fault, never losses; in exchange a busy
+// controller costs the store a call per heartbeat period or so, not one
+// per batch, and a device's burst after an acquire an acquire and a
+// release.
+func (p *Pool) keepDeferred(a *coord.Assign, kept keptLease, done uint64) bool {
 	if kept.expires.IsZero() {
 		return false
 	}

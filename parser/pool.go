@@ -1,7 +1,8 @@
 // Package parser runs the parse logic: a pool of workers that take batches
 // of one controller's messages under a lease, run the Handler on each in
-// order, heartbeat the lease while they work, release it with the last seq
-// handled and report the outcome to the socket that assigned the batch.
+// order, heartbeat the lease while they work, then keep or release it with
+// the last seq handled and report the outcome to the socket that assigned
+// the batch.
 package parser
 
 import (
@@ -103,11 +104,11 @@ type Pool struct {
 	// ready announcement: the next one goes out at once, not coalesced.
 	exhausted bool
 	kept      map[string]keptLease // leases kept after a batch (Assign.Hold), by controller
-	// revoked are kept leases released for a new session on another
+	// superseded are kept leases released for a new session on another
 	// socket, by controller, until their lock would have expired: a batch
-	// still sent under one must confirm it, whatever its sender's clock
-	// says (see onSession).
-	revoked map[string]keptLease
+	// still sent under one is fenced unstarted, whatever its sender's
+	// clock says (see onSession and runBatch).
+	superseded map[string]keptLease
 
 	stats          Stats
 	handlerSeconds prometheus.Histogram
@@ -155,15 +156,15 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Pool, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Pool{
-		cfg:      cfg,
-		nc:       nc,
-		store:    store,
-		id:       nuid.Next(),
-		work:     make(chan job, cfg.Workers),
-		announce: make(chan struct{}, 1),
-		free:     cfg.Workers,
-		kept:     make(map[string]keptLease),
-		revoked:  make(map[string]keptLease),
+		cfg:        cfg,
+		nc:         nc,
+		store:      store,
+		id:         nuid.Next(),
+		work:       make(chan job, cfg.Workers),
+		announce:   make(chan struct{}, 1),
+		free:       cfg.Workers,
+		kept:       make(map[string]keptLease),
+		superseded: make(map[string]keptLease),
 
 		handlerSeconds: newHandlerHistogram(),
 	}

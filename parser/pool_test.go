@@ -241,12 +241,11 @@ func TestKeptLeaseAndSessions(t *testing.T) {
 	waitReleased("ctl")
 }
 
-// TestRevokedLeaseIsConfirmed: once a pool released a kept lease for a
+// TestSupersededLeaseIgnoresStamp: once a pool released a kept lease for a
 // new session on another socket, a batch its old socket of this process
-// still sends under it, stamped as surely held, is confirmed with the store
-// and fenced: its handler never runs while the new session's appliance may
-// hold the controller.
-func TestRevokedLeaseIsConfirmed(t *testing.T) {
+// still sends under it, stamped as surely held, is fenced: its handler
+// never runs while the new session's appliance may hold the controller.
+func TestSupersededLeaseIgnoresStamp(t *testing.T) {
 	clock := coord.NewClock()
 	var calls atomic.Int64
 	p, store, ns := startPoolWith(t, Config{Workers: 1, Clock: clock, TTL: 10 * time.Second, Heartbeat: time.Second,

@@ -79,8 +79,8 @@ type known struct {
 	seq   uint64
 }
 
-// mayHold reports whether the stream may hold a record of m already.
-func (k known) mayHold(m *Message) bool {
+// mayHave reports whether the stream may have a record of m already.
+func (k known) mayHave(m *Message) bool {
 	switch {
 	case !k.any:
 		return false
@@ -186,8 +186,8 @@ type publishPipeline struct {
 	p      *Publisher
 	synced int        // messages stored one at a time since the last Flush
 	b      *fastBatch // the fast-ingest batch since the last Flush; nil: none
-	held   *nats.Msg  // its last record, not sent yet (it commits b)
-	base   known      // what the stream held of the controller before b
+	unsent *nats.Msg  // its last record, not sent yet (it commits b)
+	base   known      // what the stream had of the controller before b
 	ctrl   string
 	last   known // the stream's state once b's records are all stored
 	looked bool  // base is read for the messages since the last Flush
@@ -213,7 +213,7 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 		}
 		pp.base, pp.looked = k, true
 	}
-	if pp.base.mayHold(m) {
+	if pp.base.mayHave(m) {
 		return pp.alone(ctx, m)
 	}
 	if pp.b == nil {
@@ -223,16 +223,16 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 		}
 		pp.b, pp.ctrl = b, m.Controller
 	}
-	// The record before this one goes out now; this one is held back, so
+	// The record before this one goes out now; this one waits, so
 	// that the batch's last record can commit it (fastBatch.commit).
-	if pp.held != nil {
-		if err := pp.b.send(ctx, pp.held, pp.p.cfg.Timeout); err != nil {
+	if pp.unsent != nil {
+		if err := pp.b.send(ctx, pp.unsent, pp.p.cfg.Timeout); err != nil {
 			// Neither that record nor this one is sent.
-			pp.held = nil
+			pp.unsent = nil
 			return fmt.Errorf("parser: publish %s: %w", m.ID(), err)
 		}
 	}
-	pp.held = pp.p.msg(coord.ParsedSubject(m.Controller), m, m.Payload)
+	pp.unsent = pp.p.msg(coord.ParsedSubject(m.Controller), m, m.Payload)
 	pp.last = known{fence: m.Fence, any: true, sure: true, gen: m.Gen, seq: m.Seq}
 	return nil
 }
@@ -259,9 +259,9 @@ func (pp *publishPipeline) Flush(ctx context.Context) (int, error) {
 	if b == nil {
 		return n, nil
 	}
-	held := pp.held
-	pp.b, pp.held = nil, nil
-	count, _, err := b.commit(ctx, held, pp.p.cfg.Timeout)
+	unsent := pp.unsent
+	pp.b, pp.unsent = nil, nil
+	count, _, err := b.commit(ctx, unsent, pp.p.cfg.Timeout)
 	s := &pp.p.pipe
 	s.mu.Lock()
 	if err == nil {
@@ -288,7 +288,7 @@ func (pp *publishPipeline) Close() {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		pp.b.commit(ctx, nil, 0)
-		pp.b, pp.held = nil, nil
+		pp.b, pp.unsent = nil, nil
 	}
 }
 

@@ -14,7 +14,7 @@ type Stats struct {
 	batches, messages, dead, transient, busy, leaseLost, malformed atomic.Uint64
 	unconfirmed                                                    atomic.Uint64 // batches started without a confirming heartbeat (shared clock, kept lease)
 	kept                                                           atomic.Uint64 // batches that ended keeping their lease
-	deferred                                                       atomic.Uint64 // of those, kept without a store call (keepLater)
+	deferred                                                       atomic.Uint64 // of those, kept without a store call (keepDeferred)
 	direct                                                         atomic.Uint64 // assignments offered in-process (Offer), busy ones included
 }
 
@@ -29,7 +29,7 @@ type StatsSnapshot struct {
 	Kept uint64
 	// Deferred counts the kept batches whose keep needed no store call (the
 	// lock, as the lease's last keep or its acquire set it, still had about
-	// a hold left, see keepLater): their done seq is recorded later.
+	// a hold left, see keepDeferred): their done seq is recorded later.
 	Deferred uint64
 	// Direct counts assignments a socket of the same process offered
 	// directly (Offer), without NATS.

@@ -27,13 +27,13 @@ func (g *gatedStore) Abandon(ctx context.Context, id string, tok lease.Token) er
 	return g.Store.Abandon(ctx, id, tok)
 }
 
-// TestRevokedLeaseNeverStarts: a pool revokes a kept lease for a new
-// session on another socket and releases it on a goroutine of its own. A
+// TestSupersededLeaseNeverStarts: a pool releases a kept lease superseded
+// by a new session on another socket, on a goroutine of its own. A
 // batch the old socket sent under that lease meanwhile must not start,
 // even when its confirming heartbeat lands before the release does (the
 // release would then delete the lock under the running batch, and the new
 // session's socket acquire while it runs).
-func TestRevokedLeaseNeverStarts(t *testing.T) {
+func TestSupersededLeaseNeverStarts(t *testing.T) {
 	var calls atomic.Int32
 	mem := lease.NewMemory()
 	store := &gatedStore{Store: mem, open: make(chan struct{})}
@@ -62,13 +62,13 @@ func TestRevokedLeaseNeverStarts(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		p.mu.Lock()
-		_, revoked := p.revoked["ctl"]
+		_, superseded := p.superseded["ctl"]
 		p.mu.Unlock()
-		if revoked {
+		if superseded {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the pool never revoked the kept lease")
+			t.Fatal("the pool never took the kept lease for superseded")
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -80,9 +80,9 @@ func TestRevokedLeaseNeverStarts(t *testing.T) {
 	}
 	o := waitFinal(t, outcomes)
 	if o.Released || len(o.Statuses) != 0 {
-		t.Fatalf("outcome %+v of a batch under a revoked lease: want fenced (not released, no statuses)", o)
+		t.Fatalf("outcome %+v of a batch under a superseded lease: want fenced (not released, no statuses)", o)
 	}
 	if n := calls.Load() - before; n != 0 {
-		t.Fatalf("the handler ran %d times under a lease the pool had revoked", n)
+		t.Fatalf("the handler ran %d times under a lease the pool had released as superseded", n)
 	}
 }
