@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/internal/wait"
 )
 
 type emitted struct {
@@ -187,13 +188,12 @@ func TestExecStderrLogged(t *testing.T) {
 	if err := ex.Handle(context.Background(), msg("c", 1, "log: hello from the child")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), "hello from the child") {
-		if time.Now().After(deadline) {
-			t.Fatalf("stderr line not logged:\n%s", logs.String())
+	wait.For(t, 5*time.Second, func() error {
+		if l := logs.String(); !strings.Contains(l, "hello from the child") {
+			return fmt.Errorf("stderr line not logged:\n%s", l)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestExecMissingProgram(t *testing.T) {
@@ -358,17 +358,12 @@ func waitGroupGone(t *testing.T, pgid int) {
 		t.Logf("no /proc: the hung child's process group is not checked")
 		return
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		live := groupMembers(pgid)
-		if len(live) == 0 {
-			return
+	wait.For(t, 10*time.Second, func() error {
+		if live := groupMembers(pgid); len(live) > 0 {
+			return fmt.Errorf("processes %v of the hung child's group %d still run", live, pgid)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes %v of the hung child's group %d still run", live, pgid)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // groupMembers lists the processes of group pgid that have not exited,

@@ -2,6 +2,7 @@ package parser
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/edgegate/edgegate/egp"
 	"github.com/edgegate/edgegate/embed"
 	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/lease"
 )
 
@@ -48,13 +50,7 @@ func startPoolStore(t *testing.T, cfg Config, store lease.Store) (*Pool, *embed.
 	done := make(chan struct{})
 	go func() { defer close(done); p.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Healthy() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("pool did not start")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.For(t, 10*time.Second, p.Healthy)
 	return p, ns
 }
 
@@ -122,20 +118,18 @@ func sessionElsewhere(t *testing.T, ns *embed.Server, store lease.Store, id stri
 	if err := nc.Publish(coord.SessionSubject(id), []byte("socket-2")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, err := store.Inspect(context.Background(), id)
-		if err != nil {
-			t.Fatal(err)
+	var st lease.State
+	wait.For(t, 10*time.Second, func() error {
+		var err error
+		if st, err = store.Inspect(context.Background(), id); err != nil {
+			return err
 		}
-		if !st.Locked {
-			return st
+		if st.Locked {
+			return fmt.Errorf("the lease kept for %s outlived a new session on another socket", id)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the lease kept for %s outlived a new session on another socket", id)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
+	return st
 }
 
 // TestOfferInProcess: a socket of the same process hands a pool batches
@@ -213,13 +207,9 @@ func TestKeptLeaseAndSessions(t *testing.T) {
 		return st.Locked
 	}
 	waitReleased := func(id string) {
-		deadline := time.Now().Add(10 * time.Second)
-		for locked(id) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the lease kept for %s outlived a new session of it on another socket", id)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		t.Helper()
+		wait.True(t, 10*time.Second, "the lease kept for "+id+" released after a new session of it on another socket",
+			func() bool { return !locked(id) })
 	}
 
 	// ctl's new session on the socket its lease was kept for, then probe's
@@ -373,16 +363,15 @@ func TestKeepDeferred(t *testing.T) {
 	}
 }
 
-// waitFree polls until the pool has exactly n free workers.
+// waitFree waits until the pool has exactly n free workers.
 func waitFree(t *testing.T, p *Pool, n int, msg string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Free() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d free workers, want %d", msg, p.Free(), n)
+	wait.For(t, 10*time.Second, func() error {
+		if free := p.Free(); free != n {
+			return fmt.Errorf("%s: %d free workers, want %d", msg, free, n)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestKeepDeferredWhileLockHolds: whether a batch's keep needs a store

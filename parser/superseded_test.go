@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edgegate/edgegate/coord"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/lease"
 )
 
@@ -59,19 +60,12 @@ func TestSupersededLeaseNeverStarts(t *testing.T) {
 	}
 	// The pool has seen the session once a request it answers after it
 	// came back (the pool handles its subscriptions in order).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wait.True(t, 10*time.Second, "the pool took the kept lease for superseded", func() bool {
 		p.mu.Lock()
+		defer p.mu.Unlock()
 		_, superseded := p.superseded["ctl"]
-		p.mu.Unlock()
-		if superseded {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the pool never took the kept lease for superseded")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return superseded
+	})
 	before := calls.Load()
 	next := &coord.Assign{Controller: "ctl", Token: a.Token, Valid: 10 * time.Second, Hold: 5 * time.Second, Socket: "socket-1",
 		Msgs: []coord.Msg{{Seq: 4, Received: time.Now(), Payload: []byte("x")}}}
