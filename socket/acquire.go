@@ -21,7 +21,7 @@ func (s *Server) acquire(ctx context.Context, c *controller, p *pool, keepFor ti
 		// A newer session of the controller was opened elsewhere, and
 		// its announcement did not reach this socket: the store says so.
 		sh.mu.Lock()
-		c.state, c.batchLen = stIdle, 0
+		c.notSent()
 		s.returnWorkerLocked(c)
 		s.stats.takeovers.Add(1)
 		s.log.Info("socket: session taken over by a newer one (found at acquire)", "controller", c.id)
@@ -32,7 +32,7 @@ func (s *Server) acquire(ctx context.Context, c *controller, p *pool, keepFor ti
 	}
 	if err != nil {
 		sh.mu.Lock()
-		c.state, c.batchLen = stWaiting, 0
+		c.leaseUnavailable()
 		s.returnWorkerLocked(c)
 		if errors.Is(err, lease.ErrHeld) && s.watch != nil && !c.watched {
 			c.watched = true
@@ -77,7 +77,7 @@ func (s *Server) acquire(ctx context.Context, c *controller, p *pool, keepFor ti
 		// every lease. Old parsers may still run until their next
 		// heartbeat fails; wait a lease before dispatching anything.
 		s.pause("the lease store lost its data (a fresh fence for a known controller)")
-		c.state, c.batchLen = stWaiting, 0
+		c.leaseUnavailable()
 		s.returnWorkerLocked(c)
 	}
 	sh.mu.Unlock()
@@ -100,7 +100,7 @@ func (s *Server) acquire(ctx context.Context, c *controller, p *pool, keepFor ti
 		s.abandonLease(c.id, g.Token)
 		sh.mu.Lock()
 		s.returnWorkerLocked(c)
-		c.state, c.batchLen = stIdle, 0
+		c.notSent()
 		s.makeRunnableLocked(c) // dispatched when the pause ends
 		sh.mu.Unlock()
 		return

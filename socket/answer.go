@@ -45,7 +45,7 @@ func (s *Server) onAnswer(a coord.Answer) {
 	}
 	s.answeredLocked(c)
 	if a.Accepted {
-		c.state = stRunning
+		c.accepted()
 		return
 	}
 	s.busyLocked(c)
@@ -57,7 +57,7 @@ func (s *Server) busyLocked(c *controller) {
 	s.stats.busy.Add(1)
 	p, tok := c.pool, c.tok
 	p.free.Store(0)
-	c.state = stReleasing
+	c.handedBack()
 	s.endFlight()
 	go s.abandonBatch(c, tok, false)
 }
@@ -77,7 +77,7 @@ func (s *Server) onNoResponders(id string) {
 		s.log.Info("socket: parser pool gone", "pool", p.id, "pool_appliance", p.appliance)
 	}
 	s.mu.Unlock()
-	c.state = stReleasing
+	c.handedBack()
 	s.endFlight()
 	sh.mu.Unlock()
 	go s.abandonBatch(c, tok, false)

@@ -70,10 +70,12 @@ func (s *Server) assignment(c *controller, g lease.Grant, from time.Time, valid,
 // outcome may come before Offer returns).
 func (s *Server) startLocked(c *controller, p *pool, g lease.Grant) (sent time.Time) {
 	sent = time.Now()
-	c.state, c.tok, c.grantDone, c.sentAt, c.releaseSeen = stAssigned, g.Token, g.Done, sent, time.Time{}
+	c.tok, c.grantDone, c.sentAt, c.releaseSeen = g.Token, g.Done, sent, time.Time{}
 	s.inflight.Add(1)
 	if p.ownProcess != nil {
-		c.state = stRunning
+		c.started()
+	} else {
+		c.sent()
 	}
 	if c.unansweredSince.Load() != 0 {
 		c.unansweredSince.Store(sent.UnixNano())
@@ -92,7 +94,9 @@ func (s *Server) send(c *controller, p *pool, g lease.Grant, a *coord.Assign, se
 			return
 		}
 		c.sh.mu.Lock()
-		if c.sentAt == sent { // not yet another batch of c (after this one's outcome)
+		// Unless this batch ended meanwhile (the check loop took its parser
+		// for dead) and perhaps another one started.
+		if c.sentAt == sent && c.state == stRunning {
 			s.answeredLocked(c)
 			s.busyLocked(c)
 		}
@@ -106,7 +110,7 @@ func (s *Server) send(c *controller, p *pool, g lease.Grant, a *coord.Assign, se
 		ok := c.state == stAssigned && c.tok == g.Token
 		if ok {
 			s.endFlight()
-			c.state = stReleasing
+			c.handedBack()
 		}
 		c.sh.mu.Unlock()
 		if ok {

@@ -80,7 +80,7 @@ func (s *Server) checkLocked(c *controller, now time.Time, items *[]checkItem) {
 	case c.inFlight():
 		*items = append(*items, checkItem{c: c, tok: c.tok})
 	case c.state == stWaiting:
-		c.state = stIdle
+		c.retry()
 		s.makeRunnableLocked(c)
 	case c.kept && c.state == stIdle && now.After(s.keptUsableUntil(c).Add(-s.unrecordedMargin(c))):
 		// Nothing came in time. The lease would expire by itself a
@@ -145,7 +145,7 @@ func (s *Server) wake(id string) {
 	}
 	switch {
 	case c.state == stWaiting:
-		c.state = stIdle
+		c.retry()
 		s.makeRunnableLocked(c)
 		sh.mu.Unlock()
 	case c.inFlight():

@@ -37,7 +37,7 @@ func (s *Server) dispatchOne(ctx context.Context, c *controller, p *pool) {
 	sh.mu.Lock()
 	s.pruneLocked(c)
 	if len(c.q) == 0 {
-		c.state = stIdle
+		c.emptied()
 		if c.sess == nil {
 			s.releaseKeptLocked(c)
 		}
@@ -82,7 +82,8 @@ func (s *Server) dispatchOne(ctx context.Context, c *controller, p *pool) {
 // the lease after it.
 func (s *Server) takeBatchLocked(c *controller, p *pool) (batch []*msg, keepFor time.Duration) {
 	c.unansweredSince.Store(pickedUnsent)
-	c.state, c.pool, c.batchLen, c.sentResets = stDispatching, p, min(len(c.q), s.cfg.Batch), c.resets
+	c.taken()
+	c.pool, c.batchLen, c.sentResets = p, min(len(c.q), s.cfg.Batch), c.resets
 	c.leaseSess = c.q[0].sess
 	batch = make([]*msg, c.batchLen)
 	copy(batch, c.q)

@@ -67,7 +67,8 @@ func (s *Server) outcomeLocked(c *controller, o coord.Outcome) (next keptBatch, 
 	case c.batchLen > 0: // not when every message went ahead (Early)
 		s.stats.redispatched.Add(1)
 	}
-	c.batchLen, c.state, c.lastEnd = 0, stIdle, time.Now()
+	c.ended()
+	c.lastEnd = time.Now()
 	if o.Kept {
 		// The pool may have left the done record to this socket (a pool of
 		// this process, see coord.Outcome.Until): it is written when the
@@ -148,6 +149,6 @@ func (s *Server) requeueLocked(c *controller, why string) {
 	s.stats.redispatched.Add(1)
 	s.endFlight()
 	s.answeredLocked(c)
-	c.batchLen, c.state = 0, stIdle
+	c.ended()
 	s.makeRunnableLocked(c)
 }

@@ -32,12 +32,11 @@ func (s *Server) abandonBatch(c *controller, tok lease.Token, returnWorker bool)
 	if returnWorker {
 		s.returnWorkerLocked(c)
 	}
-	c.batchLen = 0
 	if err != nil && !errors.Is(err, lease.ErrLost) {
-		c.state = stWaiting // the lease expires by itself; the check loop retries
+		c.leaseUnavailable() // the lease expires by itself; the check loop retries
 		return
 	}
-	c.state = stIdle
+	c.abandoned()
 	s.makeRunnableLocked(c)
 }
 

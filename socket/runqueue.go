@@ -49,7 +49,7 @@ func (s *Server) makeRunnableLocked(c *controller) {
 		s.forgetIfIdleLocked(c)
 		return
 	}
-	c.state = stRunnable
+	c.queued()
 	s.mu.Lock()
 	s.runq.push(c)
 	s.runqLen.Store(int32(s.runq.len()))

@@ -284,6 +284,9 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 	}
 	s.inbox = coord.SocketSubject(s.id)
 	s.log = cfg.Logger.With("socket", s.id)
+	for i := range s.shards {
+		s.shards[i].log = s.log
+	}
 	s.runCond = sync.NewCond(&s.mu)
 	s.memCond = sync.NewCond(&s.mu)
 	s.idle = sync.NewCond(&s.mu)

@@ -1,6 +1,9 @@
 package socket
 
-import "sync"
+import (
+	"log/slog"
+	"sync"
+)
 
 // shards is the number of locks the controllers are spread over. A batch's
 // hot path (a device read, the hand-out to a parser, the outcome, the ACK)
@@ -19,7 +22,8 @@ const shards = 64
 type shard struct {
 	mu    sync.Mutex
 	ctrls map[string]*controller
-	_     [48]byte // keeps neighbouring shards' locks off one cache line
+	log   *slog.Logger // the socket's (see controller.move)
+	_     [40]byte     // keeps neighbouring shards' locks off one cache line
 }
 
 // shardOf returns the shard of controller id (FNV-1a).
