@@ -49,8 +49,8 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 			s.conns++
 			s.perIP[host]++
 		}
-		// A box with many devices serves them lean (see waitLean):
-		// 10,000 connections × 4 KiB is 40 MiB, and most of them wait.
+		// A box with many devices serves them lean (see waitLean): a
+		// read buffer per connection adds up, and most of them wait.
 		lean := s.cfg.LeanAfter < 0 || s.conns > s.cfg.LeanAfter
 		s.mu.Unlock()
 		if full || fullIP || stopping {

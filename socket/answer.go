@@ -84,9 +84,9 @@ func (s *Server) onNoResponders(id string) {
 }
 
 // remoteFrom reports whether c's batch went over NATS to the pool pool:
-// an answer or outcome counts only from there (DESIGN §4, trust). A batch
-// of the pool of this process never takes one from NATS: its outcomes
-// come as calls.
+// an answer or outcome counts only from there (docs/design.md, "Trust and
+// overlapping faults": coordination is private). A batch of the pool of
+// this process never takes one from NATS: its outcomes come as calls.
 func remoteFrom(c *controller, pool string) bool {
 	return c.pool != nil && c.pool.ownProcess == nil && c.pool.id == pool
 }

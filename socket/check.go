@@ -9,11 +9,12 @@ import (
 	"github.com/edgegate/edgegate/lease"
 )
 
-// checkLoop is the failure detection of DESIGN §4: every CheckInterval it
-// reads the lease of every controller in flight. A lease that is gone
-// (expired or abandoned) or whose heartbeat is older than TTL means the
-// parser died: the batch goes back to the head of the queue. A store error
-// means nothing: it is never taken as a dead parser.
+// checkLoop is the failure detection (docs/design.md, "Failure
+// detection"): every CheckInterval it reads the lease of every controller
+// in flight. A lease that is gone (expired or abandoned) or whose
+// heartbeat is older than TTL means the parser died: the batch goes back
+// to the head of the queue. A store error means nothing: it is never
+// taken as a dead parser.
 func (s *Server) checkLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.CheckInterval)
 	defer t.Stop()

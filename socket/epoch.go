@@ -65,7 +65,7 @@ type epochRead struct {
 // restart or failover): leases may have been lost. It reads the epoch
 // unless a read begun at or after since already did or is doing it: when
 // thousands of devices connect at once, their first grants (each fresh, so
-// each wants a check, see dispatch) share a few reads instead of making an
+// each wants a check, see acquire) share a few reads instead of making an
 // INFO call each.
 func (s *Server) checkEpoch(ctx context.Context, since time.Time) {
 	e, ok := s.store.(lease.Epoch)

@@ -148,12 +148,11 @@ func readHello(r *egp.Reader) (egp.Hello, error) {
 	return hello, egp.ValidID(hello.ID)
 }
 
-// openLean runs open on a goroutine of its own and waits for it. The
-// lease store's client (the done record's read) calls deep, and the
-// reader goroutine, once its stack had grown for that, would keep 8 KiB of
-// stack while it waits for frames: the runtime shrinks a stack only when a
-// quarter of it is enough. Apart, 10,000 idle devices cost about 40 MB
-// less (VmHWM 231–254 → 209 MB with Redis).
+// openLean runs open on a goroutine of its own and waits for it, so that
+// every connection's reader stays lean: the lease store's client (the done
+// record's read) calls deep, and the reader goroutine, once its stack had
+// grown for that, would keep the grown stack while it waits for frames
+// (the runtime shrinks a stack only when a quarter of it is enough).
 func (s *Server) openLean(ctx context.Context, sess *session, reset bool) (lastSeq uint64, err error) {
 	opened := make(chan struct{})
 	go func() {

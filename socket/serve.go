@@ -129,9 +129,9 @@ func (s *Server) linger(sess *session) {
 // needed (4 KiB or more: the runtime shrinks a stack only when a quarter
 // of it is enough, and a read waiting for the network uses more than
 // that); a fresh one waiting in a shallow Wait, with no read buffer held
-// (egp.NewPooledReader), keeps 2 KiB. With 10,000 devices that is about
-// 20 MiB of stacks and 40 MiB of read buffers fewer, for the start of a
-// goroutine and one more read call each time a device's stream runs dry.
+// (egp.NewPooledReader), keeps 2 KiB. A silent device so costs no read
+// buffer and the smallest stack, for the start of a goroutine and one more
+// read call each time its stream runs dry.
 func (s *Server) waitLean(ctx context.Context, c *connection) {
 	var err error
 	if c.lines {

@@ -7,10 +7,9 @@ import (
 
 // shards is the number of locks the controllers are spread over. A batch's
 // hot path (a device read, the hand-out to a parser, the outcome, the ACK)
-// takes only its controller's shard lock: with one lock for all, the
-// appliance's goroutines queued for it on two CPUs (a dozen on average at
-// half load, hundreds at 10,000 controllers), and Go's mutex, once a
-// waiter has waited a millisecond, hands it over at the scheduler's pace.
+// takes only its controller's shard lock, so that busy controllers do not
+// queue for one lock: Go's mutex, once a waiter has waited a millisecond,
+// hands the lock over at the scheduler's pace.
 const shards = 64
 
 // shard holds the controllers whose IDs hash to it, and guards them.
