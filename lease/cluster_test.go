@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/lease"
 )
 
@@ -83,19 +84,15 @@ func TestRedisClusterEpoch(t *testing.T) {
 		}
 	}
 	c.RestartNode(1)
+	// The client may see the restarted node's closed connections first.
 	var after string
-	deadline := time.Now().Add(10 * time.Second)
-	for { // the client may see the restarted node's closed connections first
-		e, err := s.Epoch(ctx)
-		if err == nil {
-			after = e
-			break
+	wait.For(t, 10*time.Second, func() error {
+		var err error
+		if after, err = s.Epoch(ctx); err != nil {
+			return fmt.Errorf("Epoch after the restart: %w", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Epoch after the restart: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if after == before {
 		t.Fatalf("epoch %q after master 1 restarted: unchanged, yet its leases are gone", after)
 	}

@@ -2,6 +2,7 @@ package lease_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -97,23 +98,21 @@ func TestRedisNotify(t *testing.T) {
 	expect("exp-1")
 	// A deleted lock wakes only when watched.
 	sub.Add("rel-1")
-	var g lease.Grant
-	deadline := time.Now().Add(5 * time.Second)
-	for { // Add is asynchronous: retry until the release is seen
-		g, _ = s.Acquire(ctx, "rel-1", "p", time.Minute, lease.Session{})
+	// Add is asynchronous: acquire and release again until the release is
+	// seen.
+	wait.For(t, 5*time.Second, func() error {
+		g, _ := s.Acquire(ctx, "rel-1", "p", time.Minute, lease.Session{})
 		s.Release(ctx, "rel-1", g.Token, 1)
 		select {
 		case got := <-woken:
 			if got != "rel-1" {
 				t.Fatalf("woken for %q", got)
 			}
-			return
+			return nil
 		case <-time.After(50 * time.Millisecond):
+			return errors.New("release of a watched lock never woke")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("release of a watched lock never woke")
-		}
-	}
+	})
 }
 
 // TestRedisNotifyAfterRestart: a Redis that restarted has lost its
@@ -148,10 +147,11 @@ func TestRedisNotifyAfterRestart(t *testing.T) {
 		t.Fatalf("notify-keyspace-events %q after the epoch read, want K, E and x", f)
 	}
 	// go-redis subscribes again after the restart on its own: an expiring
-	// lock wakes once it has (retried until then, for at most 10s).
-	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; ; i++ {
+	// lock wakes once it has (retried until then).
+	i := 0
+	wait.For(t, 10*time.Second, func() error {
 		id := fmt.Sprintf("after-%d", i)
+		i++
 		if _, err := s.Acquire(ctx, id, "p", 50*time.Millisecond, lease.Session{}); err != nil {
 			t.Fatal(err)
 		}
@@ -160,13 +160,11 @@ func TestRedisNotifyAfterRestart(t *testing.T) {
 			if !strings.HasPrefix(got, "after-") {
 				t.Fatalf("woken for %q", got)
 			}
-			return
+			return nil
 		case <-time.After(500 * time.Millisecond):
+			return errors.New("no expiry woke the subscription after the restart")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no expiry woke the subscription after the restart")
-		}
-	}
+	})
 }
 
 // TestRedisConcurrentCallsPipelined: many goroutines resetting, acquiring,
@@ -281,15 +279,13 @@ func TestRedisRollbackKeepsFencesAndStartsAnEpoch(t *testing.T) {
 	srv.Restart()
 	for name, s := range map[string]*lease.Redis{"running": a, "started after": dial()} {
 		var gr lease.Grant
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			// The running store's old connections fail once.
-			if gr, err = s.Acquire(ctx, "x", "q", time.Minute, sess); err == nil || time.Now().After(deadline) {
-				break
+		// The running store's old connections fail once.
+		wait.For(t, 10*time.Second, func() error {
+			if gr, err = s.Acquire(ctx, "x", "q", time.Minute, sess); err != nil {
+				return fmt.Errorf("%s: acquire after the rollback: %w", name, err)
 			}
-		}
-		if err != nil {
-			t.Fatalf("%s: acquire after the rollback: %v", name, err)
-		}
+			return nil
+		})
 		if gr.Token.Fence <= last.Token.Fence {
 			t.Errorf("%s: fence %d after the rollback, want above %d granted before it", name, gr.Token.Fence, last.Token.Fence)
 		}

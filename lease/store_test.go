@@ -3,9 +3,11 @@ package lease_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/lease"
 )
 
@@ -133,13 +135,15 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			var (
 				got  lease.Session
 				done uint64
-				err  = lease.ErrHeld
+				err  error
 			)
-			for deadline := time.Now().Add(10 * ttl); errors.Is(err, lease.ErrHeld) && time.Now().Before(deadline); {
+			// Polling the store until the lock expires, as a socket does.
+			wait.For(t, 10*ttl, func() error {
 				if got, done, err = s.Welcome(ctx, "c1", s2); errors.Is(err, lease.ErrHeld) {
-					time.Sleep(ttl / 20) // polling the store, as a socket does
+					return err
 				}
-			}
+				return nil
+			})
 			if err != nil || got.Gen == s1.Gen || done != 5 {
 				t.Fatalf("welcome after expiry = %+v, %d, %v; want a generation other than %d, done 5", got, done, err, s1.Gen)
 			}
@@ -270,15 +274,13 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			}
 			// Without heartbeats it expires: poll until another owner gets it.
 			var g2 lease.Grant
-			var err error
-			for deadline := time.Now().Add(10 * ttl); time.Now().Before(deadline); time.Sleep(ttl / 20) {
-				if g2, err = s.Acquire(ctx, "c1", "q", ttl, lease.Session{}); err == nil {
-					break
+			wait.For(t, 10*ttl, func() error {
+				var err error
+				if g2, err = s.Acquire(ctx, "c1", "q", ttl, lease.Session{}); err != nil {
+					return fmt.Errorf("lease never expired: %w", err)
 				}
-			}
-			if err != nil {
-				t.Fatalf("lease never expired: %v", err)
-			}
+				return nil
+			})
 			// The store may round its clock to the millisecond, hence the slack.
 			if waited := time.Since(beat); waited < ttl-10*time.Millisecond {
 				t.Fatalf("lease expired %v after its last heartbeat, before its ttl %v", waited, ttl)
@@ -301,14 +303,12 @@ func storeContract(t *testing.T, newStore func(t *testing.T) lease.Store) {
 			s.Acquire(ctx, "c1", "p", ttl, lease.Session{})
 			// The heartbeat may read as older than the TTL a millisecond
 			// before the lock itself expires: poll until both say so.
-			var stale bool
-			for deadline := time.Now().Add(10 * ttl); time.Now().Before(deadline) && !stale; time.Sleep(ttl / 20) {
-				st, _ = s.Inspect(ctx, "c1")
-				stale = st.Stale(ttl) && !st.Locked
-			}
-			if !stale || st.Locked {
-				t.Fatalf("lock never read as expired: %+v", st)
-			}
+			wait.For(t, 10*ttl, func() error {
+				if st, _ = s.Inspect(ctx, "c1"); !st.Stale(ttl) || st.Locked {
+					return fmt.Errorf("lock never read as expired: %+v", st)
+				}
+				return nil
+			})
 		}},
 		{"a session that does not continue starts empty", func(t *testing.T, s lease.Store) {
 			s1, _ := s.Open(ctx, "c1", true)

@@ -1,0 +1,11 @@
+package lease_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the tests when a goroutine outlives them: a
+// subscription, a pipeline or a client left running.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
