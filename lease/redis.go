@@ -55,6 +55,7 @@ type Redis struct {
 	epochMu    sync.Mutex
 	epochStart time.Time
 	floor      uint64
+	lastEpoch  string // the epoch the last connection met (not with Cluster)
 }
 
 // NewRedis returns a store on c with key prefix ("edgegate" when empty).
@@ -266,12 +267,18 @@ end
 return {g, redis.call('GET', KEYS[4]) or '0'}
 `)
 
-// KEYS: epoch. Returns {epoch, since_ms, now_ms}: the server's epoch (its
-// run_id and replication ID: a restart changes the first, a promotion the
-// second) and when it began, recorded by the first connection that met
-// it: without a record, the server's start (from uptime_in_seconds,
-// rounded down: no earlier than the start, and so than the death of the
-// process it replaced); with another epoch's record, now.
+// KEYS: epoch. ARGV: the epoch the caller met last ("" for none, or with
+// Redis Cluster, whose masters each have their own). Returns {epoch,
+// since_ms, now_ms}: the server's epoch (its run_id and replication ID: a
+// restart changes the first, a promotion the second) and when it began,
+// recorded by the first connection that met it: without a record, the
+// server's start (from uptime_in_seconds, rounded down: no earlier than
+// the start, and so than the death of the process it replaced); with
+// another epoch's record, now. A caller coming from another epoch to one
+// whose record is older also makes it begin now: a master a failover left
+// running (Sentinel demotes it only later) and a second failover made
+// master again kept its own record, and its data lacks what the other
+// master granted meanwhile.
 var epochScript = redis.NewScript(`
 local server = redis.call('INFO', 'server')
 local id = (string.match(server, '\nrun_id:(%x+)') or '') .. '/' ..
@@ -281,7 +288,7 @@ local since = now
 local v = redis.call('GET', KEYS[1])
 if v then
   local e, at = string.match(v, '^([%x/]+):(%d+)$')
-  if e == id then return {id, at, string.format('%.0f', now)} end
+  if e == id and (ARGV[1] == '' or ARGV[1] == id) then return {id, at, string.format('%.0f', now)} end
   -- Another epoch's record: this server went back to older data, or was
   -- promoted (the record came from its old master). Its epoch began at
   -- the restart or the promotion: no earlier than now by what it tells.
@@ -565,7 +572,13 @@ func (s *Redis) OnConnect(ctx context.Context, cn *redis.Conn) error {
 		}
 		key = s.prefix + ":{" + tagForSlot(slot) + "}:epoch"
 	}
-	v, err := epochScript.Run(ctx, cn, []string{key}).Slice()
+	last := ""
+	if !s.cluster {
+		s.epochMu.Lock()
+		last = s.lastEpoch
+		s.epochMu.Unlock()
+	}
+	v, err := epochScript.Run(ctx, cn, []string{key}, last).Slice()
 	if err != nil {
 		return redisErr("epoch", err)
 	}
@@ -582,6 +595,7 @@ func (s *Redis) OnConnect(ctx context.Context, cn *redis.Conn) error {
 	start := time.Now().Add(-time.Duration(now-min(since, now)) * time.Millisecond)
 	s.epochMu.Lock()
 	s.noteEpochLocked(start, since*1000)
+	s.lastEpoch, _ = v[0].(string)
 	s.epochMu.Unlock()
 	return nil
 }

@@ -366,3 +366,63 @@ func TestRedisEpochKnownToALaterStore(t *testing.T) {
 		t.Fatalf("epoch starts %v and %v: want the same epoch", g1.EpochStart, g2.EpochStart)
 	}
 }
+
+// TestRedisFailoverBackKeepsFencesGrowing: Sentinel fails over from A to
+// B, grants are made on B, and a second failover makes A master again
+// before A was made B's replica (it kept its own data and epoch record).
+// A grant on A must still be above every fence B granted, and carry an
+// epoch that begins at the switch back: what B granted is not in A.
+func TestRedisFailoverBackKeepsFencesGrowing(t *testing.T) {
+	sen := redistest.StartSentinel(t, "m")
+	ctx := context.Background()
+	s := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{sen.Addr()}, MasterName: sen.Name()}, "fb")
+	t.Cleanup(func() { s.Client().Close() })
+	// grantOn acquires and releases x until the grant is made on node,
+	// the master the client switched to.
+	grantOn := func(node *redistest.Server) lease.Grant {
+		t.Helper()
+		var g lease.Grant
+		wait.For(t, 30*time.Second, func() error {
+			var err error
+			if g, err = s.Acquire(ctx, "x", "p", time.Second, lease.Session{}); err != nil {
+				return err
+			}
+			s.Release(ctx, "x", g.Token, 1)
+			if f, _ := node.Client().Get(ctx, "fb:{x}:fence").Uint64(); f != g.Token.Fence {
+				return fmt.Errorf("fence %d granted, %s holds %d: not switched yet", g.Token.Fence, node.Addr(), f)
+			}
+			return nil
+		})
+		return g
+	}
+	a := sen.Master
+	grantOn(a)
+	sen.Failover()
+	b := sen.Master
+	var onB lease.Grant
+	for range 3 {
+		onB = grantOn(b)
+	}
+	// As soon as the Sentinel takes it (it refuses while it finds no
+	// replica to promote), not when A has synced from B.
+	sc := sen.Client()
+	wait.For(t, 30*time.Second, func() error { return sc.Failover(ctx, sen.Name()).Err() })
+	back := time.Now()
+	wait.For(t, 30*time.Second, func() error {
+		addr, err := sc.GetMasterAddrByName(ctx, sen.Name()).Result()
+		if err != nil {
+			return err
+		}
+		if got := strings.Join(addr, ":"); got != a.Addr() {
+			return fmt.Errorf("the Sentinel names %s, not %s", got, a.Addr())
+		}
+		return nil
+	})
+	onA := grantOn(a)
+	if onA.Token.Fence <= onB.Token.Fence {
+		t.Errorf("fence %d granted on %s after the failover back, below %d granted on %s before it", onA.Token.Fence, a.Addr(), onB.Token.Fence, b.Addr())
+	}
+	if onA.EpochStart.Before(back) {
+		t.Errorf("epoch start %v after the failover back at %v: dispatch would not wait for B's leases", onA.EpochStart, back)
+	}
+}

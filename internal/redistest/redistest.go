@@ -459,6 +459,10 @@ func (s *Sentinel) Failover() {
 	s.Master, s.Replica = s.Replica, s.Master
 }
 
+// ReadyToFailover returns why the Sentinel would not fail over yet (it
+// does not know Master and a healthy Replica), nil when it would.
+func (s *Sentinel) ReadyToFailover(ctx context.Context) error { return s.checkReplica(ctx) }
+
 // checkReplica returns why the Sentinel does not know Master and a
 // healthy Replica yet, nil when it does.
 func (s *Sentinel) checkReplica(ctx context.Context) error {
