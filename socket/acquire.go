@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/edgegate/edgegate/egp"
 	"github.com/edgegate/edgegate/lease"
 )
 
@@ -16,6 +15,20 @@ func (s *Server) acquire(ctx context.Context, c *controller, p *pool, keepFor ti
 	actx, cancel := context.WithTimeout(ctx, s.cfg.TTL)
 	g, err := s.store.Acquire(actx, c.id, p.id, s.cfg.TTL, batch[0].sess.lease)
 	cancel()
+	if err != nil {
+		s.notGranted(c, batch[0].sess, err)
+		return
+	}
+	s.stats.acquired.Add(1)
+	if s.grantUsable(ctx, c, g, start) {
+		s.assign(c, p, g, start, s.cfg.TTL, keepFor, batch)
+	}
+}
+
+// notGranted takes c, whose acquire for a batch of sess failed with err,
+// out of dispatching: a newer session found by the store takes sess over,
+// a lease held elsewhere or a store error leaves c waiting.
+func (s *Server) notGranted(c *controller, sess *session, err error) {
 	sh := c.sh
 	if errors.Is(err, lease.ErrSuperseded) {
 		// A newer session of the controller was opened elsewhere, and
@@ -23,31 +36,33 @@ func (s *Server) acquire(ctx context.Context, c *controller, p *pool, keepFor ti
 		sh.mu.Lock()
 		c.notSent()
 		s.returnWorkerLocked(c)
-		s.stats.takeovers.Add(1)
-		s.log.Info("socket: session taken over by a newer one (found at acquire)", "controller", c.id)
-		s.closeSessionLocked(batch[0].sess, egp.CodeTakenOver, errTakenOver.Error())
+		s.takeOverLocked(sess, "(found at acquire)")
 		s.makeRunnableLocked(c)
 		sh.mu.Unlock()
 		return
 	}
-	if err != nil {
-		sh.mu.Lock()
-		c.leaseUnavailable()
-		s.returnWorkerLocked(c)
-		if errors.Is(err, lease.ErrHeld) && s.watch != nil && !c.watched {
-			c.watched = true
-			s.watch.Add(c.id) // its release wakes us before the next check
-		}
-		sh.mu.Unlock()
-		if errors.Is(err, lease.ErrHeld) {
-			s.stats.leaseHeld.Add(1)
-		} else {
-			s.stats.storeErrors.Add(1)
-			s.logStoreError("acquire", c.id, err)
-		}
-		return
+	sh.mu.Lock()
+	c.leaseUnavailable()
+	s.returnWorkerLocked(c)
+	if errors.Is(err, lease.ErrHeld) && s.watch != nil && !c.watched {
+		c.watched = true
+		s.watch.Add(c.id) // its release wakes us before the next check
 	}
-	s.stats.acquired.Add(1)
+	sh.mu.Unlock()
+	if errors.Is(err, lease.ErrHeld) {
+		s.stats.leaseHeld.Add(1)
+	} else {
+		s.stats.storeErrors.Add(1)
+		s.logStoreError("acquire", c.id, err)
+	}
+}
+
+// grantUsable checks g, granted for c's batch from start, against the
+// store's epoch before anything is sent under it. False means nothing may
+// be: the grant is abandoned, dispatch paused, and c waits (lost data) or
+// is runnable again, to be dispatched when the pause ends.
+func (s *Server) grantUsable(ctx context.Context, c *controller, g lease.Grant, start time.Time) bool {
+	sh := c.sh
 	if g.Fresh {
 		// A fresh fence is a new controller, or a store that lost its data
 		// (a restart): then other parsers may still work under leases the
@@ -84,7 +99,7 @@ func (s *Server) acquire(ctx context.Context, c *controller, p *pool, keepFor ti
 	if lostData {
 		s.forgetGrants()
 		s.abandonLease(c.id, g.Token)
-		return
+		return false
 	}
 	if !inPause && !g.EpochStart.IsZero() {
 		// The store's epoch began less than a lease ago (a restart, a
@@ -103,7 +118,7 @@ func (s *Server) acquire(ctx context.Context, c *controller, p *pool, keepFor ti
 		c.notSent()
 		s.makeRunnableLocked(c) // dispatched when the pause ends
 		sh.mu.Unlock()
-		return
+		return false
 	}
-	s.assign(c, p, g, start, s.cfg.TTL, keepFor, batch)
+	return true
 }

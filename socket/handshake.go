@@ -20,72 +20,12 @@ import (
 //go:noinline
 func (s *Server) greet(ctx context.Context, conn net.Conn, lines, lean bool) (*session, *egp.Reader, *egp.LineReader, *connLog) {
 	log := &connLog{base: s.log, conn: conn} // built when it logs: most connections never do
-	s.mu.Lock()
-	s.greeting[conn] = struct{}{}
-	stopping := s.stopping.Load()
-	s.mu.Unlock()
-	// Over TLS the read of the HELLO runs the handshake, which writes
-	// too: both are bounded.
-	conn.SetDeadline(time.Now().Add(s.cfg.HelloTimeout))
-	if stopping {
-		conn.SetReadDeadline(time.Now())
-	}
-	var (
-		er    *egp.Reader
-		lr    *egp.LineReader
-		hello egp.Hello
-		err   error
-	)
-	if lines {
-		if lean {
-			lr = egp.NewPooledLineReader(conn, s.cfg.MaxFrame, s.readBufs)
-		} else {
-			lr = egp.NewLineReader(conn, s.cfg.MaxFrame)
-		}
-		var line []byte
-		if line, err = lr.ReadLine(); err == nil {
-			hello.Version = egp.Version
-			hello.ID, hello.Token, err = egp.ParseLinesHello(line)
-		}
-	} else {
-		if lean {
-			er = egp.NewPooledReader(conn, uint32(s.cfg.MaxFrame), s.readBufs)
-		} else {
-			er = egp.NewReader(conn, uint32(s.cfg.MaxFrame), readBufSize)
-		}
-		hello, err = readHello(er)
-	}
-	s.mu.Lock()
-	delete(s.greeting, conn)
-	stopping = s.stopping.Load()
-	s.mu.Unlock()
-	if err != nil && stopping {
-		rejectConn(conn, lines, egp.CodeShuttingDown, "the appliance is stopping")
-		return nil, nil, nil, nil
-	}
+	er, lr, hello, err := s.readHelloOn(conn, lines, lean)
 	if err != nil {
-		code := egp.ErrorCode(err)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			code, err = egp.CodeHelloTimeout, errors.New("no HELLO within devices.hello_timeout")
-		} else if isEOF(err) {
-			conn.Close()
-			return nil, nil, nil, nil
-		}
-		s.stats.protoError(code)
-		log.get().Info("socket: device refused before HELLO", "code", code, "err", err)
-		rejectConn(conn, lines, code, err.Error())
+		s.refuseHello(conn, lines, err, log)
 		return nil, nil, nil, nil
 	}
-	if t := s.tokens.Load(); t != nil && !t.check(hello.ID, hello.Token) {
-		s.stats.protoError(egp.CodeAuth)
-		log.get().Info("socket: device refused: wrong token", "controller", hello.ID)
-		rejectConn(conn, lines, egp.CodeAuth, "token refused for controller "+hello.ID)
-		return nil, nil, nil, nil
-	}
-	if s.cfg.CertIDs && !certNames(conn, hello.ID) {
-		s.stats.protoError(egp.CodeAuth)
-		log.get().Info("socket: device refused: its certificate does not name the controller", "controller", hello.ID)
-		rejectConn(conn, lines, egp.CodeAuth, "the device certificate does not name controller "+hello.ID)
+	if !s.authorized(conn, lines, hello, log) {
 		return nil, nil, nil, nil
 	}
 	conn.SetDeadline(time.Time{})
@@ -112,8 +52,100 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, lean bool) (*s
 		rejectConn(conn, lines, code, err.Error())
 		return nil, nil, nil, nil
 	}
-	sess.welcomed = lastSeq
+	sess.sendWelcome(lastSeq)
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		log.get().Debug("socket: session opened", "persistent", sess.persistent, "last_seq", lastSeq)
+	}
+	return sess, er, lr, log
+}
+
+// readHelloOn reads the HELLO on conn within HelloTimeout, with the reader
+// the connection keeps (a lean one reads with lent buffers). When the
+// appliance stops meanwhile, an error is errStopping.
+func (s *Server) readHelloOn(conn net.Conn, lines, lean bool) (er *egp.Reader, lr *egp.LineReader, hello egp.Hello, err error) {
+	s.mu.Lock()
+	s.greeting[conn] = struct{}{}
+	stopping := s.stopping.Load()
+	s.mu.Unlock()
+	// Over TLS the read of the HELLO runs the handshake, which writes
+	// too: both are bounded.
+	conn.SetDeadline(time.Now().Add(s.cfg.HelloTimeout))
+	if stopping {
+		conn.SetReadDeadline(time.Now())
+	}
 	if lines {
+		if lean {
+			lr = egp.NewPooledLineReader(conn, s.cfg.MaxFrame, s.readBufs)
+		} else {
+			lr = egp.NewLineReader(conn, s.cfg.MaxFrame)
+		}
+		var line []byte
+		if line, err = lr.ReadLine(); err == nil {
+			hello.Version = egp.Version
+			hello.ID, hello.Token, err = egp.ParseLinesHello(line)
+		}
+	} else {
+		if lean {
+			er = egp.NewPooledReader(conn, uint32(s.cfg.MaxFrame), s.readBufs)
+		} else {
+			er = egp.NewReader(conn, uint32(s.cfg.MaxFrame), readBufSize)
+		}
+		hello, err = readHello(er)
+	}
+	s.mu.Lock()
+	delete(s.greeting, conn)
+	stopping = s.stopping.Load()
+	s.mu.Unlock()
+	if err != nil && stopping {
+		err = errStopping
+	}
+	return er, lr, hello, err
+}
+
+// refuseHello answers a connection whose HELLO did not come (err) with
+// ERROR and closes it; a device that closed gets no answer.
+func (s *Server) refuseHello(conn net.Conn, lines bool, err error, log *connLog) {
+	code := egp.ErrorCode(err)
+	switch {
+	case errors.Is(err, errStopping):
+		rejectConn(conn, lines, egp.CodeShuttingDown, err.Error())
+		return
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		code, err = egp.CodeHelloTimeout, errors.New("no HELLO within devices.hello_timeout")
+	case isEOF(err):
+		conn.Close()
+		return
+	}
+	s.stats.protoError(code)
+	log.get().Info("socket: device refused before HELLO", "code", code, "err", err)
+	rejectConn(conn, lines, code, err.Error())
+}
+
+// authorized reports whether hello may open its controller's session: its
+// token, and with CertIDs the device's certificate, name the controller.
+// A device that may not is answered ERROR auth and closed.
+func (s *Server) authorized(conn net.Conn, lines bool, hello egp.Hello, log *connLog) bool {
+	if t := s.tokens.Load(); t != nil && !t.check(hello.ID, hello.Token) {
+		s.stats.protoError(egp.CodeAuth)
+		log.get().Info("socket: device refused: wrong token", "controller", hello.ID)
+		rejectConn(conn, lines, egp.CodeAuth, "token refused for controller "+hello.ID)
+		return false
+	}
+	if s.cfg.CertIDs && !certNames(conn, hello.ID) {
+		s.stats.protoError(egp.CodeAuth)
+		log.get().Info("socket: device refused: its certificate does not name the controller", "controller", hello.ID)
+		rejectConn(conn, lines, egp.CodeAuth, "the device certificate does not name controller "+hello.ID)
+		return false
+	}
+	return true
+}
+
+// sendWelcome queues the WELCOME, reporting lastSeq, and starts the
+// session's writer.
+func (sess *session) sendWelcome(lastSeq uint64) {
+	s := sess.s
+	sess.welcomed = lastSeq
+	if sess.lines {
 		sess.wbuf = egp.AppendLinesWelcome(sess.wbuf, lastSeq)
 	} else {
 		ack := egp.AckProcessed
@@ -125,11 +157,7 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, lean bool) (*s
 		})
 	}
 	sess.wmu.Lock()
-	sess.unlockAndWrite() // the WELCOME
-	if s.log.Enabled(ctx, slog.LevelDebug) {
-		log.get().Debug("socket: session opened", "persistent", sess.persistent, "last_seq", lastSeq)
-	}
-	return sess, er, lr, log
+	sess.unlockAndWrite()
 }
 
 func readHello(r *egp.Reader) (egp.Hello, error) {
@@ -180,10 +208,7 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 	s.mu.Unlock()
 	c := s.controllerLocked(sh, sess.id)
 	if old := c.sess; old != nil {
-		s.stats.takeovers.Add(1)
-		s.log.Info("socket: session taken over by a newer one", "controller", sess.id,
-			"old", old.conn.RemoteAddr().String(), "new", sess.conn.RemoteAddr().String())
-		s.closeSessionLocked(old, egp.CodeTakenOver, "a newer session for this controller exists")
+		s.takeOverLocked(old, "on this socket", "old", old.conn.RemoteAddr().String(), "new", sess.conn.RemoteAddr().String())
 		// Closing the old session may have forgotten an idle controller.
 		c = s.controllerLocked(sh, sess.id)
 	}

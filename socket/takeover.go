@@ -22,8 +22,17 @@ func (s *Server) onSession(m *nats.Msg) {
 	if c == nil || c.sess == nil || !c.sess.opened.Before(at) {
 		return
 	}
+	s.takeOverLocked(c.sess, "on another appliance", "old", c.sess.conn.RemoteAddr().String())
+}
+
+// takeOverLocked closes old, replaced by a newer session of its
+// controller, with ERROR taken over; where says where the newer one was
+// found, attrs are logged with it. There are three ways to find one: a
+// HELLO on this socket (open), another socket's announcement (onSession),
+// and the store refusing an acquire for old (acquire), which holds even
+// when the announcement was lost.
+func (s *Server) takeOverLocked(old *session, where string, attrs ...any) {
 	s.stats.takeovers.Add(1)
-	s.log.Info("socket: session taken over by a newer one on another appliance", "controller", id,
-		"old", c.sess.conn.RemoteAddr().String())
-	s.closeSessionLocked(c.sess, egp.CodeTakenOver, "a newer session for this controller exists")
+	s.log.Info("socket: session taken over by a newer one "+where, append([]any{"controller", old.id}, attrs...)...)
+	s.closeSessionLocked(old, egp.CodeTakenOver, errTakenOver.Error())
 }
