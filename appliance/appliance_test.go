@@ -185,7 +185,7 @@ func testEndToEnd(t *testing.T, lean bool) {
 func TestExclusiveUnderContention(t *testing.T) {
 	const controllers, messages = 4, 60
 	j := newJournal(parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // the slow handler's work
 		return nil
 	}))
 	cfg := testConfig(t, "excl")

@@ -21,6 +21,7 @@ import (
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/internal/wait"
 )
 
 // The tests of this file are attacks by a host on the device LAN against
@@ -142,7 +143,7 @@ func TestAttackSeqJump(t *testing.T) {
 	c.Close()
 	// The done record says 1, once recorded, and never 2^64−1.
 	var last uint64
-	eventually(t, 10*time.Second, "the done record of seq 1", func() bool {
+	wait.True(t, 10*time.Second, "the done record of seq 1", func() bool {
 		c, _, w := session(egp.FlagPersistentSeq)
 		c.Close()
 		last = w.LastSeq
@@ -323,7 +324,7 @@ func TestAttackPingFlood(t *testing.T) {
 		sent <- n
 	}()
 	n := -1
-	eventually(t, 30*time.Second, "the flood sent, or the device's reader stopped", func() bool {
+	wait.True(t, 30*time.Second, "the flood sent, or the device's reader stopped", func() bool {
 		select {
 		case n = <-sent:
 			return true

@@ -11,6 +11,7 @@ import (
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/lease"
 	"github.com/edgegate/edgegate/parser"
 )
@@ -46,7 +47,7 @@ func startClusterRedis(t *testing.T, n int, j *journal, mutate func(i int, cfg *
 	// Wait until every appliance sees every parser pool (routes are up and
 	// the announcements crossed them).
 	for _, a := range apps {
-		eventually(t, 15*time.Second, "parser pools visible across the cluster", func() bool {
+		wait.True(t, 15*time.Second, "parser pools visible across the cluster", func() bool {
 			return a.SocketStats().Pools == n
 		})
 	}
@@ -60,7 +61,7 @@ func startClusterRedis(t *testing.T, n int, j *journal, mutate func(i int, cfg *
 func TestClusterSharedRedis(t *testing.T) {
 	const controllers, messages = 12, 150
 	j := newJournal(parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
-		time.Sleep(200 * time.Microsecond)
+		time.Sleep(200 * time.Microsecond) // the handler's work: node-0's one worker stays busy
 		return nil
 	}))
 	apps := startCluster(t, 3, j, func(i int, cfg *appliance.Config) {
@@ -131,7 +132,7 @@ func TestClusterTakeover(t *testing.T) {
 	// The done record follows the last ACKs by a Redis round trip (their
 	// statuses went ahead of the keep that records it).
 	store := lease.NewRedis(redis.Client(), "", 0)
-	eventually(t, 10*time.Second, "done 50 recorded", func() bool {
+	wait.True(t, 10*time.Second, "done 50 recorded", func() bool {
 		d, err := store.Done(ctx, "mover")
 		return err == nil && d == 50
 	})
@@ -139,7 +140,7 @@ func TestClusterTakeover(t *testing.T) {
 	if w := c2.Welcome(); w.LastSeq != 50 {
 		t.Fatalf("WELCOME last_seq %d on the other appliance, want 50 (from Redis)", w.LastSeq)
 	}
-	eventually(t, 10*time.Second, "the old session taken over", func() bool { return apps[0].SocketStats().Takeovers == 1 })
+	wait.True(t, 10*time.Second, "the old session taken over", func() bool { return apps[0].SocketStats().Takeovers == 1 })
 	if _, err := c1.Send(ctx, []byte("late")); err == nil {
 		if err := c1.Flush(ctx); err == nil {
 			t.Fatalf("the old session still works after the takeover")
@@ -195,7 +196,7 @@ func spread(apps []*appliance.Appliance) func(i int) []string {
 func TestRedisRestartMidStream(t *testing.T) {
 	const devices, messages = 9, 300
 	j := newJournal(parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
-		time.Sleep(300 * time.Microsecond)
+		time.Sleep(300 * time.Microsecond) // the handler's work: batches are in flight at the restart
 		return nil
 	}))
 	apps, redis := startClusterRedis(t, 3, j, nil)
@@ -241,7 +242,8 @@ func TestRedisUnreachable(t *testing.T) {
 	streamAll(t, apps, spread(apps), devices, messages, func() {
 		px.Block()
 		// Two leases without Redis: parsers lose their leases (no heartbeat
-		// confirmed), sockets can neither acquire nor judge.
+		// confirmed), sockets can neither acquire nor judge. The outage's
+		// length is the scenario, not a wait for something.
 		time.Sleep(2 * testConfig(t, "x").Lease.TTL)
 		px.Unblock()
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/parser"
 )
 
@@ -374,7 +375,7 @@ func testBackpressure(t *testing.T, lean bool) {
 		}
 	}
 	// The queue fills up to its limit, then reading stops.
-	eventually(t, 10*time.Second, "queue full", func() bool { return a.SocketStats().Queued == cfg.Devices.Queue })
+	wait.True(t, 10*time.Second, "queue full", func() bool { return a.SocketStats().Queued == cfg.Devices.Queue })
 	received := a.SocketStats().Received
 	if received > uint64(cfg.Devices.Queue)+1 {
 		t.Fatalf("received %d messages with a queue of %d and nothing handled: not backpressured", received, cfg.Devices.Queue)
@@ -475,7 +476,7 @@ func testShutdownClosesDevices(t *testing.T, lean bool) {
 	dev := rawConn(t, a.DeviceAddr())
 	dev.Write(append(hello("stopping-1", 0), egp.AppendData(nil, 1, []byte("in flight"))...))
 	silent := rawConn(t, a.DeviceAddr()) // never says HELLO
-	eventually(t, 10*time.Second, "the batch in flight", func() bool { return a.SocketStats().InFlight == 1 })
+	wait.True(t, 10*time.Second, "the batch in flight", func() bool { return a.SocketStats().InFlight == 1 })
 
 	start := time.Now()
 	cancel()

@@ -12,16 +12,19 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/internal/wait"
 )
 
 // dialCode dials a device and returns the ERROR code it was refused with,
@@ -56,6 +59,8 @@ func TestTokens(t *testing.T) {
 		"meter-9 sha256:"+hex.EncodeToString(sum[:])+"\n"), 0o600)
 	cfg := testConfig(t, "tokens")
 	cfg.Devices.Tokens = file
+	var logs lockedBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	a := start(t, cfg)
 	addr := []string{a.DeviceAddr()}
 	for _, tt := range []struct {
@@ -78,12 +83,14 @@ func TestTokens(t *testing.T) {
 	}
 	// Hot reload: a wildcard entry admits the stranger.
 	os.WriteFile(file, []byte("* open-sesame\n"), 0o600)
-	eventually(t, 10*time.Second, "token file reloaded", func() bool {
+	wait.True(t, 10*time.Second, "token file reloaded", func() bool {
 		return dialCode(t, device.Config{Addrs: addr, ID: "stranger", Token: []byte("open-sesame")}) == 0
 	})
 	// A broken file keeps the tokens loaded.
 	os.WriteFile(file, []byte("only-one-field\n"), 0o600)
-	time.Sleep(3 * time.Second) // two reload periods: the broken file is seen and refused
+	wait.True(t, 10*time.Second, "the broken token file refused", func() bool {
+		return strings.Contains(logs.String(), "token file refused")
+	})
 	if got := dialCode(t, device.Config{Addrs: addr, ID: "stranger", Token: []byte("open-sesame")}); got != 0 {
 		t.Errorf("after a broken token file: code %d, want the previous tokens to stay", got)
 	}
@@ -182,7 +189,7 @@ func TestFloodAndSlowloris(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The trickling connections are cut by the hello timeout.
-	eventually(t, 10*time.Second, "slowloris connections closed by the hello timeout", func() bool {
+	wait.True(t, 10*time.Second, "slowloris connections closed by the hello timeout", func() bool {
 		return a.SocketStats().ProtocolErrors[egp.CodeHelloTimeout] >= 20
 	})
 	close(stop)
@@ -194,7 +201,9 @@ func TestFloodAndSlowloris(t *testing.T) {
 
 // TestIdleTimeout: a silent session gets a PING at half the idle timeout;
 // a device that answers stays, one that does not is closed.
-func TestIdleTimeout(t *testing.T) { servings(t, testIdleTimeout) }
+func TestIdleTimeout(t *testing.T) {
+	servings(t, testIdleTimeout)
+}
 
 func testIdleTimeout(t *testing.T, lean bool) {
 	cfg := testConfig(t, "idle")

@@ -19,6 +19,7 @@ import (
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/internal/faultproxy"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/parser"
 )
 
@@ -234,18 +235,6 @@ func dialDevice(t *testing.T, cfg device.Config) *device.Client {
 	return c
 }
 
-// eventually polls cond every 10ms until it is true or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true within %v", what, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // newProxy starts a fault-injection relay to target, closed at cleanup.
 func newProxy(t *testing.T, target string) *faultproxy.Proxy {
 	t.Helper()
@@ -275,7 +264,7 @@ func readStream(t *testing.T, a *appliance.Appliance, stream string, n int) []*j
 	if err != nil {
 		t.Fatalf("stream %s: %v", stream, err)
 	}
-	eventually(t, 10*time.Second, fmt.Sprintf("stream %s holds %d messages", stream, n), func() bool {
+	wait.True(t, 10*time.Second, fmt.Sprintf("stream %s holds %d messages", stream, n), func() bool {
 		info, err := s.Info(ctx)
 		return err == nil && info.State.Msgs >= uint64(n)
 	})
@@ -288,4 +277,22 @@ func readStream(t *testing.T, a *appliance.Appliance, stream string, n int) []*j
 		out = append(out, m)
 	}
 	return out
+}
+
+// lockedBuffer collects log output from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/lease"
 )
 
@@ -54,7 +55,7 @@ func TestLeaseKeptAcrossBatches(t *testing.T) {
 	// Quiet now: the socket gives the lease back, and the done record
 	// covers every message.
 	var ls lease.State
-	eventually(t, 10*time.Second, "the idle controller's lease released", func() bool {
+	wait.True(t, 10*time.Second, "the idle controller's lease released", func() bool {
 		var err error
 		ls, err = store.Inspect(ctx, id)
 		return err == nil && !ls.Locked
@@ -122,7 +123,7 @@ func testHeldLeaseFollowsDevice(t *testing.T, socketCutOff bool) {
 		peers = append(peers, a.ClusterAddr())
 	}
 	for _, a := range apps {
-		eventually(t, 15*time.Second, "hold-1's parser pool visible", func() bool { return a.SocketStats().Pools == 1 })
+		wait.True(t, 15*time.Second, "hold-1's parser pool visible", func() bool { return a.SocketStats().Pools == 1 })
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

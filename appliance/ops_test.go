@@ -8,12 +8,12 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
+	"github.com/edgegate/edgegate/internal/wait"
 )
 
 // TestSystemdNotify: with a NOTIFY_SOCKET the appliance says READY=1 once
@@ -127,7 +127,7 @@ func TestHTTPEndpoints(t *testing.T) {
 // TestReload: a reloaded configuration changes the log level live; a bad
 // one is refused and the running configuration stays.
 func TestReload(t *testing.T) {
-	var logs lockedBuf
+	var logs lockedBuffer
 	lv := new(slog.LevelVar)
 	cfg := testConfig(t, "reload")
 	cfg.LogLevel = lv
@@ -139,31 +139,14 @@ func TestReload(t *testing.T) {
 	bad := cfg
 	bad.Devices.Ack = "sometimes"
 	reload <- bad
-	eventually(t, 5*time.Second, "bad reload refused", func() bool { return strings.Contains(logs.String(), "reload refused") })
+	wait.True(t, 5*time.Second, "bad reload refused", func() bool { return strings.Contains(logs.String(), "reload refused") })
 
 	next := cfg
 	next.Log.Level = "debug"
 	next.Parser.Batch = 7
 	reload <- next
-	eventually(t, 5*time.Second, "log level applied", func() bool { return lv.Level() == slog.LevelDebug })
-	eventually(t, 5*time.Second, "restart-only change named", func() bool {
+	wait.True(t, 5*time.Second, "log level applied", func() bool { return lv.Level() == slog.LevelDebug })
+	wait.True(t, 5*time.Second, "restart-only change named", func() bool {
 		return strings.Contains(logs.String(), "take effect at the next restart") && strings.Contains(logs.String(), "section=parser")
 	})
-}
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/edgegate/edgegate/egp"
 	"github.com/edgegate/edgegate/internal/faultproxy"
 	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/parser"
 )
 
@@ -204,7 +205,7 @@ func TestSeqResetAcrossACutRoute(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "the old session's backlog in progress", func() bool {
+	wait.True(t, 10*time.Second, "the old session's backlog in progress", func() bool {
 		return len(j.succeeded("resetter")) >= 5
 	})
 	route.Block()
@@ -269,7 +270,7 @@ func TestRedisRestartThenANewAppliance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "x running on a", func() bool { return len(j.callsOf("x", false)) >= 2 })
+	wait.True(t, 10*time.Second, "x running on a", func() bool { return len(j.callsOf("x", false)) >= 2 })
 	redis.Restart()
 	b := start(t, mk("b"))
 	nw := dialDevice(t, device.Config{Addrs: []string{b.DeviceAddr()}, ID: "x", Reconnect: true})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/internal/wait"
 )
 
 // get returns the status and body of an HTTP GET.
@@ -38,7 +39,7 @@ func TestReadyzFollowsTheLeaseStore(t *testing.T) {
 	base := "http://" + a.HTTPAddr()
 	waitStatus := func(want int, body string) {
 		t.Helper()
-		eventually(t, 15*time.Second, "/readyz answers "+http.StatusText(want), func() bool {
+		wait.True(t, 15*time.Second, "/readyz answers "+http.StatusText(want), func() bool {
 			code, b := get(t, base+"/readyz")
 			return code == want && strings.Contains(b, body)
 		})

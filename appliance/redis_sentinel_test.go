@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/lease"
 	"github.com/edgegate/edgegate/parser"
 )
@@ -74,7 +75,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, 30*time.Second, "a third of the messages acknowledged", func() bool {
+	wait.True(t, 30*time.Second, "a third of the messages acknowledged", func() bool {
 		return a.SocketStats().Acked >= controllers*messages/3
 	})
 	before := a.SocketStats()
@@ -93,7 +94,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	}
 	// The check loop reads the run_id every check interval, with traffic
 	// or without.
-	eventually(t, 10*cfg.Lease.CheckInterval, "a dispatch pause after the failover", func() bool {
+	wait.True(t, 10*cfg.Lease.CheckInterval, "a dispatch pause after the failover", func() bool {
 		return a.SocketStats().Pauses > before.Pauses
 	})
 
@@ -119,7 +120,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 		if n, err := master.Exists(ctx, store.Keys(id)[0]).Result(); err != nil || n != 1 {
 			t.Errorf("%s: fence counter on the new master %s: exists %d, %v", id, rs.Master.Addr(), n, err)
 		}
-		eventually(t, 10*time.Second, id+": done "+fmt.Sprint(messages)+" on the new master", func() bool {
+		wait.True(t, 10*time.Second, id+": done "+fmt.Sprint(messages)+" on the new master", func() bool {
 			d, err := store.Done(ctx, id)
 			return err == nil && d == messages
 		})

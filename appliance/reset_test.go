@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/parser"
 )
 
@@ -48,7 +49,7 @@ func TestSeqResetWhileBatchInFlight(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			eventually(t, 10*time.Second, "old-5 being handled", func() bool { return len(j.callsOf(id, false)) >= 5 })
+			wait.True(t, 10*time.Second, "old-5 being handled", func() bool { return len(j.callsOf(id, false)) >= 5 })
 			// The device reboots: a new session with its seq reset takes
 			// the old one over while old-5's batch is held up.
 			c2 := dialDevice(t, device.Config{Addrs: []string{a.DeviceAddr()}, ID: id, PersistentSeq: true, ResetSeq: true})

@@ -1,15 +1,14 @@
 package appliance_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/embed"
 	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/parser"
 )
 
@@ -98,24 +98,6 @@ func TestNATSClientAuth(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects log output from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestRoutesAuthAndTLS: appliances with route credentials and mutual TLS
 // form a cluster; a NATS server with the right TLS certificate but the
 // wrong route password, and one without TLS, are kept out.
@@ -163,17 +145,18 @@ func TestRoutesAuthAndTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The intruder's route attempt is refused: it logs why.
-		eventually(t, 10*time.Second, name+": the intruder's route refused", func() bool {
+		wait.True(t, 10*time.Second, name+": the intruder's route refused", func() bool {
 			return strings.Contains(strings.ToLower(logs.String()), tt.log)
 		})
 		// A refused route may still be counted for a moment while it is
 		// torn down; an accepted one stays.
-		deadline := time.Now().Add(5 * time.Second)
-		for intruder.NATS().NumRoutes() != 0 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := intruder.NATS().NumRoutes(); n != 0 {
-			t.Errorf("%s: the intruder has %d routes", name, n)
+		if err := wait.Until(5*time.Second, func() error {
+			if n := intruder.NATS().NumRoutes(); n != 0 {
+				return fmt.Errorf("%s: the intruder has %d routes", name, n)
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
 		}
 		intruder.Shutdown()
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/parser"
 )
 
@@ -115,7 +116,7 @@ func pageAppliance(t *testing.T) (base string) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "/status.json shows the traffic, its latency, the dead letter and the stuck controller", func() bool {
+	wait.True(t, 10*time.Second, "/status.json shows the traffic, its latency, the dead letter and the stuck controller", func() bool {
 		st := readStatus(t, base)
 		rated := false
 		for _, s := range st.Samples {
@@ -188,7 +189,7 @@ func TestStatusJSONCluster(t *testing.T) {
 	})
 	base := "http://" + apps[0].HTTPAddr()
 	var st pageStatus
-	eventually(t, 10*time.Second, "both appliances on node-0's page", func() bool {
+	wait.True(t, 10*time.Second, "both appliances on node-0's page", func() bool {
 		st = readStatus(t, base)
 		return len(st.Appliances) == 2
 	})

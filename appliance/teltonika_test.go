@@ -22,6 +22,7 @@ import (
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/device"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/lease"
 	"github.com/edgegate/edgegate/parser"
 	"github.com/edgegate/edgegate/teltonika"
@@ -225,7 +226,7 @@ func TestTeltonikaEndToEnd(t *testing.T) {
 		apps = append(apps, start(t, cfg))
 	}
 	for _, a := range apps {
-		eventually(t, 15*time.Second, "parser pools visible across the cluster", func() bool { return a.SocketStats().Pools == 2 })
+		wait.True(t, 15*time.Second, "parser pools visible across the cluster", func() bool { return a.SocketStats().Pools == 2 })
 	}
 	addr := func(i int) string { return apps[i%2].TeltonikaAddr() }
 	nc, err := apps[0].Connect("test-teltonika")
@@ -565,7 +566,7 @@ func TestTeltonikaLimits(t *testing.T) {
 	if err := closed(rawConn(t, a.TeltonikaAddr()), 5*time.Second); err != nil {
 		t.Fatalf("no IMEI: %v", err)
 	}
-	eventually(t, 5*time.Second, "the connection without an IMEI gone", func() bool { return a.SocketStats().Connections == 0 })
+	wait.True(t, 5*time.Second, "the connection without an IMEI gone", func() bool { return a.SocketStats().Connections == 0 })
 	if st := a.SocketStats().Teltonika; st.BadHandshakes != 1 {
 		t.Errorf("%d bad handshakes counted, want 1", st.BadHandshakes)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/embed"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/lease"
 	"github.com/edgegate/edgegate/parser"
 )
@@ -510,7 +511,7 @@ func TestAttackClockOverNATS(t *testing.T) {
 	}
 	// The sniffer's copies come on a connection of their own, maybe after
 	// the ACKs.
-	eventually(t, 10*time.Second, "assignments seen on NATS", func() bool {
+	wait.True(t, 10*time.Second, "assignments seen on NATS", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(clocks) > 0
@@ -581,7 +582,7 @@ func TestAttackRoutes(t *testing.T) {
 	}
 	defer rogue.Shutdown()
 	joined := func() bool { return rogue.NATS().NumRoutes() > 0 }
-	eventually(t, 10*time.Second, "the rogue's route joined or refused", func() bool {
+	wait.True(t, 10*time.Second, "the rogue's route joined or refused", func() bool {
 		return joined() || strings.Contains(strings.ToLower(logs.String()), "authorization violation")
 	})
 	if joined() {
@@ -632,7 +633,7 @@ func TestAttackReadyFlood(t *testing.T) {
 		}
 		defer nc.Close()
 		flood(nc, 3000, "inside-")
-		eventually(t, 10*time.Second, "pools beyond the table's bound ignored", func() bool { return a.SocketStats().PoolsIgnored > 0 })
+		wait.True(t, 10*time.Second, "pools beyond the table's bound ignored", func() bool { return a.SocketStats().PoolsIgnored > 0 })
 		if n := a.SocketStats().Pools; n > 1024 {
 			t.Errorf("the socket knows %d pools, want at most 1024", n)
 		}
