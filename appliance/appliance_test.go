@@ -355,6 +355,9 @@ func TestHandlerErrors(t *testing.T) {
 // TestTwoAppliancesInOneProcess runs two independent appliances side by
 // side: nothing is shared between them.
 func TestTwoAppliancesInOneProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: two appliances")
+	}
 	var apps [2]*appliance.Appliance
 	var journals [2]*journal
 	for i := range apps {

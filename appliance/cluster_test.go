@@ -59,6 +59,9 @@ func startClusterRedis(t *testing.T, n int, j *journal, mutate func(i int, cfg *
 // controller never overlap across appliances, and the busy appliance's
 // controllers spill to the parsers of the others.
 func TestClusterSharedRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a cluster of appliances")
+	}
 	const controllers, messages = 12, 150
 	j := newJournal(parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
 		time.Sleep(200 * time.Microsecond) // the handler's work: node-0's one worker stays busy
@@ -121,6 +124,9 @@ func TestClusterSharedRedis(t *testing.T) {
 // session over there; the old appliance closes the old session with ERROR
 // taken over, and nothing is lost or reordered.
 func TestClusterTakeover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a cluster of appliances")
+	}
 	j := newJournal(nil)
 	apps, redis := startClusterRedis(t, 2, j, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -194,6 +200,9 @@ func spread(apps []*appliance.Appliance) func(i int) []string {
 // dispatch for a lease, so that no controller is ever handled by two
 // parsers at once; everything completes.
 func TestRedisRestartMidStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a cluster of appliances and a Redis restart")
+	}
 	const devices, messages = 9, 300
 	j := newJournal(parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
 		time.Sleep(300 * time.Microsecond) // the handler's work: batches are in flight at the restart
@@ -222,6 +231,9 @@ func TestRedisRestartMidStream(t *testing.T) {
 // devices stream. Nothing is unlocked on the errors, intake backs up, and
 // everything completes in order once Redis is back.
 func TestRedisUnreachable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a cluster of appliances and a Redis outage")
+	}
 	const devices, messages = 6, 200
 	j := newJournal(nil)
 	redis := redistest.Start(t)

@@ -137,6 +137,9 @@ func testBadInput(t *testing.T, lean bool) {
 // is handled, in order; with a persistent seq the duplicates of the batch
 // in flight are suppressed by the done record.
 func TestReconnectAndTakeover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
 	for _, persistent := range []bool{true, false} {
 		t.Run(fmt.Sprintf("persistent=%v", persistent), func(t *testing.T) {
 			servings(t, func(t *testing.T, lean bool) { testReconnect(t, persistent, lean) })

@@ -50,6 +50,9 @@ func dialCode(t *testing.T, cfg device.Config) egp.Code {
 // token (exact, prefix or wildcard entry; plain or sha256); a wrong one is
 // ERROR auth; the file is re-read when it changes.
 func TestTokens(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: two reload periods of the token file")
+	}
 	file := filepath.Join(t.TempDir(), "tokens")
 	sum := sha256.Sum256([]byte("hashed-secret"))
 	os.WriteFile(file, []byte("# test tokens\n"+
@@ -202,6 +205,9 @@ func TestFloodAndSlowloris(t *testing.T) {
 // TestIdleTimeout: a silent session gets a PING at half the idle timeout;
 // a device that answers stays, one that does not is closed.
 func TestIdleTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: idle timeouts of seconds")
+	}
 	servings(t, testIdleTimeout)
 }
 

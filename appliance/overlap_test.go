@@ -175,6 +175,9 @@ func TestHalfCloseStillAcked(t *testing.T) {
 // enforces it: A's old session can no longer dispatch or move the done
 // record, and every message of the new session B acknowledged was handled.
 func TestSeqResetAcrossACutRoute(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a cluster of appliances")
+	}
 	slow := parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
 		if strings.HasPrefix(string(m.Payload), "old") {
 			select {
@@ -242,6 +245,9 @@ func TestSeqResetAcrossACutRoute(t *testing.T) {
 // never saw the old epoch) and x's device moves to it. B must not run x
 // while A's worker may still: it waits a lease from the epoch's start.
 func TestRedisRestartThenANewAppliance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a cluster of appliances and a Redis restart")
+	}
 	slow := parser.HandlerFunc(func(ctx context.Context, m *parser.Message) error {
 		select {
 		case <-ctx.Done():

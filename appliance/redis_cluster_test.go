@@ -19,6 +19,9 @@ import (
 // restarted, so dispatch never pauses (a socket pauses for a lease
 // whenever the store's epoch changes).
 func TestRedisClusterLeaseStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a Redis Cluster")
+	}
 	const controllers, messages = 20, 200
 	rc := redistest.StartCluster(t, 3)
 	// 2ms a message: 4000 messages on 8 workers take a second or more,

@@ -22,6 +22,9 @@ import (
 // in order and acknowledged in order, no controller's calls overlap, and
 // the controllers' lease records are on the new master.
 func TestRedisSentinelFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a Redis Sentinel failover")
+	}
 	const controllers, messages = 20, 300
 	rs := redistest.StartSentinel(t, "m")
 	// 2ms a message: 6000 messages on 8 workers take 1.5s or more, so

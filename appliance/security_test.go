@@ -102,6 +102,9 @@ func TestNATSClientAuth(t *testing.T) {
 // form a cluster; a NATS server with the right TLS certificate but the
 // wrong route password, and one without TLS, are kept out.
 func TestRoutesAuthAndTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a cluster of appliances")
+	}
 	dir := t.TempDir()
 	ca, caKey := newCA(t)
 	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", ca.Raw)

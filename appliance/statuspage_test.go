@@ -131,6 +131,9 @@ func pageAppliance(t *testing.T) (base string) {
 // lease store, the traffic per second and the dead letters; / serves the
 // page and /ui/ its files, from the binary, under a strict CSP.
 func TestStatusJSON(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: seconds of traffic for the per-second samples")
+	}
 	base := pageAppliance(t)
 	st := readStatus(t, base)
 	if st.Appliance != "gw-status" || !st.Ready {
@@ -183,6 +186,9 @@ func TestStatusJSON(t *testing.T) {
 // TestStatusJSONCluster: the page of one appliance shows its peers'
 // parser pools and sockets, as `edgegate status` does.
 func TestStatusJSONCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a cluster of appliances")
+	}
 	j := newJournal(nil)
 	apps := startCluster(t, 2, j, func(i int, cfg *appliance.Config) {
 		cfg.HTTP.Listen = "127.0.0.1:0"
@@ -272,6 +278,9 @@ func artifactDir(t *testing.T) string {
 // without an error or a console message, and the DOM they built shows the
 // appliance, its figures and the chart. The screenshot is kept.
 func TestStatusPageInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: seconds of traffic and a browser")
+	}
 	bin := chromium(t)
 	base := pageAppliance(t)
 

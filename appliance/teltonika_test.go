@@ -202,6 +202,9 @@ func loopbackAddrs(t *testing.T, k int) []string {
 // stream holds every record exactly once, in wire order per IMEI, its
 // body the record's JSON: no duplicate from the resends.
 func TestTeltonikaEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
 	const (
 		plain   = 4  // devices that only send
 		packets = 12 // per device
@@ -549,6 +552,9 @@ func TestTeltonikaConfig(t *testing.T) {
 // device's keep-alives keep it open), and one beyond
 // devices.max_per_ip is closed at once.
 func TestTeltonikaLimits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
 	imeis := []string{"356307042441013", "356307042441014"}
 	cfg := teltonikaConfig(t, "telt-limits", imeis)
 	cfg.Devices.HelloTimeout = 300 * time.Millisecond

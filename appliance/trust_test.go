@@ -110,6 +110,9 @@ func stays(d time.Duration, cond func() bool) bool {
 // and a client (here without any credentials) can read the streams but
 // not purge, delete, reconfigure or write them: intake goes on.
 func TestAttackClientPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
 	t.Run("defaults", func(t *testing.T) {
 		host, _, err := net.SplitHostPort(appliance.DefaultConfig().NATS.Listen)
 		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
@@ -271,6 +274,9 @@ func TestAttackClientPort(t *testing.T) {
 // configured login (nats.user) and through a push consumer that delivers
 // a record to the ready subject.
 func TestAttackForgedPool(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
 	cfg := trustConfig(t, "pool-victim")
 	cfg.NATS.User, cfg.NATS.Password = "consumer", "s3cret-pass"
 	a := start(t, cfg)
@@ -379,6 +385,9 @@ func TestAttackForgedPool(t *testing.T) {
 // finished, the controller's next message does not run beside it, and
 // every message is handled once, in order.
 func TestAttackForgedOutcome(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
 	for _, via := range []string{"client", "inside"} {
 		t.Run(via, func(t *testing.T) {
 			const id = "victim"
@@ -606,6 +615,9 @@ func TestAttackRoutes(t *testing.T) {
 // reach the socket; from inside, the socket's pool table stays bounded and
 // the appliance keeps working.
 func TestAttackReadyFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: 100,000 announcements")
+	}
 	flood := func(nc *nats.Conn, n int, prefix string) {
 		for i := 0; i < n; i++ {
 			id := prefix + strconv.Itoa(i)
