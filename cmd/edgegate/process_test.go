@@ -25,6 +25,7 @@ import (
 
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/internal/wait"
 )
 
 // The multi-process tests run the real edgegate binary. Their handler is an
@@ -39,37 +40,90 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// journalChild is an exec handler child (docs/exec.md) that journals
-// "S|E controller seq fence ppid unix_ns" lines and publishes the seq.
+// journalChild is an exec handler child (docs/exec.md) that journals one
+// line per event, each with one append, so that the lines of concurrent
+// children never mix:
+//
+//	S <controller> <token> <seq> <fence> <ppid> <pid> <unix_ns>   a handling starts
+//	W <controller> <token> <seq> <fence> <ppid> <pid> <unix_ns>   it still runs (every 10 ms of work)
+//	E <controller> <token> <seq> <fence> <ppid> <pid> <unix_ns>   it ended, done
+//	P <controller> <token> <seq> <fence> <ppid> <pid> <unix_ns>   it ended, refused as bad
+//
+// ppid is the appliance, pid the child. The token is the payload (a space
+// becomes '_', an empty payload "-"): the fault suite's devices send a
+// unique token per message, so that a message is known by it and not by a
+// seq that repeats across sessions. The reply is the token itself, so the
+// record in EDGEGATE_PARSED names its message. A token ending in "/bad" is
+// refused (status 3: dead-lettered after parser.attempts); one ending in
+// "/slow" takes 50 ms and one in "/busy" 20 ms instead of 200 µs, so that
+// a pause can catch a child mid-message and a batch outlives what happens
+// around it.
 func journalChild(path string) int {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return 1
 	}
 	in, out := bufio.NewReader(os.Stdin), bufio.NewWriter(os.Stdout)
-	ppid := os.Getppid()
+	ppid, pid := os.Getppid(), os.Getpid()
+	var line []byte
 	for {
 		var hdr [4]byte
 		if _, err := io.ReadFull(in, hdr[:]); err != nil {
 			return 0
 		}
 		req := make([]byte, binary.BigEndian.Uint32(hdr[:]))
-		if _, err := io.ReadFull(in, req); err != nil {
+		if _, err := io.ReadFull(in, req); err != nil || len(req) < 1+int(req[0])+26 {
 			return 1
 		}
 		id := string(req[1 : 1+int(req[0])])
 		rest := req[1+int(req[0]):]
 		seq, fence := binary.BigEndian.Uint64(rest[0:8]), binary.BigEndian.Uint64(rest[8:16])
-		fmt.Fprintf(f, "S %s %d %d %d %d\n", id, seq, fence, ppid, time.Now().UnixNano())
-		time.Sleep(200 * time.Microsecond) // some work
-		fmt.Fprintf(f, "E %s %d %d %d %d\n", id, seq, fence, ppid, time.Now().UnixNano())
-		body := fmt.Sprintf("%d", seq) // done: the record is the seq
+		token := journalToken(rest[26:])
+		event := func(ev byte) {
+			line = fmt.Appendf(line[:0], "%c %s %s %d %d %d %d %d\n", ev, id, token, seq, fence, ppid, pid, time.Now().UnixNano())
+			f.Write(line)
+		}
+		event('S')
+		status, body, work := byte(0), token, 200*time.Microsecond // done: the record is the token
+		switch {
+		case strings.HasSuffix(token, "/bad"):
+			status, body = 3, "bad token "+token
+		case strings.HasSuffix(token, "/slow"):
+			work = 50 * time.Millisecond
+		case strings.HasSuffix(token, "/busy"):
+			work = 20 * time.Millisecond
+		}
+		for left := work; left > 0; { // the work
+			step := min(left, 10*time.Millisecond)
+			time.Sleep(step)
+			if left -= step; left > 0 {
+				event('W')
+			}
+		}
+		if status == 3 {
+			event('P')
+		} else {
+			event('E')
+		}
 		binary.BigEndian.PutUint32(hdr[:], uint32(1+len(body)))
 		out.Write(hdr[:])
-		out.WriteByte(0)
+		out.WriteByte(status)
 		out.WriteString(body)
 		out.Flush()
 	}
+}
+
+// journalToken is a payload as the journal names it: one field.
+func journalToken(payload []byte) string {
+	if len(payload) == 0 {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		if r == ' ' || r == '\n' || r == '\t' || r == '\r' {
+			return '_'
+		}
+		return r
+	}, string(payload))
 }
 
 // buildBinary builds edgegate once per test run.
@@ -162,25 +216,22 @@ func (p *proc) kill() {
 // waitReady polls /readyz until it answers 200.
 func (p *proc) waitReady(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + p.http + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
+	wait.For(t, 30*time.Second, func() error {
 		select {
 		case <-p.exited:
 			t.Fatalf("%s exited at start; its log: %s", p.name, p.log.Name())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready within 30s: %v", p.name, err)
+		resp, err := http.Get("http://" + p.http + "/readyz")
+		if err != nil {
+			return fmt.Errorf("%s not ready: %w", p.name, err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s not ready: /readyz answers %d", p.name, resp.StatusCode)
+		}
+		return nil
+	})
 }
 
 type clusterOpts struct {
@@ -255,11 +306,17 @@ func tail(b []byte, n int) []byte {
 
 // jcall is a journalled handling.
 type jcall struct {
+	token      string
 	seq, fence uint64
-	ppid       int
-	start, end int64 // unix ns; end 0 when the child died mid-message
+	ppid, pid  int   // the appliance and the exec child
+	start, end int64 // unix ns; end 0 when the handling never ended (its child was killed or stopped for good)
+	alive      int64 // unix ns of its last sign of life (a W line), 0 if none
+	refused    bool  // ended refused as bad (a P line)
 }
 
+// readJournal reads the journal: each controller's handlings in the order
+// they started. An end line closes the start line of the same child (a
+// child handles one message at a time).
 func readJournal(t *testing.T, path string) map[string][]*jcall {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -267,53 +324,103 @@ func readJournal(t *testing.T, path string) map[string][]*jcall {
 		t.Fatal(err)
 	}
 	out := map[string][]*jcall{}
-	open := map[string]*jcall{}
+	open := map[int]*jcall{} // child pid → its handling under way
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		f := strings.Fields(line)
-		if len(f) != 6 {
+		if len(f) != 8 {
 			continue
 		}
-		seq, _ := strconv.ParseUint(f[2], 10, 64)
-		fence, _ := strconv.ParseUint(f[3], 10, 64)
-		ppid, _ := strconv.Atoi(f[4])
-		ts, _ := strconv.ParseInt(f[5], 10, 64)
-		key := f[1] + " " + f[2] + " " + f[3] + " " + f[4]
+		seq, _ := strconv.ParseUint(f[3], 10, 64)
+		fence, _ := strconv.ParseUint(f[4], 10, 64)
+		ppid, _ := strconv.Atoi(f[5])
+		pid, _ := strconv.Atoi(f[6])
+		ts, _ := strconv.ParseInt(f[7], 10, 64)
 		switch f[0] {
 		case "S":
-			c := &jcall{seq: seq, fence: fence, ppid: ppid, start: ts}
+			c := &jcall{token: f[2], seq: seq, fence: fence, ppid: ppid, pid: pid, start: ts}
 			out[f[1]] = append(out[f[1]], c)
-			open[key] = c
-		case "E":
-			if c := open[key]; c != nil {
-				c.end = ts
-				delete(open, key)
+			open[pid] = c
+		case "W":
+			if c := open[pid]; c != nil && c.token == f[2] {
+				c.alive = ts
 			}
+		case "E", "P":
+			if c := open[pid]; c != nil && c.token == f[2] {
+				c.end, c.refused = ts, f[0] == "P"
+			}
+			delete(open, pid)
+		}
+	}
+	for _, calls := range out {
+		sort.SliceStable(calls, func(a, b int) bool { return calls[a].start < calls[b].start })
+	}
+	return out
+}
+
+// overlapping returns every handling of calls (one controller's, sorted by
+// start) that started before an earlier one ended: compared with the
+// running maximum of the ends, so that a long handling is caught by every
+// one it overlaps, not only by the next. end gives a handling's end (see
+// callEnd); each pair is the overlapping call and the one whose end it
+// started before.
+func overlapping(calls []*jcall, end func(*jcall) int64) [][2]*jcall {
+	var out [][2]*jcall
+	var longest *jcall
+	for _, c := range calls {
+		if longest != nil && c.start < end(longest) {
+			out = append(out, [2]*jcall{c, longest})
+		}
+		if longest == nil || end(c) > end(longest) {
+			longest = c
 		}
 	}
 	return out
 }
 
-// checkJournal checks what a user relies on: every acknowledged message
-// was handled; per controller the first handlings are in seq order; no two
-// handlings of one controller overlap in time, except with work of a
-// killed appliance (its child is killed with it; end = the kill time).
+// callEnd is when a handling stopped running, as far as the journal
+// proves it ran: its end line, or the SIGKILL of its appliance if that
+// came first (its child dies with it); without an end line, its last sign
+// of life (the child was killed, by its appliance or with it, some time
+// after that: only what it surely overlapped counts).
+func callEnd(c *jcall, killedAt map[int]int64) int64 {
+	if c.end == 0 {
+		return max(c.start, c.alive)
+	}
+	if k, ok := killedAt[c.ppid]; ok && k > c.start && k < c.end {
+		return k
+	}
+	return c.end
+}
+
+// checkJournal checks what a user relies on, for devices with persistent
+// seqs and one session each (a seq names one message): every acknowledged
+// message was handled to its end (a start without an end never counts);
+// per controller the first handlings are in seq order; no two handlings
+// of one controller overlap in time (all pairs; see callEnd). The fault
+// suite's checker, for devices whose seqs repeat, is checkHistory.
 func checkJournal(t *testing.T, j map[string][]*jcall, acked map[string][]uint64, killedAt map[int]int64) (c journalCheck) {
 	t.Helper()
 	for id, seqs := range acked {
-		handled := map[uint64]bool{}
+		handled, started := map[uint64]bool{}, map[uint64]bool{}
 		var firsts []uint64
 		for _, call := range j[id] {
-			if !handled[call.seq] {
+			if call.end != 0 {
 				handled[call.seq] = true
+			}
+			if !started[call.seq] {
+				started[call.seq] = true
 				firsts = append(firsts, call.seq)
 			} else {
 				c.Duplicates++
+			}
+			if call.end == 0 {
+				c.Unfinished++
 			}
 		}
 		for _, s := range seqs {
 			if !handled[s] {
 				c.Lost++
-				t.Errorf("%s: seq %d acknowledged but never handled (lost)", id, s)
+				t.Errorf("%s: seq %d acknowledged but never handled to its end (lost)", id, s)
 			}
 		}
 		for i := 1; i < len(firsts); i++ {
@@ -323,34 +430,30 @@ func checkJournal(t *testing.T, j map[string][]*jcall, acked map[string][]uint64
 				break
 			}
 		}
-		calls := append([]*jcall(nil), j[id]...)
-		for _, call := range calls {
-			if call.end == 0 {
-				if k, ok := killedAt[call.ppid]; ok {
-					call.end = k
-				} else {
-					call.end = call.start // never finished, and its appliance was not killed: a crash of the child
-				}
-			}
-		}
-		sort.Slice(calls, func(a, b int) bool { return calls[a].start < calls[b].start })
-		for i := 1; i < len(calls); i++ {
-			if calls[i].start < calls[i-1].end {
-				c.Overlaps++
-				t.Errorf("%s: seq %d (fence %d) started while seq %d (fence %d) ran: overlap", id,
-					calls[i].seq, calls[i].fence, calls[i-1].seq, calls[i-1].fence)
-			}
+		for _, o := range overlapping(j[id], func(call *jcall) int64 { return callEnd(call, killedAt) }) {
+			c.Overlaps++
+			t.Errorf("%s: seq %d (fence %d, pid %d) started while seq %d (fence %d, pid %d) ran: overlap", id,
+				o[0].seq, o[0].fence, o[0].ppid, o[1].seq, o[1].fence, o[1].ppid)
 		}
 	}
 	return c
 }
 
-// journalCheck counts what checkJournal found.
+// journalCheck counts what checkJournal and checkHistory found. Lost,
+// reordered, overlaps, stale fences, ACKs before the handling and
+// unstored records fail a run; the rest is counted.
 type journalCheck struct {
-	Lost       int `json:"lost"`       // acknowledged, never handled
-	Reordered  int `json:"reordered"`  // controllers whose first handlings are out of seq order
-	Overlaps   int `json:"overlaps"`   // handlings of one controller at the same time
-	Duplicates int `json:"duplicates"` // handlings of a seq after its first (allowed after faults)
+	Lost            int `json:"lost"`                       // acknowledged, never handled to its end
+	Reordered       int `json:"reordered"`                  // first handlings out of the device's order
+	Overlaps        int `json:"overlaps"`                   // handlings of one controller at the same time
+	Duplicates      int `json:"duplicates"`                 // handlings of a message after its first (allowed after faults)
+	Unfinished      int `json:"unfinished"`                 // handlings that started and never ended (a killed child)
+	Unstored        int `json:"unstored,omitempty"`         // acknowledged, not in the stream (EDGEGATE_PARSED, or EDGEGATE_DEAD for a dead letter)
+	StoredReordered int `json:"stored_reordered,omitempty"` // first appearances in the stream out of the device's order
+	StaleFences     int `json:"stale_fences,omitempty"`     // records stored with a fence below one stored before for the controller
+	AckedEarly      int `json:"acked_early,omitempty"`      // ACKs that arrived before their message's handling ended
+	StoredTwice     int `json:"stored_twice,omitempty"`     // records of a message after its first (allowed after faults)
+	PausedMidCall   int `json:"paused_mid_call,omitempty"`  // handlings a pause of their appliance and child caught
 }
 
 // runDevices connects n devices spread over addrs (reconnecting to the next
@@ -567,22 +670,13 @@ func TestSignals(t *testing.T) {
 	logHas := func(s string) bool { b, _ := os.ReadFile(p.log.Name()); return strings.Contains(string(b), s) }
 	os.WriteFile(file, []byte("log:\n  levle: debug\n"), 0o600)
 	p.signal(syscall.SIGHUP)
-	deadline := time.Now().Add(10 * time.Second)
-	for !logHas("unknown setting log.levle") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !logHas("running configuration stays") {
-		t.Fatalf("a bad file on SIGHUP was not refused in the log")
-	}
+	wait.True(t, 10*time.Second, "a bad file on SIGHUP refused in the log", func() bool {
+		return logHas("unknown setting log.levle") && logHas("running configuration stays")
+	})
 	p.waitReady(t)
 	write("debug")
 	p.signal(syscall.SIGHUP)
-	for !logHas("log.level=debug") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !logHas("log.level=debug") {
-		t.Fatalf("SIGHUP with log.level debug not applied")
-	}
+	wait.True(t, 10*time.Second, "SIGHUP with log.level debug applied", func() bool { return logHas("log.level=debug") })
 	start := time.Now()
 	p.signal(syscall.SIGTERM)
 	select {

@@ -42,8 +42,14 @@ func True(t TB, timeout time.Duration, what string, cond func() bool) {
 // error): it returns nil once check does, or check's last error, saying
 // the deadline passed.
 func Until(timeout time.Duration, check func() error) error {
+	return UntilEvery(timeout, Poll, check)
+}
+
+// UntilEvery is Until trying check every interval: for a check that
+// costs (a request to a server, a stream read).
+func UntilEvery(timeout, interval time.Duration, check func() error) error {
 	deadline := time.Now().Add(timeout)
-	t := time.NewTicker(Poll)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		err := check()
