@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/parser"
 )
 
@@ -37,10 +39,7 @@ func TestSimulateAndTail(t *testing.T) {
 		}
 	})
 	// tail prints its subject on stderr once subscribed.
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(tailErr.String(), "tail:") && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.True(t, 10*time.Second, "tail subscribed", func() bool { return strings.Contains(tailErr.String(), "tail:") })
 
 	var out, errOut bytes.Buffer
 	app := newApp(nil, &out, &errOut)
@@ -105,10 +104,7 @@ func TestStatus(t *testing.T) {
 	}
 	defer dev.Close()
 	dev.Send(ctx, []byte("x"))
-	deadline := time.Now().Add(10 * time.Second)
-	for a.SocketStats().InFlight == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.True(t, 10*time.Second, "held-1's batch in flight", func() bool { return a.SocketStats().InFlight > 0 })
 	var out bytes.Buffer
 	app := newApp(nil, &out, &out)
 	if err := app.RunContext(ctx, []string{"edgegate", "status", "--nats", a.NATSURL()}); err != nil {
@@ -145,19 +141,18 @@ func TestStatusWithCredentials(t *testing.T) {
 		"nkey":     {"--nats", a.NATSURL(), "--nkey", seedFile},
 	} {
 		// Under load the first answers may miss the short collection
-		// window: ask again until the socket answers, within a deadline.
+		// window: ask again until the socket answers. An error other than
+		// a missed window is reported below.
 		var out bytes.Buffer
 		var err error
-		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		wait.Until(20*time.Second, func() error {
 			out.Reset()
 			err = newApp(nil, &out, &out).RunContext(ctx, append([]string{"edgegate", "status", "--wait", "300ms"}, args...))
-			if err == nil && strings.Contains(out.String(), "socket") {
-				break
+			if err == nil && !strings.Contains(out.String(), "socket") || err != nil && strings.Contains(err.Error(), "no appliance answered") {
+				return errors.New("the socket missed the window")
 			}
-			if err != nil && !strings.Contains(err.Error(), "no appliance answered") {
-				break // an error other than a missed window: report it
-			}
-		}
+			return nil
+		})
 		if err != nil {
 			t.Errorf("%s: %v", name, err)
 		} else if !strings.Contains(out.String(), "socket") {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegate/edgegate/appliance"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/parser"
 )
 
@@ -39,16 +40,16 @@ func waitStored(t *testing.T, a *appliance.Appliance, n uint64) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for {
-		if s, err := js.Stream(ctx, parser.StreamParsed); err == nil && s.CachedInfo().State.Msgs >= n {
-			return
+	wait.For(t, 20*time.Second, func() error {
+		s, err := js.Stream(ctx, parser.StreamParsed)
+		if err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the stream does not hold %d records within 20s", n)
-		case <-time.After(20 * time.Millisecond):
+		if got := s.CachedInfo().State.Msgs; got < n {
+			return fmt.Errorf("the stream holds %d records, want %d", got, n)
 		}
-	}
+		return nil
+	})
 }
 
 // runTail runs `edgegate tail args...` to its end and returns the records'
@@ -124,10 +125,7 @@ func TestTailStored(t *testing.T) {
 			t.Errorf("tail --last 2 --count 3: %v", err)
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for len(records(out.String())) < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.True(t, 20*time.Second, "tail printed the 2 last stored records", func() bool { return len(records(out.String())) >= 2 })
 	simulate(t, a, "rpc-", 1)
 	wg.Wait()
 	want := append(seqs("rpb-000000", 9, 10), "rpc-000000 1")
