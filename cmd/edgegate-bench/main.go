@@ -39,6 +39,7 @@ func main() {
 func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:      "edgegate-bench",
+		UsageText: "edgegate-bench [--exe dist/edgegate] [options]",
 		Usage:     "measure edgegate against the machine's ceilings (JetStream's own for the durable path), the seed's one-message-per-lock scheme and JetStream partitioned consumer groups",
 		Writer:    stdout,
 		ErrWriter: stderr,
