@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/edgegate/edgegate/internal/wait"
 )
 
 // Server is a redis-server process owned by a test.
@@ -124,25 +126,21 @@ func (s *Server) start() {
 	go func(cmd *exec.Cmd, exit chan struct{}) { cmd.Wait(); close(exit) }(s.cmd, s.exit)
 	c := redis.NewClient(&redis.Options{Addr: s.Addr(), TLSConfig: s.tls})
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wait.For(s.t, 10*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := c.Ping(ctx).Err()
 		cancel()
 		var rerr redis.Error
 		if err == nil || errors.As(err, &rerr) { // NOAUTH and the like: it answers
-			return
+			return nil
 		}
 		select {
 		case <-s.exit:
 			s.t.Fatalf("redistest: redis-server exited at start (port %d taken?)", s.port)
 		default:
 		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("redistest: redis-server not answering PING within 10s: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("redistest: redis-server not answering PING: %w", err)
+	})
 }
 
 // Addr returns host:port.
@@ -532,21 +530,15 @@ func missingLine(info string, lines ...string) string {
 	return ""
 }
 
-// waitFor polls check every 20ms, each call bounded by 2s, until it
-// returns nil; after d the test fails with its last error.
+// waitFor is wait.For with each call of check bounded by 2s.
 func waitFor(t testing.TB, d time.Duration, what string, check func(ctx context.Context) error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	wait.For(t, d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := check(ctx)
-		cancel()
-		if err == nil {
-			return
+		defer cancel()
+		if err := check(ctx); err != nil {
+			return fmt.Errorf("redistest: %s: %w", what, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redistest: %s: not ready within %v: %v", what, d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

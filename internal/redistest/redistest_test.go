@@ -2,6 +2,7 @@ package redistest_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/edgegate/edgegate/internal/redistest"
+	"github.com/edgegate/edgegate/internal/wait"
 )
 
 // TestStartCluster: three masters share the slots; the URL parses as a
@@ -19,6 +21,9 @@ import (
 // restarted node comes back as the same node with the same slots, a new
 // run_id and none of its keys.
 func TestStartCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a Redis Cluster")
+	}
 	start := time.Now()
 	c := redistest.StartCluster(t, 3)
 	t.Logf("cluster ok in %v", time.Since(start))
@@ -91,15 +96,11 @@ func TestStartSentinel(t *testing.T) {
 	run1 := runIDOf(t, master.Client())
 	// The key reaches the replica before the failover, so that it is not
 	// lost in it.
-	for rc := replica.Client(); ; {
-		if v, _ := rc.Get(ctx, "k").Result(); v == "before" {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the key never reached the replica")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	rc := replica.Client()
+	wait.True(t, 30*time.Second, "the key reached the replica", func() bool {
+		v, _ := rc.Get(ctx, "k").Result()
+		return v == "before"
+	})
 	start = time.Now()
 	s.Failover()
 	t.Logf("failed over in %v", time.Since(start))
@@ -113,16 +114,16 @@ func TestStartSentinel(t *testing.T) {
 		t.Errorf("the new master has the old master's run_id %s", run1)
 	}
 	// The failover client follows the Sentinel to the new master.
-	for mc := s.Master.Client(); ; {
-		err := fc.Set(ctx, "k", "after", 0).Err()
-		if v, _ := mc.Get(ctx, "k").Result(); err == nil && v == "after" {
-			break
+	mc := s.Master.Client()
+	wait.For(t, 30*time.Second, func() error {
+		if err := fc.Set(ctx, "k", "after", 0).Err(); err != nil {
+			return fmt.Errorf("the failover client never wrote to the new master: %w", err)
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("the failover client never wrote to the new master: %v", err)
+		if v, _ := mc.Get(ctx, "k").Result(); v != "after" {
+			return fmt.Errorf("the failover client wrote, the new master holds %q", v)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // runIDOf returns the run_id of INFO server.
