@@ -72,6 +72,9 @@ func stableEpoch(t *testing.T, s *lease.Redis, n int) string {
 // is the same on every call, changes when one master restarts (that
 // master's leases are gone), and is stable again after.
 func TestRedisClusterEpoch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a Redis Cluster")
+	}
 	c := redistest.StartCluster(t, 3)
 	s := clusterStore(t, c, "")
 	ctx := context.Background()
@@ -110,6 +113,9 @@ func TestRedisClusterEpoch(t *testing.T) {
 // TestRedisClusterLeases: controllers whose keys live on different
 // masters are acquired, kept and released, each on its own node.
 func TestRedisClusterLeases(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a Redis Cluster")
+	}
 	c := redistest.StartCluster(t, 3)
 	s := clusterStore(t, c, "")
 	ctx := context.Background()
@@ -150,6 +156,9 @@ func TestRedisClusterLeases(t *testing.T) {
 
 // TestRedisClusterStore runs the Store contract over a Redis Cluster.
 func TestRedisClusterStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a Redis Cluster")
+	}
 	c := redistest.StartCluster(t, 3)
 	n := 0
 	storeContract(t, func(t *testing.T) lease.Store {

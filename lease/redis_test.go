@@ -373,6 +373,9 @@ func TestRedisEpochKnownToALaterStore(t *testing.T) {
 // A grant on A must still be above every fence B granted, and carry an
 // epoch that begins at the switch back: what B granted is not in A.
 func TestRedisFailoverBackKeepsFencesGrowing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: two Sentinel failovers")
+	}
 	sen := redistest.StartSentinel(t, "m")
 	ctx := context.Background()
 	s := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{sen.Addr()}, MasterName: sen.Name()}, "fb")
