@@ -152,6 +152,9 @@ func TestDefaultsHoldNoSecret(t *testing.T) {
 }
 
 func TestPackageContents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: builds the package")
+	}
 	need(t, "dpkg-deb", "lintian")
 	deb := theDeb(t)
 	info := run(t, ".", nil, "dpkg-deb", "-I", deb)
@@ -213,6 +216,9 @@ func TestPackageContents(t *testing.T) {
 }
 
 func TestPackageReproducible(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: builds the package twice")
+	}
 	need(t, "dpkg-deb")
 	a := theDeb(t)
 	b := buildDeb(t, "0.1.0")
@@ -236,6 +242,9 @@ func sha256File(t *testing.T, path string) string {
 // TestInstallUpgradePurge installs the package in a fresh Debian chroot,
 // edits the configuration, upgrades (the edit is kept), removes and purges.
 func TestInstallUpgradePurge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a Debian chroot")
+	}
 	need(t, "dpkg-deb", "debootstrap", "chroot")
 	if os.Geteuid() != 0 {
 		t.Skip("debootstrap needs root")
@@ -317,6 +326,9 @@ func TestInstallUpgradePurge(t *testing.T) {
 // When the machine cannot run a container at all (no namespaces for
 // nspawn), the test skips unless EDGEGATE_REQUIRE_BOOT is set.
 func TestBootWithSystemd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: boots a Debian guest")
+	}
 	need(t, "dpkg-deb", "debootstrap", "chroot", "systemd-nspawn")
 	if os.Geteuid() != 0 {
 		t.Skip("debootstrap and systemd-nspawn need root")
