@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -113,12 +114,13 @@ func socketID(t *testing.T, nc *nats.Conn) string {
 // stays reports whether cond stays false for d (polled): for what must
 // not happen after an attack, where nothing tells when it would have.
 func stays(d time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	err := wait.Until(d, func() error {
 		if cond() {
-			return false
+			return nil
 		}
-	}
-	return !cond()
+		return errors.New("not yet")
+	})
+	return err != nil // cond never held within d
 }
 
 // TestAttackClientPort: the client port listens on loopback by default,
