@@ -28,6 +28,13 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, lean bool) (*s
 	if !s.authorized(conn, lines, hello, log) {
 		return nil, nil, nil, nil
 	}
+	if buffered(er, lr) == 0 && peerGone(conn) {
+		// Nothing after the HELLO but the end of the stream: the device
+		// gave this connection up (and may have a session elsewhere).
+		log.get().Info("socket: device gone before its WELCOME, no session opened", "controller", hello.ID)
+		conn.Close()
+		return nil, nil, nil, nil
+	}
 	conn.SetDeadline(time.Time{})
 	sess := &session{
 		s: s, sh: s.shardOf(hello.ID), conn: conn, lines: lines, id: hello.ID, opened: time.Now(),
@@ -57,6 +64,14 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, lean bool) (*s
 		log.get().Debug("socket: session opened", "persistent", sess.persistent, "last_seq", lastSeq)
 	}
 	return sess, er, lr, log
+}
+
+// buffered returns how many bytes the connection's reader holds.
+func buffered(er *egp.Reader, lr *egp.LineReader) int {
+	if lr != nil {
+		return lr.Buffered()
+	}
+	return er.Buffered()
 }
 
 // readHelloOn reads the HELLO on conn within HelloTimeout, with the reader
