@@ -193,6 +193,12 @@ func (s *Server) greetTeltonika(ctx context.Context, conn net.Conn, log *connLog
 		conn.Close()
 		return nil, nil
 	}
+	if r.Buffered() == 0 && peerGone(conn) {
+		// As for a HELLO (greet): a stale IMEI opens no session.
+		log.get().Info("socket: Teltonika device gone before its IMEI was accepted, no session opened", "imei", imei)
+		conn.Close()
+		return nil, nil
+	}
 	conn.SetReadDeadline(time.Time{})
 	sess := &session{s: s, sh: s.shardOf(imei), conn: conn, tel: true, id: imei, opened: time.Now(), written: make(chan struct{})}
 	log.id = imei
