@@ -557,6 +557,9 @@ func TestAttackClockOverNATS(t *testing.T) {
 // server without them cannot join an appliance that has them, and its
 // session announcement kicks no device off.
 func TestAttackRoutes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: servers joining over routes")
+	}
 	var logs lockedBuffer
 	cfg := testConfig(t, "routed")
 	cfg.LeaseStore = lease.NewMemory()
@@ -770,6 +773,9 @@ func TestReadOnlyLogin(t *testing.T) {
 // appliance's client port hears every socket and pool of the cluster:
 // the status requests cross the routes in the coordination account.
 func TestReadOnlyStatusAcrossCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a cluster of appliances")
+	}
 	apps := startCluster(t, 2, newJournal(nil), nil)
 	nc := dialClient(t, apps[0])
 	got := map[string]bool{}
