@@ -50,6 +50,9 @@ func TestBashCompletion(t *testing.T) {
 	if err := newApp(noRun(t), &out, &errOut).Run([]string{"edgegate", "completion", "zsh"}); err == nil {
 		t.Error("edgegate completion zsh: no error")
 	}
+	if testing.Short() {
+		t.Skip("long: builds the binary to complete with bash")
+	}
 	bash, err := exec.LookPath("bash")
 	if err != nil {
 		t.Skip("no bash")

@@ -73,6 +73,9 @@ func TestRunFailsWithTheCause(t *testing.T) {
 // TestRunFailsWithTheCauseProcess: the binary with its NATS port taken
 // exits non-zero and says why on stderr.
 func TestRunFailsWithTheCauseProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: builds the binary")
+	}
 	held, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
