@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/edgegate/edgegate/bench"
 )
 
@@ -110,10 +112,18 @@ func TestFindEdgegate(t *testing.T) {
 	}
 }
 
+// TestMain removes the binary built for the tests and, when they passed,
+// fails them if a goroutine outlives them.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if buildOnce.path != "" {
 		os.RemoveAll(filepath.Dir(buildOnce.path))
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
