@@ -24,9 +24,9 @@ type keptLease struct {
 	// extend the lock further without moving expires. The same call set
 	// hb, so hb is no older than TTL until expires (an acquire asks for
 	// TTL, a keep for Hold, which the appliance's sockets ask as TTL/2),
-	// and a batch, valid only until p.surelyHeldUntil(k) unless it heartbeats,
-	// never runs with an hb the socket's check loop takes for a dead
-	// parser's.
+	// and a batch, valid only until p.surelyHeldUntil(k) unless it
+	// heartbeats, never runs with an hb the socket's check loop takes for
+	// a dead parser's.
 	expires time.Time
 	// done is the last seq handled under the lease; recorded tells whether
 	// the store has it (a deferred keep leaves it to the socket, of this
@@ -127,10 +127,10 @@ func (p *Pool) takeKept(a *coord.Assign) (k keptLease, superseded bool) {
 // means keep it with a store call.
 //
 // The outcome tells the socket exactly until when (Outcome.Until), and the
-// socket sends under the lease only until a margin before that. Half a
-// heartbeat more than the hold is required so that the socket's release
-// of a lease whose done seq is not recorded, a check round early, still
-// comes before the lock expires.
+// socket sends under the lease only until a margin before that. At least
+// a.Hold less half a heartbeat is left so that the socket's release of a
+// lease whose done seq is not recorded, which comes a check round early,
+// still comes before the lock expires.
 //
 // A deferred keep writes no hb, and needs none: hb, written with the
 // lock's expiry, stays younger than TTL while a batch runs (see
@@ -138,7 +138,7 @@ func (p *Pool) takeKept(a *coord.Assign) (k keptLease, superseded bool) {
 // lets the lease go (see coord.Outcome.Until), or the next keep does. Only
 // a crash in between leaves the record behind what was acknowledged, which
 // means duplicates after a fault, never losses; in exchange a busy
-// controller costs the store a call per heartbeat period or so, not one
+// controller costs the store a keep every half heartbeat period, not one
 // per batch, and a device's burst after an acquire an acquire and a
 // release.
 func (p *Pool) keepDeferred(a *coord.Assign, kept keptLease, done uint64) bool {
