@@ -20,6 +20,9 @@ import (
 // timeout, so the validity is always the sooner). A live lease must not
 // let one publish wait forever (the controller would stall with it).
 func TestLostDeadLetterReplyTimesOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: publish timeouts of seconds")
+	}
 	nc := jetStreamConn(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -385,6 +385,9 @@ func waitFree(t *testing.T, p *Pool, n int, msg string) {
 // less is left, the keep goes to Redis: it records done and sets the lock
 // to expire a hold later.
 func TestKeepDeferredWhileLockHolds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: waits out most of a lease")
+	}
 	const ttl, heartbeat, hold = 4 * time.Second, 100 * time.Millisecond, 2 * time.Second
 	redis := redistest.Start(t)
 	rc := redis.Client()
