@@ -282,6 +282,9 @@ func TestRedisUnreachable(t *testing.T) {
 // its check loop, and pauses for a lease before dispatching it (another
 // appliance's parser might still work under a lease Redis forgot).
 func TestFreshControllerAfterRedisRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: waits a lease after a Redis restart")
+	}
 	redis := redistest.Start(t)
 	var pausedBefore atomic.Int64 // pauses seen when "after" was first handled; -1: not yet
 	pausedBefore.Store(-1)

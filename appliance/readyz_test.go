@@ -31,6 +31,9 @@ func get(t *testing.T, url string) (int, string) {
 // dispatch, so /readyz says 503 naming the lease store (and edgegate_ready
 // is 0), and 200 again once Redis answers.
 func TestReadyzFollowsTheLeaseStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: a Redis outage")
+	}
 	rs := redistest.Start(t)
 	cfg := testConfig(t, "readyz")
 	cfg.HTTP.Listen = "127.0.0.1:0"

@@ -681,6 +681,9 @@ func TestAttackReadyFlood(t *testing.T) {
 // `edgegate status`, tails records, and reads the streams with stream
 // info, direct reads and its own consumers, pull and ordered.
 func TestReadOnlyLogin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: the status collection windows of two logins")
+	}
 	for _, login := range []string{"none", "nats.user"} {
 		t.Run(login, func(t *testing.T) {
 			cfg := trustConfig(t, "reader-"+strings.ReplaceAll(login, ".", "-"))
