@@ -1,0 +1,108 @@
+package socket
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/edgegate/edgegate/internal/wait"
+)
+
+// TestBusyHandsBatchBack: a batch a pool answers busy goes back to the
+// head of its controller's queue, its lease abandoned, and is dispatched
+// again under a new grant; the device gets each ACK once, in order.
+func TestBusyHandsBatchBack(t *testing.T) {
+	t.Run("pool of this process", func(t *testing.T) {
+		store := newGrantStore(zeroTime)
+		pool := newFakePool(newHolders(t, store), "local", 4)
+		pool.busy = 1
+		h := start(t, Config{Local: pool}, store)
+		h.announce(pool.id, testAppliance, 4)
+		d := h.dial("c1", 0)
+		d.send(1, 2)
+
+		refused := pool.next(t)
+		if refused.outcome != nil {
+			t.Fatal("the first offer was accepted; the pool was to answer busy")
+		}
+		b := pool.next(t)
+		checkHandedBack(t, h, store, refused, b)
+		pool.end(t, store, b, false)
+		d.waitAcks(1, 2)
+	})
+	t.Run("over NATS", func(t *testing.T) {
+		store := newGrantStore(zeroTime)
+		hs := newHolders(t, store)
+		h := start(t, Config{}, store)
+		pool := newNATSPool(t, h, hs, "remote")
+		h.announce(pool.id, "elsewhere", 4)
+		d := h.dial("c1", 0)
+		d.send(1, 2)
+
+		refused := pool.next(t)
+		pool.answer(t, refused, false)
+		// Busy leaves the pool without free workers as far as the socket
+		// knows, until it announces itself again.
+		wait.True(t, timeout, "the controller runnable again", func() bool {
+			st, _, _ := h.controller("c1")
+			return st == stRunnable
+		})
+		h.announce(pool.id, "elsewhere", 4)
+		b := pool.next(t)
+		checkHandedBack(t, h, store, refused, b)
+		pool.answer(t, b, true)
+		pool.end(t, store, b, false)
+		d.waitAcks(1, 2)
+	})
+}
+
+// checkHandedBack checks b, the batch dispatched after refused was
+// answered busy: the same messages under a grant of their own, the
+// refused one abandoned (nothing recorded done under it).
+func checkHandedBack(t *testing.T, h *harness, store *grantStore, refused, b *batch) {
+	t.Helper()
+	if !slices.Equal(refused.seqs(), []uint64{1, 2}) || !slices.Equal(b.seqs(), refused.seqs()) {
+		t.Fatalf("batches %v, then %v; want seqs 1 and 2 both times", refused.seqs(), b.seqs())
+	}
+	if g := store.granted(); len(g) != 2 || g[0].Token != refused.a.Token || g[1].Token != b.a.Token {
+		t.Fatalf("grants %+v; want one for the refused batch and one for the batch sent again", g)
+	}
+	if st := h.lock("c1"); st.Done != 0 || st.Released != 0 {
+		t.Fatalf("lease %+v after the busy answer: the refused grant was released, not abandoned", st)
+	}
+	// Given back at once, not left to expire: the acquire after it found
+	// the lease free.
+	if st := h.s.Stats(); st.Busy != 1 || st.LeaseHeld != 0 {
+		t.Fatalf("busy answers %d, acquires that found the lease held %d; want 1 and 0", st.Busy, st.LeaseHeld)
+	}
+}
+
+// TestNoRespondersHandsBatchToAnotherPool: an assignment to a pool that
+// is gone (NATS answers "no responders") is handed back at once, the pool
+// forgotten, and the batch goes to a pool that is there.
+func TestNoRespondersHandsBatchToAnotherPool(t *testing.T) {
+	store := newGrantStore(zeroTime)
+	hs := newHolders(t, store)
+	h := start(t, Config{}, store)
+	there := newNATSPool(t, h, hs, "there")
+	h.announce(there.id, "elsewhere", 1)
+	// Nobody listens on the gone pool's subject. It is this appliance's,
+	// with more free workers: the socket picks it first.
+	h.announce("gone", testAppliance, 4)
+	d := h.dial("c1", 0)
+	d.send(1)
+
+	b := there.next(t)
+	g := store.granted()
+	if len(g) != 2 || g[0].Token.Owner != "gone" || g[1].Token != b.a.Token {
+		t.Fatalf("grants %+v; want one for the gone pool, then the batch's for pool %q", g, there.id)
+	}
+	if st := h.lock("c1"); st.Done != 0 || st.Released != 0 {
+		t.Fatalf("lease %+v: the gone pool's grant was released, not abandoned", st)
+	}
+	if st := h.s.Stats(); st.Pools != 1 || st.LeaseHeld != 0 {
+		t.Fatalf("%d pools known, %d acquires found the lease held; want 1 (the gone one forgotten) and 0 (its grant given back at once)", st.Pools, st.LeaseHeld)
+	}
+	there.answer(t, b, true)
+	there.end(t, store, b, false)
+	d.waitAcks(1)
+}
