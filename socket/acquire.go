@@ -52,8 +52,7 @@ func (s *Server) notGranted(c *controller, sess *session, err error) {
 	if errors.Is(err, lease.ErrHeld) {
 		s.stats.leaseHeld.Add(1)
 	} else {
-		s.stats.storeErrors.Add(1)
-		s.logStoreError("acquire", c.id, err)
+		s.storeError("acquire", c.id, err)
 	}
 }
 

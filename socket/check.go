@@ -100,8 +100,7 @@ func (s *Server) checkOne(ctx context.Context, it checkItem) {
 	st, err := s.store.Inspect(cctx, it.c.id)
 	cancel()
 	if err != nil {
-		s.stats.storeErrors.Add(1)
-		s.logStoreError("inspect", it.c.id, err)
+		s.storeError("inspect", it.c.id, err)
 		return
 	}
 	s.judge(it, st)

@@ -109,8 +109,7 @@ func (s *Server) readEpoch(ctx context.Context, e lease.Epoch, r *epochRead) {
 	s.epochRead = nil
 	s.mu.Unlock()
 	if err != nil {
-		s.stats.storeErrors.Add(1)
-		s.logStoreError("epoch", "", err)
+		s.storeError("epoch", "", err)
 		return
 	}
 	s.sawEpoch(epoch, r.start)

@@ -1,10 +1,15 @@
 package socket
 
 import (
+	"context"
+	"errors"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgegate/edgegate/internal/wait"
+	"github.com/edgegate/edgegate/lease"
 )
 
 // TestBusyHandsBatchBack: a batch a pool answers busy goes back to the
@@ -104,5 +109,43 @@ func TestNoRespondersHandsBatchToAnotherPool(t *testing.T) {
 	}
 	there.answer(t, b, true)
 	there.end(t, store, b, false)
+	d.waitAcks(1)
+}
+
+// abandonFails is a store whose Abandon fails: the store is unreachable.
+type abandonFails struct{ *grantStore }
+
+func (abandonFails) Abandon(context.Context, string, lease.Token) error {
+	return errors.New("lease store unreachable")
+}
+
+// TestAbandonFailureWaitsForExpiry: when the lease of a batch handed back
+// cannot be abandoned (a store error), nothing is taken as given back:
+// the controller waits, the error is counted and logged, and the batch
+// goes out again only under a new grant, once the refused one expired.
+func TestAbandonFailureWaitsForExpiry(t *testing.T) {
+	const ttl = time.Second
+	store := abandonFails{newGrantStore(zeroTime)}
+	pool := newFakePool(newHolders(t, store), "local", 4)
+	pool.busy = 1
+	h := start(t, Config{Local: pool, TTL: ttl}, store)
+	h.announce(pool.id, testAppliance, 4)
+	d := h.dial("c1", 0)
+	d.send(1)
+
+	refused := pool.next(t)
+	wait.True(t, timeout, "the controller waiting for its lease", func() bool {
+		st, _, _ := h.controller("c1")
+		return st == stWaiting
+	})
+	if st := h.s.Stats(); st.StoreErrors != 1 || !strings.Contains(h.logs.String(), "lease store abandon failed") {
+		t.Fatalf("store errors %d, log:\n%s\nwant the failed abandon counted and logged", st.StoreErrors, h.logs)
+	}
+	b := pool.next(t)
+	if b.a.Token == refused.a.Token || b.at.Before(refused.at.Add(ttl)) {
+		t.Fatalf("batch under %v %v after the refused one under %v: want a new grant, after the refused one expired",
+			b.a.Token, b.at.Sub(refused.at), refused.a.Token)
+	}
+	pool.end(t, store, b, false)
 	d.waitAcks(1)
 }

@@ -13,7 +13,7 @@ func (s *Server) abandonLease(id string, tok lease.Token) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TTL)
 	defer cancel()
 	if err := s.store.Abandon(ctx, id, tok); err != nil && !errors.Is(err, lease.ErrLost) {
-		s.logStoreError("release", id, err)
+		s.storeError("abandon", id, err)
 	}
 }
 
@@ -25,7 +25,7 @@ func (s *Server) abandonBatch(c *controller, tok lease.Token, returnWorker bool)
 	err := s.store.Abandon(ctx, c.id, tok)
 	cancel()
 	if err != nil && !errors.Is(err, lease.ErrLost) {
-		s.logStoreError("release", c.id, err)
+		s.storeError("abandon", c.id, err)
 	}
 	c.sh.mu.Lock()
 	defer c.sh.mu.Unlock()
@@ -68,12 +68,15 @@ func (s *Server) releaseLease(id string, tok lease.Token, done uint64, recordDon
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TTL)
 	defer cancel()
 	if err := s.store.Release(ctx, id, tok, done); err != nil && !errors.Is(err, lease.ErrLost) {
-		s.logStoreError("release", id, err)
+		s.storeError("release", id, err)
 	}
 }
 
-func (s *Server) logStoreError(op, id string, err error) {
-	if s.stats.storeErrors.Load()%1000 == 1 {
+// storeError counts a lease store error of op for controller id and logs
+// the first of every thousand: an outage fails every call, and each would
+// log otherwise.
+func (s *Server) storeError(op, id string, err error) {
+	if s.stats.storeErrors.Add(1)%1000 == 1 {
 		s.log.Warn("socket: lease store "+op+" failed; nothing is unlocked on an error, retrying", "controller", id, "err", err)
 	}
 }
