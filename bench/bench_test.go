@@ -72,6 +72,9 @@ func TestCeilings(t *testing.T) {
 // spread, computes the ratios, and writes the text, JSON-able report and
 // both chart formats.
 func TestRunReport(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs every scenario of the bench")
+	}
 	rs := redistest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -23,6 +23,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"go.uber.org/goleak"
+
 	"github.com/edgegate/edgegate/device"
 	"github.com/edgegate/edgegate/internal/redistest"
 	"github.com/edgegate/edgegate/internal/wait"
@@ -37,7 +39,7 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv("EDGEGATE_JOURNAL_CHILD"); path != "" {
 		os.Exit(journalChild(path))
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // journalChild is an exec handler child (docs/exec.md) that journals one
