@@ -79,18 +79,6 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, lines bool) {
 	}
 }
 
-// connection is an accepted device connection.
-type connection struct {
-	conn  net.Conn
-	lines bool
-	lean  bool   // read with a lent buffer, and waited on by a fresh goroutine (see waitLean)
-	done  func() // called when the connection is served
-	sess  *session
-	er    *egp.Reader     // EGP/1
-	lr    *egp.LineReader // lines
-	log   *connLog
-}
-
 // refuse answers a connection refused at accept on a goroutine of its
 // own: a device that does not take the answer, or over TLS never
 // finishes its handshake, then holds up no other accept. Beyond

@@ -8,32 +8,32 @@ import (
 )
 
 // abandonLease gives up a grant nobody worked under, leaving the done
-// record as it is, and logs a store error.
-func (s *Server) abandonLease(id string, tok lease.Token) {
+// record as it is. A store error is counted, logged and returned; a lease
+// gone already (ErrLost) is none.
+func (s *Server) abandonLease(id string, tok lease.Token) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TTL)
 	defer cancel()
-	if err := s.store.Abandon(ctx, id, tok); err != nil && !errors.Is(err, lease.ErrLost) {
+	err := s.store.Abandon(ctx, id, tok)
+	if err != nil && !errors.Is(err, lease.ErrLost) {
 		s.storeError("abandon", id, err)
+		return err
 	}
+	return nil
 }
 
 // abandonBatch abandons the lease of c's batch, which no parser got, and
-// makes the controller runnable again; with returnWorker its pool's worker
+// makes the controller runnable again, or, when the store fails, leaves
+// it waiting for the lease to expire; with returnWorker its pool's worker
 // is counted free again too.
 func (s *Server) abandonBatch(c *controller, tok lease.Token, returnWorker bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TTL)
-	err := s.store.Abandon(ctx, c.id, tok)
-	cancel()
-	if err != nil && !errors.Is(err, lease.ErrLost) {
-		s.storeError("abandon", c.id, err)
-	}
+	err := s.abandonLease(c.id, tok)
 	c.sh.mu.Lock()
 	defer c.sh.mu.Unlock()
 	if returnWorker {
 		s.returnWorkerLocked(c)
 	}
-	if err != nil && !errors.Is(err, lease.ErrLost) {
-		c.leaseUnavailable() // the lease expires by itself; the check loop retries
+	if err != nil {
+		c.leaseUnavailable() // the check loop retries
 		return
 	}
 	c.abandoned()

@@ -34,6 +34,18 @@ func (c *connLog) get() *slog.Logger {
 	return c.l
 }
 
+// connection is an accepted device connection.
+type connection struct {
+	conn  net.Conn
+	lines bool
+	lean  bool   // read with a lent buffer, and waited on by a fresh goroutine (see waitLean)
+	done  func() // called when the connection is served
+	sess  *session
+	er    *egp.Reader     // EGP/1
+	lr    *egp.LineReader // lines
+	log   *connLog
+}
+
 // serveConn runs one device connection: HELLO, WELCOME, then messages.
 func (s *Server) serveConn(ctx context.Context, c *connection) {
 	if isTeltonika(c.conn) {
