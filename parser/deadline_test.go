@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -70,5 +71,54 @@ func TestLostDeadLetterReplyTimesOut(t *testing.T) {
 	}
 	if ids[0] != ids[1] || ids[0] != fmt.Sprintf("ctl-d:%d:%d", 1, 1) {
 		t.Fatalf("dead letters %v, want the retries of ctl-d:1:1", ids)
+	}
+}
+
+// TestUnansweredDuplicateCheckTimesOut: when the stream takes a record
+// for a duplicate, the read of the stored one (sameAsStored) is bounded
+// by the publish timeout too, not only by the attempt's deadline. Its
+// requests go unanswered here (the publisher's login may not read
+// messages, so the server drops them; a stream leader cut off by a
+// route behaves alike): the check fails after the publish timeout.
+func TestUnansweredDuplicateCheckTimesOut(t *testing.T) {
+	deny := []string{"$JS.API.STREAM.MSG.GET.>", "$JS.API.DIRECT.GET.>"}
+	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true,
+		Users: []*server.User{{Username: "p", Password: "p", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: deny}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	nc, err := nats.Connect("", nats.InProcessServer(s), nats.UserInfo("p", "p"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pub, err := NewPublisher(ctx, nc, PublisherConfig{JetStream: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	m := &Message{Controller: "ctl-u", Gen: 1, Seq: 1, Fence: 1, Payload: []byte(`{"n":1}`)}
+	if err := pub.Parsed(ctx, m, m.Payload); err != nil {
+		t.Fatalf("the first publish: %v", err)
+	}
+	// The same record again, under a deadline far beyond the publish
+	// timeout (an attempt's, parser.timeout).
+	done := make(chan error, 1)
+	go func() { done <- pub.Parsed(ctx, m, m.Payload) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the duplicate was taken as stored without reading the stored record")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the check of the duplicate still waits 20s later")
 	}
 }

@@ -165,6 +165,11 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg) error {
 	if err != nil || ack == nil || !ack.Duplicate {
 		return err
 	}
+	// Bounded like a publish: under an attempt's deadline alone, a read
+	// that finds no stream leader (a cut route) would stall the
+	// controller for parser.timeout.
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
 	return p.sameAsStored(ctx, ack, msg)
 }
 

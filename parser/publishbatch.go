@@ -146,6 +146,8 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	if ok && k.fence == m.Fence {
 		return k, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout) // as in publish
+	defer cancel()
 	if st == nil {
 		var err error
 		if st, err = p.js.Stream(ctx, StreamParsed); err != nil {
