@@ -147,10 +147,11 @@ type Store interface {
 	Open(ctx context.Context, id string, continues bool) (Session, error)
 	// Welcome returns the done record of sess's generation for the
 	// session's WELCOME, once no lease of id is held (ErrHeld while one
-	// is): the last lease then either recorded done, or ended without
-	// (its holder died, perhaps after acknowledging messages it did not
-	// record), in which case the generation changes and the done record
-	// is carried over. It returns the session with its generation, or
+	// is), and moves the session to a new generation with the record
+	// carried over. The record may lag what was stored under the old one
+	// (the last lease expired without recording done, or the store lost
+	// writes): a device that numbers on from it must not reuse those
+	// messages' IDs. It returns the session with its new generation, or
 	// ErrSuperseded when a newer session was opened meanwhile.
 	Welcome(ctx context.Context, id string, sess Session) (Session, uint64, error)
 }

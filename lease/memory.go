@@ -26,7 +26,6 @@ type memEntry struct {
 	sess    uint64 // the newest session (Open)
 	gen     uint64 // the current generation
 	lock    Session
-	clean   uint64 // the fence of the last grant that ended recording done
 }
 
 // NewMemory returns an empty in-process store.
@@ -126,7 +125,7 @@ func (e *memEntry) setDone(done uint64) {
 // unlock ends the grant of fence having recorded what it handled.
 func (e *memEntry) unlock(fence uint64) {
 	e.locked, e.tok, e.hb = false, Token{}, time.Time{}
-	e.rel, e.clean = fence, fence
+	e.rel = fence
 }
 
 // Release implements Store.
@@ -153,7 +152,6 @@ func (s *Memory) Abandon(_ context.Context, id string, tok Token) error {
 		return ErrLost
 	}
 	e.locked, e.tok, e.hb = false, Token{}, time.Time{}
-	e.clean = tok.Fence
 	return nil
 }
 
@@ -192,12 +190,10 @@ func (s *Memory) Welcome(_ context.Context, id string, sess Session) (Session, u
 	if e.sess != sess.No || e.gen != sess.Gen {
 		return sess, 0, ErrSuperseded
 	}
-	if e.fence != e.clean {
-		// The last lease expired: its holder may have acknowledged
-		// messages it never recorded.
-		e.newGen(now)
-		e.clean = e.fence
-	}
+	// A new generation, as in the Redis store: the done record may lag
+	// (the last lease expired; its holder may have acknowledged messages
+	// it never recorded).
+	e.newGen(now)
 	return Session{No: e.sess, Gen: e.gen}, e.done, nil
 }
 

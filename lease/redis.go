@@ -25,7 +25,6 @@ import (
 //	<prefix>:{<id>}:sess   the newest device session's number (Open)
 //	<prefix>:{<id>}:gen    the current seq generation
 //	<prefix>:{<id>}:lg     "<gen>:<session>" the lock was granted for
-//	<prefix>:{<id>}:clean  fence of the last grant that ended recording done
 //
 // and <prefix>:epoch (with Redis Cluster, one per master, in a slot it
 // serves): "<run_id>/<replid>:<since ms>", when the server's current epoch
@@ -93,10 +92,10 @@ func DialRedis(opts *redis.UniversalOptions, prefix string) *Redis {
 func (s *Redis) Client() redis.UniversalClient { return s.c }
 
 // Keys returns the keys of controller id, in the order fence, lock, hb,
-// done, rel, sess, gen, lg, clean.
+// done, rel, sess, gen, lg.
 func (s *Redis) Keys(id string) []string {
 	p := s.prefix + ":{" + id + "}:"
-	return []string{p + "fence", p + "lock", p + "hb", p + "done", p + "rel", p + "sess", p + "gen", p + "lg", p + "clean"}
+	return []string{p + "fence", p + "lock", p + "hb", p + "done", p + "rel", p + "sess", p + "gen", p + "lg"}
 }
 
 // LockKeyPrefix is the prefix of every lock key, "<prefix>:{", for keyspace
@@ -174,7 +173,7 @@ if lgen == (redis.call('GET', KEYS[5]) or '0') and gt(ARGV[3], redis.call('GET',
 end
 `
 
-// KEYS: lock hb done rel gen lg sess clean. ARGV: token ttl_ms done
+// KEYS: lock hb done rel gen lg sess. ARGV: token ttl_ms done
 // fence. Returns 1, 0 when the lock is not ours, or 2 when a newer
 // session exists: done recorded and the lock released.
 var keepScript = redis.NewScript(`
@@ -183,7 +182,6 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if tonumber(redis.call('GET', KEYS[7]) or '0') > tonumber(lsess or '0') then
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('SET', KEYS[4], ARGV[4])
-  redis.call('SET', KEYS[8], ARGV[4])
   return 2
 end
 ` + nowMs + `
@@ -192,22 +190,20 @@ redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
 return 1
 `)
 
-// KEYS: lock hb done rel gen lg sess clean. ARGV: token unused done
-// fence. Returns 1 or 0.
+// KEYS: lock hb done rel gen lg sess. ARGV: token unused done fence.
+// Returns 1 or 0.
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 ` + setDone + `
 redis.call('SET', KEYS[4], ARGV[4])
-redis.call('SET', KEYS[8], ARGV[4])
 return 1
 `)
 
-// KEYS: lock hb clean. ARGV: token fence. Returns 1 or 0.
+// KEYS: lock hb. ARGV: token. Returns 1 or 0.
 var abandonScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('SET', KEYS[3], ARGV[2])
 return 1
 `)
 
@@ -236,15 +232,14 @@ end
 return {string.format('%.0f', n), g}
 `)
 
-// KEYS: lock sess gen done fence clean. ARGV: session gen floor. Returns
-// {gen, done}, -1 while a lock is held, -2 when the session is no longer
-// the newest. A last grant that did not end recording done (it expired)
-// starts a new generation with the done record carried over. A store that
-// lost the session's record (a restart, a rollback) takes it up again in
-// a new generation. So does one whose last grant came before the current
-// epoch (its fence is at or below the floor): a rollback or a failover
-// that lost writes may have kept an older, clean state, whose done record
-// lags what was handled and stored under the same message IDs since.
+// KEYS: lock sess gen done. ARGV: session gen. Returns {gen, done}, -1
+// while a lock is held, -2 when the session is no longer the newest. The
+// session goes on in a new generation, with the done record carried
+// over: the record may lag what was stored under the old one (its last
+// lease expired without recording done, or the store lost writes in a
+// restart, a rollback or a failover), and a device that numbers on from
+// it must not reuse those messages' IDs. A store that lost the session's
+// record takes it up again in a new generation with no done record.
 var welcomeScript = redis.NewScript(newGen + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -255,16 +250,9 @@ if cur < tonumber(ARGV[1]) or g ~= ARGV[2] then
   redis.call('SET', KEYS[2], ARGV[1])
   g = newgen(KEYS[3])
   redis.call('DEL', KEYS[4])
-  local f = redis.call('GET', KEYS[5])
-  if f then redis.call('SET', KEYS[6], f) end
   return {g, '0'}
 end
-local f = redis.call('GET', KEYS[5])
-if f and (f ~= redis.call('GET', KEYS[6]) or tonumber(f) <= tonumber(ARGV[3])) then
-  g = newgen(KEYS[3])
-  redis.call('SET', KEYS[6], f)
-end
-return {g, redis.call('GET', KEYS[4]) or '0'}
+return {newgen(KEYS[3]), redis.call('GET', KEYS[4]) or '0'}
 `)
 
 // KEYS: epoch. ARGV: the epoch the caller met last ("" for none, or with
@@ -390,7 +378,7 @@ func (s *Redis) Heartbeat(ctx context.Context, id string, tok Token, ttl time.Du
 // Keep implements Store.
 func (s *Redis) Keep(ctx context.Context, id string, tok Token, ttl time.Duration, done uint64) error {
 	k := s.Keys(id)
-	n, err := s.pipe.run(ctx, keepScript, []string{k[1], k[2], k[3], k[4], k[6], k[7], k[5], k[8]}, tok.String(), ms(ttl), done, tok.Fence).Int()
+	n, err := s.pipe.run(ctx, keepScript, []string{k[1], k[2], k[3], k[4], k[6], k[7], k[5]}, tok.String(), ms(ttl), done, tok.Fence).Int()
 	if err != nil {
 		return redisErr("keep", err)
 	}
@@ -406,7 +394,7 @@ func (s *Redis) Keep(ctx context.Context, id string, tok Token, ttl time.Duratio
 // Release implements Store.
 func (s *Redis) Release(ctx context.Context, id string, tok Token, done uint64) error {
 	k := s.Keys(id)
-	n, err := s.pipe.run(ctx, releaseScript, []string{k[1], k[2], k[3], k[4], k[6], k[7], k[5], k[8]}, tok.String(), 0, done, tok.Fence).Int()
+	n, err := s.pipe.run(ctx, releaseScript, []string{k[1], k[2], k[3], k[4], k[6], k[7], k[5]}, tok.String(), 0, done, tok.Fence).Int()
 	if err != nil {
 		return redisErr("release", err)
 	}
@@ -419,7 +407,7 @@ func (s *Redis) Release(ctx context.Context, id string, tok Token, done uint64) 
 // Abandon implements Store.
 func (s *Redis) Abandon(ctx context.Context, id string, tok Token) error {
 	k := s.Keys(id)
-	n, err := s.pipe.run(ctx, abandonScript, []string{k[1], k[2], k[8]}, tok.String(), tok.Fence).Int()
+	n, err := s.pipe.run(ctx, abandonScript, k[1:3], tok.String()).Int()
 	if err != nil {
 		return redisErr("abandon", err)
 	}
@@ -495,23 +483,8 @@ func (s *Redis) Open(ctx context.Context, id string, continues bool) (Session, e
 
 // Welcome implements Store.
 func (s *Redis) Welcome(ctx context.Context, id string, sess Session) (Session, uint64, error) {
-	out, done, err := s.welcome(ctx, id, sess)
-	// As in Acquire: a floor of an earlier epoch might keep a generation
-	// the new epoch's data cannot vouch for. Again, as the session the
-	// call made.
-	for try := 0; try < 4 && errors.Is(err, errNewEpoch); try++ {
-		out, done, err = s.welcome(ctx, id, out)
-	}
-	if errors.Is(err, errNewEpoch) {
-		return sess, 0, redisErr("welcome", err)
-	}
-	return out, done, err
-}
-
-func (s *Redis) welcome(ctx context.Context, id string, sess Session) (Session, uint64, error) {
 	k := s.Keys(id)
-	start, floor := s.epoch()
-	v, err := s.pipe.run(ctx, welcomeScript, []string{k[1], k[5], k[6], k[3], k[0], k[8]}, sess.No, sess.Gen, floor).Result()
+	v, err := s.pipe.run(ctx, welcomeScript, []string{k[1], k[5], k[6], k[3]}, sess.No, sess.Gen).Result()
 	if err != nil {
 		return sess, 0, redisErr("welcome", err)
 	}
@@ -533,11 +506,7 @@ func (s *Redis) welcome(ctx context.Context, id string, sess Session) (Session, 
 	if err != nil {
 		return sess, 0, redisErr("welcome", err)
 	}
-	out := Session{No: sess.No, Gen: gen}
-	if later, _ := s.epoch(); later.After(start) {
-		return out, 0, errNewEpoch
-	}
-	return out, done, nil
+	return Session{No: sess.No, Gen: gen}, done, nil
 }
 
 // OnConnect reads the epoch of the server a new connection reached,
