@@ -1472,6 +1472,21 @@ func injectRedisRollback(x *faultRun, f *injected) {
 }
 
 func injectFailover(x *faultRun, f *injected) {
+	// The Sentinel promotes only a replica it knows to be in sync: after
+	// a failover the demoted master becomes one some seconds later. The
+	// fault begins once it would (not timed: part of the schedule).
+	err := wait.UntilEvery(30*time.Second, 50*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return x.r.sentinel.ReadyToFailover(ctx)
+	})
+	if err != nil {
+		x.fail(fmt.Errorf("failover: the Sentinel is not ready: %w", err))
+		return
+	}
+	x.mu.Lock()
+	f.start = time.Now()
+	x.mu.Unlock()
 	old := x.r.sentinel.Master
 	x.r.sentinel.Failover()
 	// The fault lasts until no appliance has a command connection to the
