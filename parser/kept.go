@@ -63,7 +63,13 @@ func (p *Pool) pruneKept() {
 // lease, which it sent to this pool directly, not over NATS).
 func (p *Pool) onSession(m *nats.Msg) {
 	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	// Under p.mu to the end: the release joins p.tails only before Run,
+	// which sets stopped under p.mu, waits for them.
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return // the kept lease expires by itself
+	}
 	k, ok := p.kept[id]
 	if ok && k.socket != "" && k.socket == string(m.Data) {
 		ok = false
@@ -73,7 +79,6 @@ func (p *Pool) onSession(m *nats.Msg) {
 		// have taken the next batch and stamped it as surely held.
 		p.superseded[id] = k
 	}
-	p.mu.Unlock()
 	if !ok || time.Now().After(p.surelyHeldUntil(k)) {
 		return
 	}
