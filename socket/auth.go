@@ -108,11 +108,16 @@ func certNames(conn net.Conn, id string) bool {
 	return leaf.Subject.CommonName == id || slices.Contains(leaf.DNSNames, id)
 }
 
-// tokenLoop re-reads the token file when it changes (checked every
-// interval); a file that does not parse keeps the previous tokens.
-func (s *Server) tokenLoop(done <-chan struct{}, interval time.Duration) {
+// watchFile re-reads file with load when it changes (checked every
+// interval); a file that does not read or parse keeps what was loaded
+// before (what names the contents in the logs). It returns when done is
+// closed.
+func (s *Server) watchFile(done <-chan struct{}, interval time.Duration, file, what string, load func() error) {
 	var mod time.Time
 	var size int64
+	if fi, err := os.Stat(file); err == nil {
+		mod, size = fi.ModTime(), fi.Size() // loaded by New
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -121,20 +126,20 @@ func (s *Server) tokenLoop(done <-chan struct{}, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		fi, err := os.Stat(s.cfg.TokenFile)
+		fi, err := os.Stat(file)
 		if err != nil {
-			s.log.Warn("socket: token file unreadable, keeping the tokens loaded", "file", s.cfg.TokenFile, "err", err)
+			s.log.Warn("socket: "+what+" file unreadable, keeping the "+what+"s loaded", "file", file, "err", err)
 			continue
 		}
 		if fi.ModTime().Equal(mod) && fi.Size() == size {
 			continue
 		}
 		mod, size = fi.ModTime(), fi.Size()
-		if err := s.loadTokens(); err != nil {
-			s.log.Error("socket: token file refused, keeping the tokens loaded", "err", err)
+		if err := load(); err != nil {
+			s.log.Error("socket: "+what+" file refused, keeping the "+what+"s loaded", "err", err)
 			continue
 		}
-		s.log.Info("socket: token file reloaded", "file", s.cfg.TokenFile)
+		s.log.Info("socket: "+what+" file reloaded", "file", file)
 	}
 }
 

@@ -408,7 +408,7 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Go(func() { s.acceptLoop(lctx, s.ln, false) })
 	}
 	if s.cfg.TokenFile != "" {
-		wg.Go(func() { s.tokenLoop(lctx.Done(), 2*time.Second) })
+		wg.Go(func() { s.watchFile(lctx.Done(), 2*time.Second, s.cfg.TokenFile, "token", s.loadTokens) })
 	}
 	if s.lln != nil {
 		wg.Go(func() { s.acceptLoop(lctx, s.lln, true) })

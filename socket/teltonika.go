@@ -120,7 +120,9 @@ func (s *Server) runTeltonika(ctx context.Context, wg *sync.WaitGroup) {
 	switch {
 	case s.cfg.TeltonikaOpen:
 	case s.cfg.TeltonikaIMEIs != "":
-		wg.Go(func() { s.imeiLoop(ctx.Done(), 2*time.Second) })
+		// Devices connected are not checked again: a removed IMEI is
+		// refused at its next connection.
+		wg.Go(func() { s.watchFile(ctx.Done(), 2*time.Second, s.cfg.TeltonikaIMEIs, "IMEI", s.loadIMEIs) })
 	default:
 		s.log.Warn("socket: devices.teltonika_imeis is not set: every Teltonika device is refused")
 	}
@@ -346,39 +348,4 @@ func (s *Server) loadIMEIs() error {
 	}
 	s.tel.imeis.Store(l)
 	return nil
-}
-
-// imeiLoop re-reads the allowlist when it changes (checked every
-// interval); a file that does not parse keeps the previous list. Devices
-// connected are not checked again: a removed IMEI is refused at its next
-// connection.
-func (s *Server) imeiLoop(done <-chan struct{}, interval time.Duration) {
-	var mod time.Time
-	var size int64
-	if fi, err := os.Stat(s.cfg.TeltonikaIMEIs); err == nil {
-		mod, size = fi.ModTime(), fi.Size() // loaded by New
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-		}
-		fi, err := os.Stat(s.cfg.TeltonikaIMEIs)
-		if err != nil {
-			s.log.Warn("socket: IMEI file unreadable, keeping the IMEIs loaded", "file", s.cfg.TeltonikaIMEIs, "err", err)
-			continue
-		}
-		if fi.ModTime().Equal(mod) && fi.Size() == size {
-			continue
-		}
-		mod, size = fi.ModTime(), fi.Size()
-		if err := s.loadIMEIs(); err != nil {
-			s.log.Error("socket: IMEI file refused, keeping the IMEIs loaded", "err", err)
-			continue
-		}
-		s.log.Info("socket: IMEI file reloaded", "file", s.cfg.TeltonikaIMEIs)
-	}
 }
