@@ -200,15 +200,7 @@ func Simulate(ctx context.Context, cfg SimConfig, progress func(SimReport)) (Sim
 			r.Reconnects += int64(st.Reconnects)
 			r.OrderErrors += int64(st.OrderErrors)
 		}
-		end := time.Now()
-		if l := lastAck.Load(); l != 0 && r.Acked == r.Sent {
-			end = time.Unix(0, l)
-		}
-		r.Elapsed = end.Sub(start)
-		if r.Elapsed > 0 {
-			r.Throughput = float64(r.Acked) / r.Elapsed.Seconds()
-		}
-		r.P50, r.P90, r.P99, r.P999, r.Max = hist.quantile(0.5), hist.quantile(0.9), hist.quantile(0.99), hist.quantile(0.999), hist.max()
+		r.finish(start, lastAck.Load(), &hist)
 		if socketTimes {
 			r.SockP50, r.SockP99, r.SockP999 = sock.quantile(0.5), sock.quantile(0.99), sock.quantile(0.999)
 		}
@@ -366,6 +358,21 @@ func (h *histogram) record(d time.Duration) {
 // in, but never above the largest value recorded: in the top bucket the
 // middle may lie above every value in it, and a p99.9 above the max is a
 // contradiction a reader sees at once.
+// finish sets the report's time, throughput and latencies: the run ends
+// at the last ACK (lastAck, unix ns) once everything sent was
+// acknowledged, else now.
+func (r *SimReport) finish(start time.Time, lastAck int64, hist *histogram) {
+	end := time.Now()
+	if lastAck != 0 && r.Acked == r.Sent {
+		end = time.Unix(0, lastAck)
+	}
+	r.Elapsed = end.Sub(start)
+	if r.Elapsed > 0 {
+		r.Throughput = float64(r.Acked) / r.Elapsed.Seconds()
+	}
+	r.P50, r.P90, r.P99, r.P999, r.Max = hist.quantile(0.5), hist.quantile(0.9), hist.quantile(0.99), hist.quantile(0.999), hist.max()
+}
+
 func (h *histogram) quantile(q float64) time.Duration {
 	top := h.max() // read first: values recorded later may only raise it
 	var counts [len(h.counts)]uint64

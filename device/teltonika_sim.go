@@ -91,15 +91,7 @@ func simulateTeltonika(ctx context.Context, cfg SimConfig, progress func(SimRepo
 			r.Reconnects += int64(st.Reconnects)
 			r.OrderErrors += int64(st.AckErrors)
 		}
-		end := time.Now()
-		if l := lastAck.Load(); l != 0 && r.Acked == r.Sent {
-			end = time.Unix(0, l)
-		}
-		r.Elapsed = end.Sub(begin)
-		if r.Elapsed > 0 {
-			r.Throughput = float64(r.Acked) / r.Elapsed.Seconds()
-		}
-		r.P50, r.P90, r.P99, r.P999, r.Max = hist.quantile(0.5), hist.quantile(0.9), hist.quantile(0.99), hist.quantile(0.999), hist.max()
+		r.finish(begin, lastAck.Load(), &hist)
 		return r
 	}
 	stop := make(chan struct{})
