@@ -203,6 +203,14 @@ func New(cfg Config) (*Server, error) {
 		opts.StoreDir = cfg.StoreDir
 		opts.JetStreamMaxStore = cfg.MaxStore
 		opts.JetStreamMaxMemory = cfg.MaxMemory
+		// Every parser worker of every appliance can have a batch of
+		// records open on the parsed stream's leader, up to parser.batch
+		// (4096) records: the server's defaults (50 atomic batches per
+		// stream, 1,000 records each) would refuse batches of a busy
+		// cluster (docs/design.md#output-and-fencing).
+		opts.JetStreamLimits.MaxBatchInflightPerStream = 10_000
+		opts.JetStreamLimits.MaxBatchInflightTotal = 50_000
+		opts.JetStreamLimits.MaxBatchSize = 4096
 	}
 	if cfg.Cluster.Listen != "" {
 		h, p, err := hostPort("nats.cluster.listen", cfg.Cluster.Listen)

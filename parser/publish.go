@@ -56,6 +56,9 @@ type Publisher struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 	pipe pipeState // pipelined batches (publishHandler.Pipeline)
+	// beforeSend, set by tests, runs before a batch's record is sent but
+	// the last: a fault in the middle of a batch.
+	beforeSend func(*nats.Msg)
 }
 
 // NewPublisher returns a Publisher on nc. With JetStream it creates or
@@ -125,8 +128,8 @@ func (p *Publisher) ensureStreams(ctx context.Context) error {
 			MaxBytes:    orUnlimited(p.cfg.MaxBytes), Discard: jetstream.DiscardOld,
 			Replicas: p.cfg.Replicas, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
 			// Batches of records are published in fast-ingest batches
-			// (fastIngest).
-			AllowBatchPublish: true,
+			// (fastIngest), or atomic ones when replicated (atomicBatch).
+			AllowBatchPublish: true, AllowAtomicPublish: true,
 		},
 		{
 			Name: StreamDead, Subjects: []string{coord.DeadSubject(">")},
@@ -217,10 +220,54 @@ func (p *Publisher) sameAsStored(ctx context.Context, ack *jetstream.PubAck, msg
 // Parsed publishes body as m's record on edgegate.parsed.<controller>. It
 // has the signature of Emit.
 func (p *Publisher) Parsed(ctx context.Context, m *Message, body []byte) error {
-	if err := p.publish(ctx, p.msg(coord.ParsedSubject(m.Controller), m, body)); err != nil {
+	msg := p.msg(coord.ParsedSubject(m.Controller), m, body)
+	ack, err := p.putRecord(ctx, m, msg)
+	if err == nil && ack != nil && ack.Duplicate {
+		ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout) // as in publish
+		defer cancel()
+		err = p.sameAsStored(ctx, ack, msg)
+	}
+	if err != nil {
 		return fmt.Errorf("parser: publish %s: %w", m.ID(), err)
 	}
 	return nil
+}
+
+// putRecord publishes msg, a record of m on its controller's subject, on
+// the condition that the subject still ends where m's lease grant left it
+// (Nats-Expected-Last-Subject-Sequence): a record whose lease ran out
+// while it was in flight, once a newer grant wrote, is refused by the
+// stream rather than stored after the newer grant's records. The refusal
+// is a transient error; the retry reads the subject again, and goes on
+// only when its last record is from this grant or an older one.
+func (p *Publisher) putRecord(ctx context.Context, m *Message, msg *nats.Msg) (*jetstream.PubAck, error) {
+	if p.js == nil {
+		return p.put(ctx, msg)
+	}
+	k, err := p.knownOf(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	expectAfter(msg, k.lastSeq)
+	ack, err := p.put(ctx, msg)
+	s := &p.pipe
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err != nil:
+		// Not known whether it is stored: the next write reads the subject.
+		s.known.drop(m.Controller)
+	case ack != nil && !ack.Duplicate:
+		k.any, k.sure, k.gen, k.seq, k.lastSeq = true, true, m.Gen, m.Seq, ack.Sequence
+		s.known.put(m.Controller, k, time.Now())
+	}
+	return ack, err
+}
+
+// expectAfter makes msg conditional on its subject's last record being
+// stream seq last (0: none).
+func expectAfter(msg *nats.Msg, last uint64) {
+	msg.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(last, 10)}
 }
 
 // Dead stores m as a dead letter on edgegate.dead.<controller>, with the

@@ -71,13 +71,23 @@ func (s *pipeState) close() {
 // the others (a resend after a fault) are published one at a time and
 // checked. Records are stored in device order, so the last one bounds
 // what is stored.
+//
+// It also holds the stream seq of that last record, which every write
+// under the grant is conditional on (putRecord, Pipeline).
 type known struct {
-	fence uint64
-	any   bool // the stream holds a record of the controller
-	sure  bool // its generation and seq are read (false: every message may be stored)
-	gen   uint64
-	seq   uint64
+	fence   uint64
+	any     bool // the stream holds a record of the controller
+	sure    bool // its generation and seq are read (false: every message may be stored)
+	gen     uint64
+	seq     uint64
+	lastSeq uint64 // the stream seq of the last record; 0: none
 }
+
+// errSuperseded says the controller's last record in the stream was
+// written under a newer lease grant than the message's: this one is over
+// (its holder finds out from the lease store soon), and nothing of it may
+// be stored after the newer grant's records.
+var errSuperseded = errors.New("a newer lease grant already wrote to the stream")
 
 // mayHave reports whether the stream may have a record of m already.
 func (k known) mayHave(m *Message) bool {
@@ -164,7 +174,10 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	case err != nil:
 		return known{}, fmt.Errorf("read the last record of %s: %w", m.Controller, err)
 	default:
-		k.any = true
+		k.any, k.lastSeq = true, last.Sequence
+		if f, err := strconv.ParseUint(last.Header.Get(HeaderFence), 10, 64); err == nil && f > m.Fence {
+			return known{}, fmt.Errorf("%s: stored under fence %d, this is %d: %w", m.Controller, f, m.Fence, errSuperseded)
+		}
 		gen, err1 := strconv.ParseUint(last.Header.Get(HeaderGen), 10, 64)
 		seq, err2 := strconv.ParseUint(last.Header.Get(HeaderSeq), 10, 64)
 		if err1 == nil && err2 == nil {
@@ -179,20 +192,28 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 
 // publishPipeline is the publish handler's pipeline of one batch: the
 // messages that may be stored already are stored one at a time (Handle),
-// the others as the records of one fast-ingest batch, committed and waited
-// for by Flush. The ones stored one at a time come first: a batch's
-// messages are in seq order, and those come before the first that is
-// surely not stored.
+// the others as the records of one batch, sent, committed and waited for
+// by Flush. The ones stored one at a time come first: a batch's messages
+// are in seq order, and those come before the first that is surely not
+// stored.
+//
+// The batch's records are kept until Flush and then sent back to back,
+// its first record conditional on the subject's last (putRecord): a
+// newer grant's record that lands before the batch makes the stream
+// refuse all of it. On a replicated stream the batch is atomic, which
+// keeps the condition true of every record (atomicBatch); a fast-ingest
+// batch on a single-replica stream keeps it true of those that reached
+// the stream before the newer record did, so only a publisher stopped
+// in the middle of sending one could still split it.
 type publishPipeline struct {
-	h      *publishHandler
-	p      *Publisher
-	synced int        // messages stored one at a time since the last Flush
-	b      *fastBatch // the fast-ingest batch since the last Flush; nil: none
-	unsent *nats.Msg  // its last record, not sent yet (it commits b)
-	base   known      // what the stream had of the controller before b
-	ctrl   string
-	last   known // the stream's state once b's records are all stored
-	looked bool  // base is read for the messages since the last Flush
+	h       *publishHandler
+	p       *Publisher
+	synced  int         // messages stored one at a time since the last Flush
+	pending []*nats.Msg // the batch's records, sent by Flush
+	base    known       // what the stream had of the controller before them
+	ctrl    string
+	last    known // the stream's state once they are all stored
+	looked  bool  // base is read for the messages since the last Flush
 }
 
 // Start implements Pipeline.
@@ -218,38 +239,32 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 	if pp.base.mayHave(m) {
 		return pp.alone(ctx, m)
 	}
-	if pp.b == nil {
-		b, err := pp.p.pipe.ingest(pp.p.nc).begin(coord.ParsedSubject(m.Controller))
-		if err != nil {
-			return err
-		}
-		pp.b, pp.ctrl = b, m.Controller
+	msg := pp.p.msg(coord.ParsedSubject(m.Controller), m, m.Payload)
+	if len(pp.pending) == 0 {
+		// The batch is conditional on the subject ending where this
+		// grant found or left it (putRecord).
+		expectAfter(msg, pp.base.lastSeq)
+		pp.ctrl = m.Controller
 	}
-	// The record before this one goes out now; this one waits, so
-	// that the batch's last record can commit it (fastBatch.commit).
-	if pp.unsent != nil {
-		if err := pp.b.send(ctx, pp.unsent, pp.p.cfg.Timeout); err != nil {
-			// Neither that record nor this one is sent.
-			pp.unsent = nil
-			return fmt.Errorf("parser: publish %s: %w", m.ID(), err)
-		}
-	}
-	pp.unsent = pp.p.msg(coord.ParsedSubject(m.Controller), m, m.Payload)
+	pp.pending = append(pp.pending, msg)
 	pp.last = known{fence: m.Fence, any: true, sure: true, gen: m.Gen, seq: m.Seq}
 	return nil
 }
 
 // alone stores m waiting for the stream (Handle), after the records
-// already in the fast-ingest batch, which must be stored first: m must not
-// overtake one of them that fails.
+// already in the batch, which must be stored first: m must not overtake
+// one of them that fails.
 func (pp *publishPipeline) alone(ctx context.Context, m *Message) error {
-	if pp.b != nil {
+	if len(pp.pending) > 0 {
 		return errors.New("parser: a message to store alone after pipelined ones (flushed first, then retried)")
 	}
 	if err := pp.h.Handler.Handle(ctx, m); err != nil {
 		return err
 	}
 	pp.synced++
+	// The subject moved on: the next message reads where to (putRecord
+	// left it in the cache).
+	pp.looked = false
 	return nil
 }
 
@@ -257,16 +272,16 @@ func (pp *publishPipeline) alone(ctx context.Context, m *Message) error {
 func (pp *publishPipeline) Flush(ctx context.Context) (int, error) {
 	n := pp.synced
 	pp.synced, pp.looked = 0, false
-	b := pp.b
-	if b == nil {
+	msgs := pp.pending
+	pp.pending = nil
+	if len(msgs) == 0 {
 		return n, nil
 	}
-	unsent := pp.unsent
-	pp.b, pp.unsent = nil, nil
-	count, _, err := b.commit(ctx, unsent, pp.p.cfg.Timeout)
+	count, last, err := pp.send(ctx, msgs)
 	s := &pp.p.pipe
 	s.mu.Lock()
-	if err == nil {
+	if err == nil && last > 0 {
+		pp.last.lastSeq = last
 		s.known.put(pp.ctrl, pp.last, time.Now())
 	} else {
 		// Not known how far the stream got: the next batch reads it.
@@ -274,7 +289,7 @@ func (pp *publishPipeline) Flush(ctx context.Context) (int, error) {
 	}
 	s.mu.Unlock()
 	if isNoFastIngest(err) && s.noFast.CompareAndSwap(false, true) {
-		pp.p.cfg.Logger.Warn("parser: the parsed stream takes no fast-ingest batches (allow_batched, nats-server 2.14+): records are published one at a time", "err", err)
+		pp.p.cfg.Logger.Warn("parser: the parsed stream takes no batches (allow_batched, allow_atomic; nats-server 2.14+): records are published one at a time", "err", err)
 	}
 	if err != nil {
 		err = fmt.Errorf("parser: publish to %s: %w", pp.ctrl, err)
@@ -282,17 +297,37 @@ func (pp *publishPipeline) Flush(ctx context.Context) (int, error) {
 	return n + int(count), err
 }
 
-// Close implements Pipeline.
-func (pp *publishPipeline) Close() {
-	if pp.b != nil {
-		// Not flushed (the pool stopped early): end the batch on the
-		// server, waiting for nothing.
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		pp.b.commit(ctx, nil, 0)
-		pp.b, pp.unsent = nil, nil
+// send publishes msgs as one batch, an atomic one on a replicated stream
+// (see atomicBatch), and waits for the count stored, a prefix.
+func (pp *publishPipeline) send(ctx context.Context, msgs []*nats.Msg) (count, last uint64, err error) {
+	var b recordBatch
+	if pp.p.cfg.Replicas > 1 {
+		b = newAtomicBatch(pp.p.nc)
+	} else {
+		fb, err := pp.p.pipe.ingest(pp.p.nc).begin(msgs[0].Subject)
+		if err != nil {
+			return 0, 0, err
+		}
+		b = fb
 	}
+	timeout := pp.p.cfg.Timeout
+	for _, msg := range msgs[:len(msgs)-1] {
+		if pp.p.beforeSend != nil {
+			pp.p.beforeSend(msg)
+		}
+		if err := b.send(ctx, msg, timeout); err != nil {
+			// This record and those after it are not sent: the commit
+			// says how many before it are stored.
+			count, last, _ := b.commit(ctx, nil, timeout)
+			return count, last, err
+		}
+	}
+	return b.commit(ctx, msgs[len(msgs)-1], timeout)
 }
+
+// Close implements Pipeline. Records are sent only by Flush, so a pipeline
+// closed without one (the pool stopped early) has nothing on the server.
+func (pp *publishPipeline) Close() { pp.pending = nil }
 
 // ingest returns the fast-ingest publisher on nc.
 func (s *pipeState) ingest(nc *nats.Conn) *fastIngest {

@@ -392,16 +392,17 @@ func TestPipelinedServerRestartMidBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	restartAt := uint64(120)
-	r := newPipelineRig(t, nc, func(m *Message) {
-		if m.Seq != restartAt || m.Attempt != 1 {
+	r := newPipelineRig(t, nc, nil)
+	restartAt := "120"
+	r.pub.beforeSend = func(msg *nats.Msg) {
+		if msg.Header.Get(HeaderSeq) != restartAt {
 			return
 		}
-		restartAt = 0 // once
+		restartAt = "" // once
 		s.Shutdown()
 		s.WaitForShutdown()
 		s = start(opts)
-	})
+	}
 	seqs := seqRange(1, 300)
 	body := func(s uint64) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, s)) }
 	st := r.batch(t, "ctl-r", body, seqs...)

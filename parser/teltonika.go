@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegate/edgegate/coord"
@@ -44,20 +43,15 @@ func (p *Publisher) teltonikaRecords(ctx context.Context, m *Message) error {
 		body = teltonika.AppendJSON(body[:0], m.Controller, pkt.Codec, r)
 		msg := p.msg(subject, m, body)
 		msg.Header[jetstream.MsgIDHeader] = []string{teltonika.RecordID(m.Controller, r)}
-		if err := p.publishRecord(ctx, msg); err != nil {
+		// A duplicate is taken for stored without reading the stored
+		// record back (as Parsed does): the ID is a digest of the
+		// record's content, so the stored record is this one, except
+		// perhaps for the codec that carried it (a device whose codec
+		// setting changed between a send and its resend); and a resent
+		// packet would cost a read per record.
+		if _, err := p.putRecord(ctx, m, msg); err != nil {
 			return fmt.Errorf("parser: publish record %d of %d of %s: %w", i+1, len(pkt.Records), m.ID(), err)
 		}
 	}
 	return nil
-}
-
-// publishRecord publishes one record of a Teltonika packet. Unlike
-// publish, it takes a duplicate for stored without reading the stored
-// record back: the ID is a digest of the record's content, so the stored
-// record is this one, except perhaps for the codec that carried it (a
-// device whose codec setting changed between a send and its resend); and
-// a resent packet would cost a read per record.
-func (p *Publisher) publishRecord(ctx context.Context, msg *nats.Msg) error {
-	_, err := p.put(ctx, msg)
-	return err
 }

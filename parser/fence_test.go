@@ -1,0 +1,263 @@
+package parser
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgegate/edgegate/coord"
+	"github.com/edgegate/edgegate/internal/wait"
+)
+
+// jetStreamCluster runs three in-process NATS servers clustered over
+// loopback routes, with JetStream, and returns a connection to each.
+func jetStreamCluster(t *testing.T) []*nats.Conn {
+	t.Helper()
+	var lns []net.Listener
+	var routes []string
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln) // held until all are chosen, so they differ
+		routes = append(routes, "nats://"+ln.Addr().String())
+	}
+	var conns []*nats.Conn
+	for i, ln := range lns {
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		s, err := server.NewServer(&server.Options{ServerName: fmt.Sprintf("s%d", i), Host: "127.0.0.1", Port: server.RANDOM_PORT,
+			NoSigs: true, JetStream: true, StoreDir: t.TempDir(),
+			Cluster: server.ClusterOpts{Name: "fence", Host: "127.0.0.1", Port: port},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ","))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Start()
+		t.Cleanup(s.Shutdown)
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats server not ready")
+		}
+		nc, err := nats.Connect(s.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		conns = append(conns, nc)
+	}
+	return conns
+}
+
+// fenceRig is two publishers, the appliances of an older lease grant (a)
+// and a newer one (b) of controller ctl-f, on their own connections.
+type fenceRig struct {
+	a, b *Publisher
+	js   jetstream.JetStream
+}
+
+func newFenceRig(t *testing.T, ncA, ncB *nats.Conn, replicas int) *fenceRig {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var pubs []*Publisher
+	for _, nc := range []*nats.Conn{ncA, ncB} {
+		p, err := NewPublisher(ctx, nc, PublisherConfig{JetStream: true, Replicas: replicas, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		pubs = append(pubs, p)
+	}
+	js, err := jetstream.New(ncA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// In a cluster the streams may come a little later (NewPublisher
+	// retries in the background).
+	for {
+		if _, err := js.Stream(ctx, StreamParsed); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("no stream %s: %v", StreamParsed, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return &fenceRig{a: pubs[0], b: pubs[1], js: js}
+}
+
+func fenceMsg(gen, seq, fence uint64) *Message {
+	return &Message{Controller: "ctl-f", Gen: gen, Seq: seq, Fence: fence, Received: time.Now(),
+		Payload: []byte(fmt.Sprintf(`{"gen":%d,"seq":%d}`, gen, seq))}
+}
+
+// batch runs msgs through a pipeline of p, calling between after the
+// records are started and before they are flushed.
+func batch(ctx context.Context, t *testing.T, p *Publisher, msgs []*Message, between func()) (int, error) {
+	t.Helper()
+	pl := p.Handler(false).(BatchHandler).Pipeline()
+	if pl == nil {
+		t.Fatal("no pipeline")
+	}
+	defer pl.Close()
+	for _, m := range msgs {
+		if err := pl.Start(ctx, m); err != nil {
+			return 0, err
+		}
+	}
+	if between != nil {
+		between()
+	}
+	return pl.Flush(ctx)
+}
+
+// staleFences reads ctl-f's records in stream order and returns those
+// stored with a lower fence than one stored before them.
+func staleFences(t *testing.T, js jetstream.JetStream) (fences []uint64, stale []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, StreamParsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var high uint64
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject != coord.ParsedSubject("ctl-f") {
+			continue
+		}
+		f, err := strconv.ParseUint(m.Header.Get(HeaderFence), 10, 64)
+		if err != nil {
+			t.Fatalf("record %d without a fence", seq)
+		}
+		fences = append(fences, f)
+		if f < high {
+			stale = append(stale, fmt.Sprintf("%s (fence %d after %d)", m.Header.Get(jetstream.MsgIDHeader), f, high))
+		}
+		high = max(high, f)
+	}
+	return fences, stale
+}
+
+// TestStaleGrantWritesNothingAfterNewer: records of an older lease grant
+// that reach the stream after a newer grant's record (their publish was
+// in flight when the lease ran out: a paused process, a stalled route)
+// are refused by the stream itself, whichever way they were sent, and the
+// older grant's retry finds the newer one's record and gives up: no
+// record is stored with a lower fence than one before it. Replicated,
+// the newer record can even land between two records of one batch.
+func TestStaleGrantWritesNothingAfterNewer(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		replicas int
+		// late sends the older grant's records; newer writes the
+		// newer grant's record at the worst moment.
+		late func(ctx context.Context, t *testing.T, r *fenceRig, newer func()) error
+	}{
+		{name: "batch", replicas: 1, late: func(ctx context.Context, t *testing.T, r *fenceRig, newer func()) error {
+			n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 3, 1), fenceMsg(1, 4, 1), fenceMsg(1, 5, 1)}, newer)
+			if n != 0 && err == nil {
+				return nil
+			}
+			return err
+		}},
+		{name: "alone", replicas: 1, late: func(ctx context.Context, t *testing.T, r *fenceRig, newer func()) error {
+			newer()
+			return r.a.Parsed(ctx, fenceMsg(1, 3, 1), fenceMsg(1, 3, 1).Payload)
+		}},
+		{name: "replicated batch split", replicas: 3, late: func(ctx context.Context, t *testing.T, r *fenceRig, newer func()) error {
+			// The newer grant reads the subject after the batch's first
+			// record is sent, before the others are, and writes.
+			sent := 0
+			r.a.beforeSend = func(*nats.Msg) {
+				if sent++; sent != 2 {
+					return
+				}
+				// A fast-ingest batch's first record is stored by now: wait
+				// for it. An atomic batch stores nothing before its
+				// commit, so this waits its whole bound, and goes on.
+				_ = wait.Until(time.Second, func() error {
+					st, err := r.js.Stream(ctx, StreamParsed)
+					if err != nil {
+						return err
+					}
+					last, err := st.GetLastMsgForSubject(ctx, coord.ParsedSubject("ctl-f"))
+					if err == nil && last.Header.Get(HeaderSeq) == "3" {
+						return nil
+					}
+					return errors.New("not stored")
+				})
+				newer()
+			}
+			n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 3, 1), fenceMsg(1, 4, 1), fenceMsg(1, 5, 1)}, nil)
+			if n != 0 && err == nil {
+				return nil
+			}
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ncA, ncB *nats.Conn
+			if tc.replicas > 1 {
+				conns := jetStreamCluster(t)
+				ncA, ncB = conns[0], conns[1]
+			} else {
+				ncA = jetStreamConn(t)
+				ncB = ncA
+			}
+			r := newFenceRig(t, ncA, ncB, tc.replicas)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			// The older grant (fence 1) stores two records, and knows
+			// where it left the subject.
+			if n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 1, 1), fenceMsg(1, 2, 1)}, nil); n != 2 || err != nil {
+				t.Fatalf("first batch: %d stored, %v", n, err)
+			}
+			// The newer grant (fence 2, a new session's generation).
+			newer := func() {
+				m := fenceMsg(2, 1, 2)
+				if err := r.b.Parsed(ctx, m, m.Payload); err != nil {
+					t.Errorf("the newer grant's record: %v", err)
+				}
+			}
+			if err := tc.late(ctx, t, r, newer); err == nil {
+				t.Error("the older grant's late records were taken as stored")
+			}
+			// Its retry reads the subject again and finds the newer grant.
+			err := r.a.Parsed(ctx, fenceMsg(1, 3, 1), fenceMsg(1, 3, 1).Payload)
+			if !errors.Is(err, errSuperseded) {
+				t.Errorf("the older grant's retry: %v, want it superseded", err)
+			}
+			fences, stale := staleFences(t, r.js)
+			if len(stale) > 0 {
+				t.Errorf("records stored after a newer grant's: %v (fences in stream order %v)", stale, fences)
+			}
+			if len(fences) != 3 || fences[2] != 2 {
+				t.Errorf("fences in stream order %v, want [1 1 2]", fences)
+			}
+		})
+	}
+}
