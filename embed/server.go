@@ -203,14 +203,7 @@ func New(cfg Config) (*Server, error) {
 		opts.StoreDir = cfg.StoreDir
 		opts.JetStreamMaxStore = cfg.MaxStore
 		opts.JetStreamMaxMemory = cfg.MaxMemory
-		// Every parser worker of every appliance can have a batch of
-		// records open on the parsed stream's leader, up to parser.batch
-		// (4096) records: the server's defaults (50 atomic batches per
-		// stream, 1,000 records each) would refuse batches of a busy
-		// cluster (docs/design.md#output-and-fencing).
-		opts.JetStreamLimits.MaxBatchInflightPerStream = 10_000
-		opts.JetStreamLimits.MaxBatchInflightTotal = 50_000
-		opts.JetStreamLimits.MaxBatchSize = 4096
+		opts.JetStreamLimits = BatchLimits()
 	}
 	if cfg.Cluster.Listen != "" {
 		h, p, err := hostPort("nats.cluster.listen", cfg.Cluster.Listen)
@@ -356,4 +349,14 @@ func (a *slogAdapter) Errorf(format string, v ...any) { a.logf(slog.LevelError, 
 func (a *slogAdapter) Debugf(format string, v ...any) { a.logf(slog.LevelDebug, false, format, v) }
 func (a *slogAdapter) Tracef(format string, v ...any) {
 	a.logf(slog.LevelDebug, false, format, v, "trace", true)
+}
+
+// BatchLimits are the JetStream limits of an appliance's server on batch
+// publishing. Every parser worker of every appliance can have a batch of
+// records open on the parsed stream's leader, of up to parser.batch (4096)
+// records: the server's defaults (50 atomic batches per stream, 1,000
+// records each) would refuse batches of a busy cluster
+// (docs/design.md#output-and-fencing).
+func BatchLimits() server.JSLimitOpts {
+	return server.JSLimitOpts{MaxBatchInflightPerStream: 10_000, MaxBatchInflightTotal: 50_000, MaxBatchSize: 4096}
 }

@@ -234,12 +234,18 @@ func (p *Publisher) Parsed(ctx context.Context, m *Message, body []byte) error {
 }
 
 // putRecord publishes msg, a record of m on its controller's subject, on
-// the condition that the subject still ends where m's lease grant left it
-// (Nats-Expected-Last-Subject-Sequence): a record whose lease ran out
-// while it was in flight, once a newer grant wrote, is refused by the
-// stream rather than stored after the newer grant's records. The refusal
-// is a transient error; the retry reads the subject again, and goes on
-// only when its last record is from this grant or an older one.
+// the condition that the subject still ends where m's lease grant found
+// or left it (Nats-Expected-Last-Subject-Sequence): a record whose lease
+// ran out while it was in flight, once a newer grant wrote, is refused by
+// the stream rather than stored after the newer grant's records. The
+// refusal is a transient error, retried (reading the subject again) only
+// while the lease is valid, which the lease store makes exclusive.
+//
+// Why the fences are not compared as well (refusing to write after a
+// record with a higher one): an in-process lease store that restarts with
+// its clock set back (a gateway without a real-time clock, before NTP)
+// starts its fences below those in the stream, and every controller would
+// stall until its records aged out.
 func (p *Publisher) putRecord(ctx context.Context, m *Message, msg *nats.Msg) (*jetstream.PubAck, error) {
 	if p.js == nil {
 		return p.put(ctx, msg)

@@ -83,12 +83,6 @@ type known struct {
 	lastSeq uint64 // the stream seq of the last record; 0: none
 }
 
-// errSuperseded says the controller's last record in the stream was
-// written under a newer lease grant than the message's: this one is over
-// (its holder finds out from the lease store soon), and nothing of it may
-// be stored after the newer grant's records.
-var errSuperseded = errors.New("a newer lease grant already wrote to the stream")
-
 // mayHave reports whether the stream may have a record of m already.
 func (k known) mayHave(m *Message) bool {
 	switch {
@@ -175,9 +169,6 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 		return known{}, fmt.Errorf("read the last record of %s: %w", m.Controller, err)
 	default:
 		k.any, k.lastSeq = true, last.Sequence
-		if f, err := strconv.ParseUint(last.Header.Get(HeaderFence), 10, 64); err == nil && f > m.Fence {
-			return known{}, fmt.Errorf("%s: stored under fence %d, this is %d: %w", m.Controller, f, m.Fence, errSuperseded)
-		}
 		gen, err1 := strconv.ParseUint(last.Header.Get(HeaderGen), 10, 64)
 		seq, err2 := strconv.ParseUint(last.Header.Get(HeaderSeq), 10, 64)
 		if err1 == nil && err2 == nil {

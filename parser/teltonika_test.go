@@ -12,14 +12,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegate/edgegate/coord"
+	"github.com/edgegate/edgegate/embed"
 	"github.com/edgegate/edgegate/teltonika"
 )
 
 // jetStreamConn runs an in-process NATS server with JetStream for the
 // test and returns a connection to it.
-func jetStreamConn(t *testing.T) *nats.Conn {
+func jetStreamConn(t testing.TB) *nats.Conn {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true})
+	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true,
+		JetStreamLimits: embed.BatchLimits()})
 	if err != nil {
 		t.Fatal(err)
 	}
