@@ -106,9 +106,9 @@ func fenceMsg(gen, seq, fence uint64) *Message {
 		Payload: []byte(fmt.Sprintf(`{"gen":%d,"seq":%d}`, gen, seq))}
 }
 
-// batch runs msgs through a pipeline of p, calling between after the
-// records are started and before they are flushed.
-func batch(ctx context.Context, t *testing.T, p *Publisher, msgs []*Message, between func()) (int, error) {
+// batch runs msgs through a pipeline of p: starts them all, then
+// flushes.
+func batch(ctx context.Context, t *testing.T, p *Publisher, msgs []*Message) (int, error) {
 	t.Helper()
 	pl := p.Handler(false).(BatchHandler).Pipeline()
 	if pl == nil {
@@ -119,9 +119,6 @@ func batch(ctx context.Context, t *testing.T, p *Publisher, msgs []*Message, bet
 		if err := pl.Start(ctx, m); err != nil {
 			return 0, err
 		}
-	}
-	if between != nil {
-		between()
 	}
 	return pl.Flush(ctx)
 }
@@ -181,7 +178,15 @@ func TestStaleGrantWritesNothingAfterNewer(t *testing.T) {
 		late func(ctx context.Context, t *testing.T, r *fenceRig, newer func()) error
 	}{
 		{name: "batch", replicas: 1, late: func(ctx context.Context, t *testing.T, r *fenceRig, newer func()) error {
-			n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 3, 1), fenceMsg(1, 4, 1), fenceMsg(1, 5, 1)}, newer)
+			// The newer grant writes before the batch's first record is
+			// sent, after the older grant read the subject.
+			sent := 0
+			r.a.beforeSend = func(*nats.Msg) {
+				if sent++; sent == 1 {
+					newer()
+				}
+			}
+			n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 3, 1), fenceMsg(1, 4, 1), fenceMsg(1, 5, 1)})
 			if n != 0 && err == nil {
 				return nil
 			}
@@ -215,7 +220,7 @@ func TestStaleGrantWritesNothingAfterNewer(t *testing.T) {
 				})
 				newer()
 			}
-			n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 3, 1), fenceMsg(1, 4, 1), fenceMsg(1, 5, 1)}, nil)
+			n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 3, 1), fenceMsg(1, 4, 1), fenceMsg(1, 5, 1)})
 			if n != 0 && err == nil {
 				return nil
 			}
@@ -236,7 +241,7 @@ func TestStaleGrantWritesNothingAfterNewer(t *testing.T) {
 			defer cancel()
 			// The older grant (fence 1) stores two records, and knows
 			// where it left the subject.
-			if n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 1, 1), fenceMsg(1, 2, 1)}, nil); n != 2 || err != nil {
+			if n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 1, 1), fenceMsg(1, 2, 1)}); n != 2 || err != nil {
 				t.Fatalf("first batch: %d stored, %v", n, err)
 			}
 			// The newer grant (fence 2, a new session's generation).

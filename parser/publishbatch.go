@@ -183,28 +183,30 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 
 // publishPipeline is the publish handler's pipeline of one batch: the
 // messages that may be stored already are stored one at a time (Handle),
-// the others as the records of one batch, sent, committed and waited for
-// by Flush. The ones stored one at a time come first: a batch's messages
-// are in seq order, and those come before the first that is surely not
+// the others as the records of one batch, committed and waited for by
+// Flush. The ones stored one at a time come first: a batch's messages are
+// in seq order, and those come before the first that is surely not
 // stored.
 //
-// The batch's records are kept until Flush and then sent back to back,
-// its first record conditional on the subject's last (putRecord): a
-// newer grant's record that lands before the batch makes the stream
-// refuse all of it. On a replicated stream the batch is atomic, which
-// keeps the condition true of every record (atomicBatch); a fast-ingest
-// batch on a single-replica stream keeps it true of those that reached
-// the stream before the newer record did, so only a publisher stopped
-// in the middle of sending one could still split it.
+// The batch's first record is conditional on the subject's last
+// (putRecord): a newer grant's record that lands before it makes the
+// stream refuse the batch. On a replicated stream the batch is atomic,
+// kept until the commit, which keeps the condition true of every record
+// (atomicBatch). A fast-ingest batch, on a single-replica stream, sends
+// each record as the next one starts, and the condition holds of those
+// that reached the stream before a newer grant's record did: only a
+// publisher stopped in the middle of a batch past its lease could still
+// see the rest of it stored after that record.
 type publishPipeline struct {
-	h       *publishHandler
-	p       *Publisher
-	synced  int         // messages stored one at a time since the last Flush
-	pending []*nats.Msg // the batch's records, sent by Flush
-	base    known       // what the stream had of the controller before them
-	ctrl    string
-	last    known // the stream's state once they are all stored
-	looked  bool  // base is read for the messages since the last Flush
+	h      *publishHandler
+	p      *Publisher
+	synced int         // messages stored one at a time since the last Flush
+	b      recordBatch // the batch since the last Flush; nil: none
+	unsent *nats.Msg   // its last record, not sent yet (it commits b)
+	base   known       // what the stream had of the controller before b
+	ctrl   string
+	last   known // the stream's state once b's records are all stored
+	looked bool  // base is read for the messages since the last Flush
 }
 
 // Start implements Pipeline.
@@ -231,14 +233,43 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 		return pp.alone(ctx, m)
 	}
 	msg := pp.p.msg(coord.ParsedSubject(m.Controller), m, m.Payload)
-	if len(pp.pending) == 0 {
+	if pp.b == nil {
+		if err := pp.begin(m); err != nil {
+			return err
+		}
 		// The batch is conditional on the subject ending where this
 		// grant found or left it (putRecord).
 		expectAfter(msg, pp.base.lastSeq)
-		pp.ctrl = m.Controller
+	} else {
+		// The record before this one goes out now; this one waits, so
+		// that the batch's last record can commit it (fastBatch.commit).
+		if pp.p.beforeSend != nil {
+			pp.p.beforeSend(pp.unsent)
+		}
+		if err := pp.b.send(ctx, pp.unsent, pp.p.cfg.Timeout); err != nil {
+			// Neither that record nor this one is sent.
+			pp.unsent = nil
+			return fmt.Errorf("parser: publish %s: %w", m.ID(), err)
+		}
 	}
-	pp.pending = append(pp.pending, msg)
+	pp.unsent = msg
 	pp.last = known{fence: m.Fence, any: true, sure: true, gen: m.Gen, seq: m.Seq}
+	return nil
+}
+
+// begin starts the batch m's record is the first of: an atomic one on a
+// replicated stream (see atomicBatch), else a fast-ingest one.
+func (pp *publishPipeline) begin(m *Message) error {
+	if pp.p.cfg.Replicas > 1 {
+		pp.b = newAtomicBatch(pp.p.nc)
+	} else {
+		b, err := pp.p.pipe.ingest(pp.p.nc).begin(coord.ParsedSubject(m.Controller))
+		if err != nil {
+			return err
+		}
+		pp.b = b
+	}
+	pp.ctrl = m.Controller
 	return nil
 }
 
@@ -246,7 +277,7 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 // already in the batch, which must be stored first: m must not overtake
 // one of them that fails.
 func (pp *publishPipeline) alone(ctx context.Context, m *Message) error {
-	if len(pp.pending) > 0 {
+	if pp.b != nil {
 		return errors.New("parser: a message to store alone after pipelined ones (flushed first, then retried)")
 	}
 	if err := pp.h.Handler.Handle(ctx, m); err != nil {
@@ -263,12 +294,13 @@ func (pp *publishPipeline) alone(ctx context.Context, m *Message) error {
 func (pp *publishPipeline) Flush(ctx context.Context) (int, error) {
 	n := pp.synced
 	pp.synced, pp.looked = 0, false
-	msgs := pp.pending
-	pp.pending = nil
-	if len(msgs) == 0 {
+	b := pp.b
+	if b == nil {
 		return n, nil
 	}
-	count, last, err := pp.send(ctx, msgs)
+	unsent := pp.unsent
+	pp.b, pp.unsent = nil, nil
+	count, last, err := b.commit(ctx, unsent, pp.p.cfg.Timeout)
 	s := &pp.p.pipe
 	s.mu.Lock()
 	if err == nil && last > 0 {
@@ -288,37 +320,17 @@ func (pp *publishPipeline) Flush(ctx context.Context) (int, error) {
 	return n + int(count), err
 }
 
-// send publishes msgs as one batch, an atomic one on a replicated stream
-// (see atomicBatch), and waits for the count stored, a prefix.
-func (pp *publishPipeline) send(ctx context.Context, msgs []*nats.Msg) (count, last uint64, err error) {
-	var b recordBatch
-	if pp.p.cfg.Replicas > 1 {
-		b = newAtomicBatch(pp.p.nc)
-	} else {
-		fb, err := pp.p.pipe.ingest(pp.p.nc).begin(msgs[0].Subject)
-		if err != nil {
-			return 0, 0, err
-		}
-		b = fb
+// Close implements Pipeline.
+func (pp *publishPipeline) Close() {
+	if pp.b != nil {
+		// Not flushed (the pool stopped early): end the batch on the
+		// server, waiting for nothing.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		pp.b.commit(ctx, nil, 0)
+		pp.b, pp.unsent = nil, nil
 	}
-	timeout := pp.p.cfg.Timeout
-	for _, msg := range msgs[:len(msgs)-1] {
-		if pp.p.beforeSend != nil {
-			pp.p.beforeSend(msg)
-		}
-		if err := b.send(ctx, msg, timeout); err != nil {
-			// This record and those after it are not sent: the commit
-			// says how many before it are stored.
-			count, last, _ := b.commit(ctx, nil, timeout)
-			return count, last, err
-		}
-	}
-	return b.commit(ctx, msgs[len(msgs)-1], timeout)
 }
-
-// Close implements Pipeline. Records are sent only by Flush, so a pipeline
-// closed without one (the pool stopped early) has nothing on the server.
-func (pp *publishPipeline) Close() { pp.pending = nil }
 
 // ingest returns the fast-ingest publisher on nc.
 func (s *pipeState) ingest(nc *nats.Conn) *fastIngest {

@@ -392,17 +392,16 @@ func TestPipelinedServerRestartMidBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	r := newPipelineRig(t, nc, nil)
-	restartAt := "120"
-	r.pub.beforeSend = func(msg *nats.Msg) {
-		if msg.Header.Get(HeaderSeq) != restartAt {
+	restartAt := uint64(120)
+	r := newPipelineRig(t, nc, func(m *Message) {
+		if m.Seq != restartAt || m.Attempt != 1 {
 			return
 		}
-		restartAt = "" // once
+		restartAt = 0 // once
 		s.Shutdown()
 		s.WaitForShutdown()
 		s = start(opts)
-	}
+	})
 	seqs := seqRange(1, 300)
 	body := func(s uint64) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, s)) }
 	st := r.batch(t, "ctl-r", body, seqs...)
