@@ -47,8 +47,9 @@ const errCodeAtomicDisabled = 10174
 // nothing measurable (BENCHMARKS.md); a single-replica file stream stages
 // each batch in files of its own, too slow to use there.
 type atomicBatch struct {
-	nc   *nats.Conn
-	msgs []*nats.Msg
+	nc         *nats.Conn
+	msgs       []*nats.Msg
+	beforeSend func(*nats.Msg) // see Publisher.beforeSend
 }
 
 func newAtomicBatch(nc *nats.Conn) *atomicBatch { return &atomicBatch{nc: nc} }
@@ -77,6 +78,9 @@ func (b *atomicBatch) commit(ctx context.Context, msg *nats.Msg, timeout time.Du
 		if i == len(msgs)-1 {
 			m.Header[headerBatchCommit] = []string{"1"}
 			break
+		}
+		if b.beforeSend != nil {
+			b.beforeSend(m)
 		}
 		// No reply subject: the server answers the commit only, for the
 		// whole batch. A batch left without its commit (the connection

@@ -186,6 +186,8 @@ type fastBatch struct {
 	last      uint64 // the stream seq of the last record stored (commit)
 	err       error
 	wake      chan struct{} // a flow acknowledgement or the end arrived
+
+	beforeSend func(*nats.Msg) // see Publisher.beforeSend
 }
 
 func (b *fastBatch) replySubject(seq uint64, op int) string {
@@ -343,6 +345,8 @@ func (b *fastBatch) put(ctx context.Context, msg *nats.Msg, timeout time.Duratio
 		b.mu.Lock()
 		b.commitSeq = b.sent + 1
 		b.mu.Unlock()
+	} else if b.beforeSend != nil {
+		b.beforeSend(msg)
 	}
 	if err := b.f.nc.PublishMsg(msg); err != nil {
 		return err

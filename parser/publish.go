@@ -56,8 +56,8 @@ type Publisher struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 	pipe pipeState // pipelined batches (publishHandler.Pipeline)
-	// beforeSend, set by tests, runs before a batch's record is sent but
-	// the last: a fault in the middle of a batch.
+	// beforeSend, set by tests, runs as a batch's record but the last
+	// leaves: a fault in the middle of a batch.
 	beforeSend func(*nats.Msg)
 }
 

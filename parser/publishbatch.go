@@ -243,9 +243,6 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 	} else {
 		// The record before this one goes out now; this one waits, so
 		// that the batch's last record can commit it (fastBatch.commit).
-		if pp.p.beforeSend != nil {
-			pp.p.beforeSend(pp.unsent)
-		}
 		if err := pp.b.send(ctx, pp.unsent, pp.p.cfg.Timeout); err != nil {
 			// Neither that record nor this one is sent.
 			pp.unsent = nil
@@ -261,12 +258,15 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 // replicated stream (see atomicBatch), else a fast-ingest one.
 func (pp *publishPipeline) begin(m *Message) error {
 	if pp.p.cfg.Replicas > 1 {
-		pp.b = newAtomicBatch(pp.p.nc)
+		b := newAtomicBatch(pp.p.nc)
+		b.beforeSend = pp.p.beforeSend
+		pp.b = b
 	} else {
 		b, err := pp.p.pipe.ingest(pp.p.nc).begin(coord.ParsedSubject(m.Controller))
 		if err != nil {
 			return err
 		}
+		b.beforeSend = pp.p.beforeSend
 		pp.b = b
 	}
 	pp.ctrl = m.Controller

@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/lease"
 )
 
@@ -75,9 +76,15 @@ type pipelineRig struct {
 
 func newPipelineRig(t *testing.T, nc *nats.Conn, onStart func(*Message)) *pipelineRig {
 	t.Helper()
+	return newPipelineRigConfig(t, nc, onStart, PublisherConfig{JetStream: true, Timeout: 2 * time.Second})
+}
+
+// newPipelineRigConfig is newPipelineRig with a Publisher of cfg.
+func newPipelineRigConfig(t *testing.T, nc *nats.Conn, onStart func(*Message), cfg PublisherConfig) *pipelineRig {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	pub, err := NewPublisher(ctx, nc, PublisherConfig{JetStream: true, Timeout: 2 * time.Second})
+	pub, err := NewPublisher(ctx, nc, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,5 +422,63 @@ func TestPipelinedServerRestartMidBatch(t *testing.T) {
 	stored := checkStored(t, r.js, map[string][]uint64{"ctl-r": processed})
 	if len(stored["ctl-r"]) != len(seqs) {
 		t.Fatalf("%d records, want %d", len(stored["ctl-r"]), len(seqs))
+	}
+}
+
+// TestPipelinedLeaderChangeMidBatch: in a three-server cluster with a
+// three-replica stream, the stream's leader steps down while a batch's
+// records are on their way to it. The batch is stored whole or not at
+// all (atomically), the messages it did not store are retried under the
+// new leader, and the stream ends up with every acknowledged message, in
+// device order, once.
+func TestPipelinedLeaderChangeMidBatch(t *testing.T) {
+	nc := jetStreamCluster(t)[0]
+	r := newPipelineRigConfig(t, nc, nil, PublisherConfig{JetStream: true, Replicas: 3, Timeout: 2 * time.Second})
+	parsedStreamReady(t, nc)
+	leader := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := r.js.Stream(ctx, StreamParsed)
+		if err != nil {
+			return ""
+		}
+		info, err := st.Info(ctx)
+		if err != nil || info.Cluster == nil {
+			return ""
+		}
+		return info.Cluster.Leader
+	}
+	var before, after string
+	stepAt := "120"
+	r.pub.beforeSend = func(msg *nats.Msg) {
+		if msg.Header.Get(HeaderSeq) != stepAt {
+			return
+		}
+		stepAt = "" // once
+		before = leader()
+		if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+StreamParsed, nil, 5*time.Second); err != nil {
+			t.Errorf("step down: %v", err)
+		}
+		wait.True(t, 20*time.Second, "a new stream leader", func() bool {
+			after = leader()
+			return after != "" && after != before
+		})
+	}
+	seqs := seqRange(1, 300)
+	body := func(s uint64) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, s)) }
+	st := r.batch(t, "ctl-s", body, seqs...)
+	if before == "" || after == "" {
+		t.Fatalf("the leader did not change mid-batch (before %q, after %q)", before, after)
+	}
+	if f := waitShortFlush(t, r.h); f.n >= len(seqs) {
+		t.Fatalf("flush across the leader change: %d, %v; want it short", f.n, f.err)
+	}
+	processed := processedOf(t, seqs, st)
+	if len(processed) != len(seqs) {
+		t.Fatalf("%d of %d processed", len(processed), len(seqs))
+	}
+	stored := checkStored(t, r.js, map[string][]uint64{"ctl-s": processed})
+	if len(stored["ctl-s"]) != len(seqs) {
+		t.Fatalf("%d records, want %d", len(stored["ctl-s"]), len(seqs))
 	}
 }
