@@ -127,31 +127,14 @@ func batch(ctx context.Context, t *testing.T, p *Publisher, msgs []*Message) (in
 // stored with a lower fence than one stored before them.
 func staleFences(t *testing.T, js jetstream.JetStream) (fences []uint64, stale []string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	st, err := js.Stream(ctx, StreamParsed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var high uint64
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range parsedRecords(t, js) {
 		if m.Subject != coord.ParsedSubject("ctl-f") {
 			continue
 		}
 		f, err := strconv.ParseUint(m.Header.Get(HeaderFence), 10, 64)
 		if err != nil {
-			t.Fatalf("record %d without a fence", seq)
+			t.Fatalf("record %d without a fence", m.Sequence)
 		}
 		fences = append(fences, f)
 		if f < high {

@@ -145,11 +145,8 @@ func (r *pipelineRig) try(id string, body func(seq uint64) []byte, seqs ...uint6
 	}
 }
 
-// checkStored reads the parsed stream and checks, per controller, that
-// its records are in device order (seqs strictly increasing: no record
-// ahead of an earlier one, none twice) and that every seq acknowledged as
-// processed is among them. It returns the records per controller.
-func checkStored(t *testing.T, js jetstream.JetStream, processed map[string][]uint64) map[string][]uint64 {
+// parsedRecords reads every record of the parsed stream, in stream order.
+func parsedRecords(t testing.TB, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -161,7 +158,7 @@ func checkStored(t *testing.T, js jetstream.JetStream, processed map[string][]ui
 	if err != nil {
 		t.Fatal(err)
 	}
-	stored := map[string][]uint64{}
+	var msgs []*jetstream.RawStreamMsg
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -170,6 +167,20 @@ func checkStored(t *testing.T, js jetstream.JetStream, processed map[string][]ui
 		if err != nil {
 			t.Fatal(err)
 		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// checkStored reads the parsed stream and checks, per controller, that
+// its records are in device order (seqs strictly increasing: no record
+// ahead of an earlier one, none twice) and that every seq acknowledged as
+// processed is among them. It returns the records per controller.
+func checkStored(t *testing.T, js jetstream.JetStream, processed map[string][]uint64) map[string][]uint64 {
+	t.Helper()
+	stored := map[string][]uint64{}
+	for _, m := range parsedRecords(t, js) {
+		seq := m.Sequence
 		id := m.Header.Get(HeaderController)
 		s, err := strconv.ParseUint(m.Header.Get(HeaderSeq), 10, 64)
 		if err != nil {
