@@ -211,6 +211,9 @@ func TestStaleGrantWritesNothingAfterNewer(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.replicas > 1 && testing.Short() {
+				t.Skip("long: three servers")
+			}
 			var ncA, ncB *nats.Conn
 			if tc.replicas > 1 {
 				conns := jetStreamCluster(t)

@@ -443,6 +443,9 @@ func TestPipelinedServerRestartMidBatch(t *testing.T) {
 // new leader, and the stream ends up with every acknowledged message, in
 // device order, once.
 func TestPipelinedLeaderChangeMidBatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: three servers")
+	}
 	nc := jetStreamCluster(t)[0]
 	r := newPipelineRigConfig(t, nc, nil, PublisherConfig{JetStream: true, Replicas: 3, Timeout: 2 * time.Second})
 	parsedStreamReady(t, nc)
