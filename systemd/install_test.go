@@ -95,8 +95,9 @@ func TestUnitVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// verify checks that ExecStart's program exists: point it at one that does.
-	b = bytes.ReplaceAll(b, []byte("ExecStart=/usr/bin/edgegate"), []byte("ExecStart=/bin/true"))
+	// verify checks that the programs of ExecStart and ExecReload exist:
+	// point them at one that does.
+	b = bytes.ReplaceAll(b, []byte("=/usr/bin/edgegate "), []byte("=/bin/true "))
 	// The credential example, uncommented as a drop-in would add it,
 	// verifies too.
 	const credential = "#LoadCredential=redis-url:/etc/edgegate/redis-url\n"
@@ -371,8 +372,8 @@ func TestBootWithSystemd(t *testing.T) {
 			oks++
 		}
 	}
-	if oks != 6 {
-		t.Errorf("probe: %d checks passed, want 6", oks)
+	if oks != 8 {
+		t.Errorf("probe: %d checks passed, want 8", oks)
 	}
 }
 

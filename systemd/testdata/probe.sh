@@ -44,6 +44,21 @@ else
 fi
 curl -sf http://127.0.0.1:7480/readyz >/dev/null && ok "readyz after the watchdog restart" || bad "readyz after the watchdog restart"
 
+# A reload checks the configuration first: a broken file is refused by
+# systemctl reload itself, and the service runs on.
+cp /etc/edgegate/edgegate.yaml /tmp/edgegate.yaml.good
+echo 'devices: [' >>/etc/edgegate/edgegate.yaml
+pid=$(systemctl show -p MainPID --value edgegate)
+if systemctl reload edgegate 2>/tmp/reload; then
+	bad "reload took a broken configuration"
+elif systemctl is-active -q edgegate && [ "$(systemctl show -p MainPID --value edgegate)" = "$pid" ]; then
+	ok "reload refused a broken configuration, the service runs on"
+else
+	bad "reload of a broken configuration: state $(systemctl is-active edgegate)"; cat /tmp/reload
+fi
+cp /tmp/edgegate.yaml.good /etc/edgegate/edgegate.yaml
+systemctl reload edgegate && ok "reload" || bad "reload of the good configuration"
+
 systemctl stop edgegate
 r=$(systemctl show -p Result --value edgegate)
 [ "$r" = success ] && ok "clean stop" || bad "stop: result $r"
