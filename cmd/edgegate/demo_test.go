@@ -136,9 +136,14 @@ func TestStatusWithCredentials(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	withUser := strings.Replace(a.NATSURL(), "nats://", "nats://ops:0ps-pass@", 1)
+	passwordFile := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(passwordFile, []byte("0ps-pass\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for name, args := range map[string][]string{
-		"password": {"--nats", withUser},
-		"nkey":     {"--nats", a.NATSURL(), "--nkey", seedFile},
+		"password":      {"--nats", withUser},
+		"password file": {"--nats", strings.Replace(a.NATSURL(), "nats://", "nats://ops@", 1), "--password-file", passwordFile},
+		"nkey":          {"--nats", a.NATSURL(), "--nkey", seedFile},
 	} {
 		// Under load the first answers may miss the short collection
 		// window: ask again until the socket answers. An error other than
@@ -167,6 +172,16 @@ func TestStatusWithCredentials(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "guessed-it") {
 		t.Errorf("the error shows the password: %v", err)
+	}
+	// tail says where it reads from, without the password.
+	tctx, tcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer tcancel()
+	out.Reset()
+	if err := newApp(nil, &out, &out).RunContext(tctx, []string{"edgegate", "tail", "--nats", withUser}); err != nil {
+		t.Errorf("tail: %v", err)
+	}
+	if !strings.Contains(out.String(), "tail: ") || strings.Contains(out.String(), "0ps-pass") {
+		t.Errorf("tail's first line shows the password, or is missing:\n%s", out.String())
 	}
 }
 

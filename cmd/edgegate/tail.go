@@ -66,7 +66,7 @@ func tailCommand() *cli.Command {
 			if err := nc.Flush(); err != nil {
 				return fmt.Errorf("tail: %w", err)
 			}
-			fmt.Fprintf(c.App.ErrWriter, "tail: %s on %s\n", subject, c.String("nats"))
+			fmt.Fprintf(c.App.ErrWriter, "tail: %s on %s\n", subject, redactNATS(c.String("nats")))
 			count := c.Int("count")
 			for n := 0; count == 0 || n < count; n++ {
 				select {
