@@ -1197,6 +1197,29 @@ func (r *faultRig) consumerCheck(i int, after time.Time) error {
 	return nil
 }
 
+// deadStreamCheck reports whether the dead-letter stream has a leader,
+// asked through appliance i: until it has, every message that ends as a
+// dead letter holds its controller (it elects apart from the parsed
+// stream, sometimes seconds later).
+func (r *faultRig) deadStreamCheck(i int) error {
+	nc, err := nats.Connect("nats://"+r.procs[i].nats, nats.Timeout(time.Second), nats.NoReconnect())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, "EDGEGATE_DEAD")
+	if err != nil {
+		return err
+	}
+	if c := st.CachedInfo().Cluster; c != nil && c.Leader == "" {
+		return errors.New("no stream leader")
+	}
+	return nil
+}
+
 // ---- throughput ----
 
 // meter samples the ACKs and stored records every 50 ms.
@@ -1868,7 +1891,7 @@ func (x *faultRun) runRound(n int, comboName string, fs []*injected) roundResult
 // recovered waits until the cluster serves again after end: every device
 // acknowledged after acks (end, or the end of an epoch pause after it), a
 // record received after end read from the stream, every appliance ready,
-// and a consumer created through each.
+// a consumer created through each, and the dead-letter stream led.
 func (x *faultRun) recovered(end, acks time.Time, limit time.Duration) (time.Time, string, error) {
 	var why, dead error
 	waited := ""
@@ -1893,6 +1916,9 @@ func (x *faultRun) recovered(end, acks time.Time, limit time.Duration) (time.Tim
 			if err := x.r.consumerCheck(i, end); err != nil {
 				return fmt.Errorf("%s: consumer: %w", p.name, err)
 			}
+		}
+		if err := x.r.deadStreamCheck(0); err != nil {
+			return fmt.Errorf("dead letters: %w", err)
 		}
 		return nil
 	}
