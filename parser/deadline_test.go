@@ -83,17 +83,9 @@ func TestLostDeadLetterReplyTimesOut(t *testing.T) {
 // route behaves alike): the check fails after the publish timeout.
 func TestUnansweredDuplicateCheckTimesOut(t *testing.T) {
 	deny := []string{"$JS.API.STREAM.MSG.GET.>", "$JS.API.DIRECT.GET.>"}
-	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true,
+	s := startServer(t, &server.Options{DontListen: true,
 		Users: []*server.User{{Username: "p", Password: "p", Permissions: &server.Permissions{
 			Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: deny}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(s.Shutdown)
 	nc, err := nats.Connect("", nats.InProcessServer(s), nats.UserInfo("p", "p"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgegate/edgegate/coord"
-	"github.com/edgegate/edgegate/embed"
 	"github.com/edgegate/edgegate/internal/wait"
 )
 
@@ -39,18 +38,9 @@ func jetStreamCluster(t testing.TB) []*nats.Conn {
 	for i, ln := range lns {
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		s, err := server.NewServer(&server.Options{ServerName: fmt.Sprintf("s%d", i), Host: "127.0.0.1", Port: server.RANDOM_PORT,
-			NoSigs: true, JetStream: true, StoreDir: t.TempDir(), JetStreamLimits: embed.BatchLimits(),
+		s := startServer(t, &server.Options{ServerName: fmt.Sprintf("s%d", i), Host: "127.0.0.1", Port: server.RANDOM_PORT,
 			Cluster: server.ClusterOpts{Name: "fence", Host: "127.0.0.1", Port: port},
 			Routes:  server.RoutesFromStr(strings.Join(routes, ","))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		t.Cleanup(s.Shutdown)
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats server not ready")
-		}
 		nc, err := nats.Connect(s.ClientURL())
 		if err != nil {
 			t.Fatal(err)

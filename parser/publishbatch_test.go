@@ -390,21 +390,9 @@ func TestPipelinedStreamLimitMidBatch(t *testing.T) {
 // message, in device order, once.
 func TestPipelinedServerRestartMidBatch(t *testing.T) {
 	dir := t.TempDir()
-	opts := &server.Options{JetStream: true, StoreDir: dir, Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true}
-	start := func(o *server.Options) *server.Server {
-		s, err := server.NewServer(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats server not ready")
-		}
-		return s
-	}
-	s := start(opts)
+	opts := &server.Options{StoreDir: dir, Host: "127.0.0.1", Port: server.RANDOM_PORT}
+	s := startServer(t, opts)
 	opts.Port = s.Addr().(*net.TCPAddr).Port // the same one after the restart
-	t.Cleanup(func() { s.Shutdown() })
 	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.ReconnectJitter(0, 0))
 	if err != nil {
 		t.Fatal(err)
@@ -418,7 +406,7 @@ func TestPipelinedServerRestartMidBatch(t *testing.T) {
 		restartAt = 0 // once
 		s.Shutdown()
 		s.WaitForShutdown()
-		s = start(opts)
+		s = startServer(t, opts)
 	})
 	seqs := seqRange(1, 300)
 	body := func(s uint64) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, s)) }

@@ -16,20 +16,31 @@ import (
 	"github.com/edgegate/edgegate/teltonika"
 )
 
-// jetStreamConn runs an in-process NATS server with JetStream for the
-// test and returns a connection to it.
-func jetStreamConn(t testing.TB) *nats.Conn {
+// startServer runs the NATS server of o (JetStream in a store of the
+// test's own, the appliance's batch limits) until the test ends.
+func startServer(t testing.TB, o *server.Options) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true,
-		JetStreamLimits: embed.BatchLimits()})
+	o.JetStream, o.NoSigs, o.JetStreamLimits = true, true, embed.BatchLimits()
+	if o.StoreDir == "" {
+		o.StoreDir = t.TempDir()
+	}
+	s, err := server.NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go s.Start()
+	t.Cleanup(s.Shutdown)
 	if !s.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats server not ready")
 	}
-	t.Cleanup(s.Shutdown)
+	return s
+}
+
+// jetStreamConn runs an in-process NATS server with JetStream for the
+// test and returns a connection to it.
+func jetStreamConn(t testing.TB) *nats.Conn {
+	t.Helper()
+	s := startServer(t, &server.Options{DontListen: true})
 	nc, err := nats.Connect("", nats.InProcessServer(s))
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package socket
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/egp"
 	"github.com/edgegate/edgegate/embed"
+	"github.com/edgegate/edgegate/internal/testlog"
 	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/lease"
 )
@@ -46,23 +46,8 @@ type harness struct {
 	logs  *lockedBuffer
 }
 
-// lockedBuffer collects the socket's log, printed when a test fails.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer collects log output from several goroutines.
+type lockedBuffer = testlog.Buffer
 
 // start runs a socket with cfg (its listener, store and logger set here)
 // on store until the test ends.

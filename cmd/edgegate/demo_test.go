@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgegate/edgegate/appliance"
 	"github.com/edgegate/edgegate/device"
+	"github.com/edgegate/edgegate/internal/testlog"
 	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/parser"
 )
@@ -63,23 +64,8 @@ func TestSimulateAndTail(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for one writer and one reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer collects log output from several goroutines.
+type lockedBuffer = testlog.Buffer
 
 // TestStatus: `status` lists the appliance's socket and parser pool and,
 // while a handler holds a batch, the controller in flight with its lease.
