@@ -32,6 +32,7 @@ const (
 	prefixSocket  = "edgegate.socket."
 	prefixParsed  = "edgegate.parsed."
 	prefixDead    = "edgegate.dead."
+	prefixGrant   = "edgegate.grant."
 	prefixSession = "edgegate.session."
 )
 
@@ -57,6 +58,12 @@ func ParsedSubject(controller string) string { return prefixParsed + controller 
 
 // DeadSubject is the subject of a controller's dead letters.
 func DeadSubject(controller string) string { return prefixDead + controller }
+
+// GrantSubject is where a lease grant of a controller marks the parsed
+// stream before its records, when the stream has one replica: each record
+// is conditional on the marker being the last there (docs/design.md,
+// "Output and fencing").
+func GrantSubject(controller string) string { return prefixGrant + controller }
 
 // SessionSubject is where a socket announces a new device session of a
 // controller, so that an older session elsewhere is taken over.

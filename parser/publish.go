@@ -123,13 +123,15 @@ func (p *Publisher) ensureStreams(ctx context.Context) error {
 	defer cancel()
 	for _, sc := range []jetstream.StreamConfig{
 		{
-			Name: StreamParsed, Subjects: []string{coord.ParsedSubject(">")},
+			Name: StreamParsed, Subjects: []string{coord.ParsedSubject(">"), coord.GrantSubject(">")},
 			Description: "edgegate parsed records, one subject per controller",
 			MaxBytes:    orUnlimited(p.cfg.MaxBytes), Discard: jetstream.DiscardOld,
 			Replicas: p.cfg.Replicas, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
 			// Batches of records are published in fast-ingest batches
 			// (fastIngest), or atomic ones when replicated (atomicBatch).
 			AllowBatchPublish: true, AllowAtomicPublish: true,
+			// A grant marker replaces the controller's last one (markGrant).
+			AllowRollup: true,
 		},
 		{
 			Name: StreamDead, Subjects: []string{coord.DeadSubject(">")},
@@ -234,12 +236,12 @@ func (p *Publisher) Parsed(ctx context.Context, m *Message, body []byte) error {
 }
 
 // putRecord publishes msg, a record of m on its controller's subject, on
-// the condition that the subject still ends where m's lease grant found
-// or left it (Nats-Expected-Last-Subject-Sequence): a record whose lease
-// ran out while it was in flight, once a newer grant wrote, is refused by
-// the stream rather than stored after the newer grant's records. The
-// refusal is a transient error, retried (reading the subject again) only
-// while the lease is valid, which the lease store makes exclusive.
+// the condition that no newer lease grant wrote since m's grant did
+// (known.fence): a record whose lease ran out while it was in flight,
+// once a newer grant wrote, is refused by the stream rather than stored
+// after the newer grant's records. The refusal is a transient error,
+// retried (reading the stream again) only while the lease is valid, which
+// the lease store makes exclusive.
 //
 // Why the fences are not compared as well (refusing to write after a
 // record with a higher one): an in-process lease store that restarts with
@@ -254,7 +256,7 @@ func (p *Publisher) putRecord(ctx context.Context, m *Message, msg *nats.Msg) (*
 	if err != nil {
 		return nil, err
 	}
-	expectAfter(msg, k.lastSeq)
+	k.condition(msg, m.Controller)
 	ack, err := p.put(ctx, msg)
 	s := &p.pipe
 	s.mu.Lock()
@@ -268,6 +270,19 @@ func (p *Publisher) putRecord(ctx context.Context, m *Message, msg *nats.Msg) (*
 		s.known.put(m.Controller, k, time.Now())
 	}
 	return ack, err
+}
+
+// condition makes msg, a record of controller ctl, conditional on k's grant
+// being the last to have written: on the grant's marker being the last on
+// the controller's marker subject (a single-replica stream, see
+// markGrant), or else on the record subject ending at k.lastSeq.
+func (k known) condition(msg *nats.Msg, ctl string) {
+	if k.mark > 0 {
+		msg.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(k.mark, 10)}
+		msg.Header[jetstream.ExpectedLastSubjSeqSubjHeader] = []string{coord.GrantSubject(ctl)}
+		return
+	}
+	expectAfter(msg, k.lastSeq)
 }
 
 // expectAfter makes msg conditional on its subject's last record being

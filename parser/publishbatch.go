@@ -72,8 +72,9 @@ func (s *pipeState) close() {
 // checked. Records are stored in device order, so the last one bounds
 // what is stored.
 //
-// It also holds the stream seq of that last record, which every write
-// under the grant is conditional on (putRecord, Pipeline).
+// It also holds what every write under the grant is conditional on
+// (known.condition): the stream seq of the grant's marker on a
+// single-replica stream (markGrant), or else of that last record.
 type known struct {
 	fence   uint64
 	any     bool // the stream holds a record of the controller
@@ -81,6 +82,7 @@ type known struct {
 	gen     uint64
 	seq     uint64
 	lastSeq uint64 // the stream seq of the last record; 0: none
+	mark    uint64 // the stream seq of the grant's marker; 0: none (replicated)
 }
 
 // mayHave reports whether the stream may have a record of m already.
@@ -140,7 +142,8 @@ func (c *knownCache) drop(id string) {
 
 // knownOf returns what the stream holds of m's controller: the entry a
 // pipeline left under m's lease grant, or else the stream's last record on
-// the controller's subject (one read).
+// the controller's subject (one read) and, on a single-replica stream, the
+// grant's marker (markGrant).
 func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	s := &p.pipe
 	s.mu.Lock()
@@ -175,10 +178,61 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 			k.sure, k.gen, k.seq = true, gen, seq
 		}
 	}
+	if p.cfg.Replicas == 1 {
+		if k.mark, err = p.markGrant(ctx, st, m); err != nil {
+			return known{}, err
+		}
+	}
 	s.mu.Lock()
 	s.known.put(m.Controller, k, time.Now())
 	s.mu.Unlock()
 	return k, nil
+}
+
+// markGrant returns the stream seq of the marker of m's lease grant, the
+// last message on the controller's marker subject (coord.GrantSubject),
+// which it writes first unless it finds it there. Every record under the
+// grant is then conditional on the marker being the last there
+// (known.condition), and a newer grant's marker makes the stream refuse
+// the rest of them.
+//
+// Why a marker on a single-replica stream: a fast-ingest batch stores its
+// records as they come, and only a condition on each record keeps the
+// rest of a batch out once a newer grant has written (a publisher stopped
+// in the middle of one past its lease: a paused process). A record's own
+// subject cannot carry it, since a record's condition would name the
+// stream seq of the record before it, not known until that one is
+// stored. A replicated stream takes atomic batches instead (atomicBatch):
+// there a proposed condition on the marker would make the next record
+// wait until the first is applied.
+//
+// The marker is itself conditional on the marker it found (none: 0): two
+// grants that read the same one cannot both write theirs. It rolls up the
+// subject, so that the stream keeps one marker per controller.
+func (p *Publisher) markGrant(ctx context.Context, st jetstream.Stream, m *Message) (uint64, error) {
+	subject := coord.GrantSubject(m.Controller)
+	fence := strconv.FormatUint(m.Fence, 10)
+	var after uint64
+	last, err := st.GetLastMsgForSubject(ctx, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return 0, fmt.Errorf("read the grant marker of %s: %w", m.Controller, err)
+	case last.Header.Get(HeaderFence) == fence:
+		return last.Sequence, nil // written under this grant already
+	default:
+		after = last.Sequence
+	}
+	msg := nats.NewMsg(subject)
+	msg.Header[HeaderController] = []string{m.Controller}
+	msg.Header[HeaderFence] = []string{fence}
+	msg.Header[jetstream.MsgRollup] = []string{jetstream.MsgRollupSubject}
+	expectAfter(msg, after)
+	ack, err := p.put(ctx, msg) // only while the lease is valid
+	if err != nil {
+		return 0, fmt.Errorf("mark the grant of %s: %w", m.Controller, err)
+	}
+	return ack.Sequence, nil
 }
 
 // publishPipeline is the publish handler's pipeline of one batch: the
@@ -188,15 +242,12 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 // in seq order, and those come before the first that is surely not
 // stored.
 //
-// The batch's first record is conditional on the subject's last
-// (putRecord): a newer grant's record that lands before it makes the
-// stream refuse the batch. On a replicated stream the batch is atomic,
-// kept until the commit, which keeps the condition true of every record
-// (atomicBatch). A fast-ingest batch, on a single-replica stream, sends
-// each record as the next one starts, and the condition holds of those
-// that reached the stream before a newer grant's record did: only a
-// publisher stopped in the middle of a batch past its lease could still
-// see the rest of it stored after that record.
+// Every record of a fast-ingest batch (a single-replica stream) is
+// conditional on the grant's marker (markGrant): a newer grant's marker
+// that lands before one of them makes the stream refuse it and the rest.
+// On a replicated stream the batch is atomic, kept until the commit, and
+// its first record is conditional on the subject's last (putRecord),
+// which keeps the condition true of every record (atomicBatch).
 type publishPipeline struct {
 	h      *publishHandler
 	p      *Publisher
@@ -233,13 +284,16 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 		return pp.alone(ctx, m)
 	}
 	msg := pp.p.msg(coord.ParsedSubject(m.Controller), m, m.Payload)
+	// The batch is conditional on this grant being the last to have
+	// written (putRecord): its first record, and in a fast-ingest batch
+	// each one (markGrant).
+	if pp.b == nil || pp.base.mark > 0 {
+		pp.base.condition(msg, m.Controller)
+	}
 	if pp.b == nil {
 		if err := pp.begin(m); err != nil {
 			return err
 		}
-		// The batch is conditional on the subject ending where this
-		// grant found or left it (putRecord).
-		expectAfter(msg, pp.base.lastSeq)
 	} else {
 		// The record before this one goes out now; this one waits, so
 		// that the batch's last record can commit it (fastBatch.commit).
@@ -250,7 +304,7 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 		}
 	}
 	pp.unsent = msg
-	pp.last = known{fence: m.Fence, any: true, sure: true, gen: m.Gen, seq: m.Seq}
+	pp.last = known{fence: m.Fence, any: true, sure: true, gen: m.Gen, seq: m.Seq, mark: pp.base.mark}
 	return nil
 }
 

@@ -88,23 +88,12 @@ func TestTeltonikaRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
-	st, err := js.Stream(ctx, StreamParsed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != 4 {
-		t.Fatalf("%d records stored, want 4 (3, then 1 new of a resend)", info.State.Msgs)
+	stored := parsedRecords(t, js)
+	if len(stored) != 4 {
+		t.Fatalf("%d records stored, want 4 (3, then 1 new of a resend)", len(stored))
 	}
 	want := append(recs, more[2])
-	for i := range want {
-		m, err := st.GetMsg(ctx, uint64(i+1))
-		if err != nil {
-			t.Fatal(err)
-		}
+	for i, m := range stored {
 		var body struct {
 			IMEI string `json:"imei"`
 			TS   string `json:"ts"`
