@@ -178,9 +178,23 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg) error {
 	return p.sameAsStored(ctx, ack, msg)
 }
 
+// resendAfter is how long a publish waits for the stream's answer before
+// it sends the message again, within its timeout (see put).
+const resendAfter = time.Second
+
 // put publishes msg, on core NATS without JetStream (the ack is then
 // nil), and only while the lease is still valid: output of fenced work is
 // not written.
+//
+// Why it sends again when no answer comes within resendAfter: a message
+// that reaches a replicated stream while it has no leader (an appliance
+// restarted, a route cut) is dropped without an answer, and the stream
+// usually has a new leader within a second or two; waiting for the
+// whole timeout instead held the controller for that long after the
+// stream was back. A resend is stored once: records and dead letters
+// carry their message ID, which the stream deduplicates before it checks
+// a record's condition, and a grant marker found already written is
+// taken as written (markGrant).
 func (p *Publisher) put(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -188,9 +202,20 @@ func (p *Publisher) put(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, 
 	if p.js == nil {
 		return nil, p.nc.PublishMsg(msg)
 	}
+	lease := ctx
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	return p.js.PublishMsg(ctx, msg)
+	for {
+		tctx, tcancel := context.WithTimeout(ctx, resendAfter)
+		ack, err := p.js.PublishMsg(tctx, msg)
+		tcancel()
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			return ack, err
+		}
+		if err := lease.Err(); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // sameAsStored checks a record the stream took for a duplicate of the one

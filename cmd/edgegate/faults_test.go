@@ -448,6 +448,7 @@ type fdev struct {
 	incs    []*finc
 	cur     *finc
 	lastAck time.Time
+	acked   int // ACKs received, for the devices slow after a recovery
 	mark    time.Time
 	stall   time.Duration
 	armed   bool // restart right after the next ACK
@@ -670,6 +671,7 @@ func (d *fdev) noteAckLocked(now time.Time) {
 	}
 	d.stall = max(d.stall, now.Sub(from))
 	d.lastAck = now
+	d.acked++
 }
 
 func (d *fdev) onAck(in *finc) func(device.Acked) {
@@ -1872,8 +1874,13 @@ func (x *faultRun) runRound(n int, comboName string, fs []*injected) roundResult
 	} else {
 		res.recovery = rec.Sub(end)
 		// The second after the recovery: throughput must be back.
+		acked := x.f.ackCounts()
 		time.Sleep(time.Second)
 		res.after, res.sAfter = x.m.rates(rec, rec.Add(time.Second))
+		if res.after < res.before/2 || res.sAfter < res.sBefore/2 {
+			x.slowDevices(acked)
+			x.diagnose(rec)
+		}
 	}
 	for _, d := range x.f.devs {
 		d.mu.Lock()
@@ -1939,6 +1946,27 @@ func (x *faultRun) recovered(end, acks time.Time, limit time.Duration) (time.Tim
 		return time.Time{}, waited, why
 	}
 	return time.Now(), waited, nil
+}
+
+// ackCounts returns every device's ACKs so far.
+func (f *fleet) ackCounts() []int {
+	n := make([]int, len(f.devs))
+	for i, d := range f.devs {
+		d.mu.Lock()
+		n[i] = d.acked
+		d.mu.Unlock()
+	}
+	return n
+}
+
+// slowDevices logs the ACKs of every device since the counts before,
+// when a round's throughput did not come back.
+func (x *faultRun) slowDevices(before []int) {
+	var b strings.Builder
+	for i, n := range x.f.ackCounts() {
+		fmt.Fprintf(&b, " %s:%d", x.f.devs[i].id, n-before[i])
+	}
+	x.t.Logf("ACKs per device in the second after the recovery:%s", b.String())
 }
 
 // diagnose logs the devices without an ACK since t and what every
