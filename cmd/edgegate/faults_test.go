@@ -2237,13 +2237,45 @@ type historyStats struct {
 // and the first appearances in the stream, follow the device's order (its
 // incarnations, then its messages); no two handlings overlap (all pairs;
 // a handling ends as callEnd says, or at a pause of its appliance and
-// children that caught it: what it does after the pause must be fenced);
+// children that caught it, or came between the decision to start it and
+// its start: what it does after the pause must be fenced);
 // no record is stored with a fence below one stored before it for the
 // controller.
 func checkHistory(t *testing.T, j map[string][]*jcall, f *fleet, s *streamLog, killedAt map[int]int64, pauses map[int][][2]int64) (c journalCheck, st historyStats) {
 	t.Helper()
 	const show = 5 // errors shown per check and controller
+	// decided is when the appliance may have decided to start a handling,
+	// at the earliest: as the handling before it under the same lease, on
+	// the same appliance, ended (it checks its lease before each message
+	// with the clock read then); 0 for the first of a lease.
+	decided := map[*jcall]int64{}
+	for _, calls := range j {
+		last := map[[2]uint64]int64{} // appliance pid, fence → the last end
+		for _, call := range calls {
+			k := [2]uint64{uint64(call.ppid), call.fence}
+			decided[call] = last[k]
+			if call.end > 0 {
+				last[k] = call.end
+			}
+		}
+	}
+	// decidedBefore is the pause of call's appliance and children that
+	// came between the decision to start it and its start, if any: the
+	// request written to a child before the pause (or after it, under the
+	// decision taken before) is read by the child after it.
+	decidedBefore := func(call *jcall) bool {
+		d := decided[call]
+		for _, p := range pauses[call.ppid] {
+			if d > 0 && p[0] >= d && p[0] < call.start {
+				return true
+			}
+		}
+		return false
+	}
 	end := func(call *jcall) int64 {
+		if decidedBefore(call) {
+			return call.start // all of it came after the pause
+		}
 		e := callEnd(call, killedAt)
 		for _, p := range pauses[call.ppid] {
 			if p[0] > call.start && p[0] < e {
@@ -2254,8 +2286,12 @@ func checkHistory(t *testing.T, j map[string][]*jcall, f *fleet, s *streamLog, k
 	}
 	// A handling caught by a pause of its appliance and children went on
 	// after the pause, when its lease may have been lost: it must be
-	// fenced, and never counts as handled.
+	// fenced, and never counts as handled. So does one decided before a
+	// pause and started after it.
 	paused := func(call *jcall) bool {
+		if decidedBefore(call) {
+			return true
+		}
 		for _, p := range pauses[call.ppid] {
 			if p[0] > call.start && (call.end == 0 || p[0] < call.end) {
 				return true
