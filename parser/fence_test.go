@@ -264,7 +264,8 @@ func splitBatch(ctx context.Context, t *testing.T, r *fenceRig, newer func()) er
 // BenchmarkRecordBatches measures the two kinds of batch a pipeline sends
 // (fast-ingest, atomic) into a single-replica and a three-replica file
 // stream: 64 records of 100 bytes a batch, the first conditional on the
-// subject's last record, 100 controllers' batches at once.
+// subject's last record (or, fast-marked, each on the grant's marker),
+// 100 controllers' batches at once.
 //
 //	go test ./parser -run '^$' -bench RecordBatches -benchtime 5s
 func BenchmarkRecordBatches(b *testing.B) {
@@ -288,8 +289,18 @@ func BenchmarkRecordBatches(b *testing.B) {
 			_, err := js.Publish(ctx, coord.ParsedSubject("bench-probe"), nil)
 			return err
 		})
+		st, err := js.Stream(ctx, StreamParsed)
+		if err != nil {
+			b.Fatal(err)
+		}
 		var next atomic.Int64
-		for _, kind := range []string{"fast", "atomic"} {
+		kinds := []string{"fast", "atomic"}
+		if replicas == 1 {
+			// As a pipeline sends them there: each record conditional on
+			// the grant's marker (markGrant).
+			kinds = append(kinds, "fast-marked")
+		}
+		for _, kind := range kinds {
 			b.Run(fmt.Sprintf("R%d/%s", replicas, kind), func(b *testing.B) {
 				const batch, controllers = 64, 100
 				body := make([]byte, 100)
@@ -298,16 +309,29 @@ func BenchmarkRecordBatches(b *testing.B) {
 				b.RunParallel(func(pb *testing.PB) {
 					ctl := fmt.Sprintf("bench-%d", next.Add(1))
 					var last, seq uint64
+					var k known
+					if kind == "fast-marked" {
+						var err error
+						if k.mark, err = p.markGrant(ctx, st, &Message{Controller: ctl, Fence: 1}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
 					for pb.Next() {
 						msgs := make([]*nats.Msg, batch)
 						for i := range msgs {
 							seq++
 							m := &Message{Controller: ctl, Gen: 1, Seq: seq, Fence: 1}
 							msgs[i] = p.msg(coord.ParsedSubject(ctl), m, body)
+							if k.mark > 0 {
+								k.condition(msgs[i], ctl)
+							}
 						}
-						expectAfter(msgs[0], last)
+						if k.mark == 0 {
+							expectAfter(msgs[0], last)
+						}
 						var rb recordBatch = newAtomicBatch(nc)
-						if kind == "fast" {
+						if kind != "atomic" {
 							fb, err := p.pipe.ingest(nc).begin(msgs[0].Subject)
 							if err != nil {
 								b.Error(err)

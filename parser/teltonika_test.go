@@ -20,6 +20,9 @@ import (
 // test's own, the appliance's batch limits) until the test ends.
 func startServer(t testing.TB, o *server.Options) *server.Server {
 	t.Helper()
+	// A copy: a caller restarting a server with the same options must not
+	// write them while the stopped one's goroutines still read them.
+	o = o.Clone()
 	o.JetStream, o.NoSigs, o.JetStreamLimits = true, true, embed.BatchLimits()
 	if o.StoreDir == "" {
 		o.StoreDir = t.TempDir()
