@@ -205,15 +205,26 @@ func (p *Publisher) put(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, 
 	lease := ctx
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
+	return unanswered(ctx, lease, func(ctx context.Context) (*jetstream.PubAck, error) {
+		return p.js.PublishMsg(ctx, msg)
+	})
+}
+
+// unanswered runs f, a request to JetStream, under ctx, and again each
+// time resendAfter passes without an answer, while lease (the context of
+// the lease the request is made under) is valid: see put. JetStream's
+// own requests (a stream's info, a record read) are dropped likewise
+// while the stream has no leader, and are safe to repeat.
+func unanswered[T any](ctx, lease context.Context, f func(context.Context) (T, error)) (T, error) {
 	for {
-		tctx, tcancel := context.WithTimeout(ctx, resendAfter)
-		ack, err := p.js.PublishMsg(tctx, msg)
-		tcancel()
+		tctx, cancel := context.WithTimeout(ctx, resendAfter)
+		v, err := f(tctx)
+		cancel()
 		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
-			return ack, err
+			return v, err
 		}
 		if err := lease.Err(); err != nil {
-			return nil, err
+			return v, err
 		}
 	}
 }
@@ -224,11 +235,11 @@ func (p *Publisher) put(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, 
 // one generation, so only a forgery or a bug makes one) must not be
 // acknowledged as stored.
 func (p *Publisher) sameAsStored(ctx context.Context, ack *jetstream.PubAck, msg *nats.Msg) error {
-	st, err := p.js.Stream(ctx, ack.Stream)
+	st, err := unanswered(ctx, ctx, func(ctx context.Context) (jetstream.Stream, error) { return p.js.Stream(ctx, ack.Stream) })
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", ack.Stream, err)
 	}
-	stored, err := st.GetMsg(ctx, ack.Sequence)
+	stored, err := unanswered(ctx, ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) { return st.GetMsg(ctx, ack.Sequence) })
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil // stored, then discarded by the stream's limits
 	}

@@ -157,7 +157,7 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	defer cancel()
 	if st == nil {
 		var err error
-		if st, err = p.js.Stream(ctx, StreamParsed); err != nil {
+		if st, err = unanswered(ctx, ctx, func(ctx context.Context) (jetstream.Stream, error) { return p.js.Stream(ctx, StreamParsed) }); err != nil {
 			return known{}, fmt.Errorf("stream %s: %w", StreamParsed, err)
 		}
 		s.mu.Lock()
@@ -165,7 +165,7 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 		s.mu.Unlock()
 	}
 	k = known{fence: m.Fence}
-	last, err := st.GetLastMsgForSubject(ctx, coord.ParsedSubject(m.Controller))
+	last, err := lastOn(ctx, st, coord.ParsedSubject(m.Controller))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 	case err != nil:
@@ -187,6 +187,14 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	s.known.put(m.Controller, k, time.Now())
 	s.mu.Unlock()
 	return k, nil
+}
+
+// lastOn reads the last message of st on subject, asking again while
+// no answer comes (unanswered).
+func lastOn(ctx context.Context, st jetstream.Stream, subject string) (*jetstream.RawStreamMsg, error) {
+	return unanswered(ctx, ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return st.GetLastMsgForSubject(ctx, subject)
+	})
 }
 
 // markGrant returns the stream seq of the marker of m's lease grant, the
@@ -213,7 +221,7 @@ func (p *Publisher) markGrant(ctx context.Context, st jetstream.Stream, m *Messa
 	subject := coord.GrantSubject(m.Controller)
 	fence := strconv.FormatUint(m.Fence, 10)
 	var after uint64
-	last, err := st.GetLastMsgForSubject(ctx, subject)
+	last, err := lastOn(ctx, st, subject)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 	case err != nil:
