@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -2245,24 +2246,29 @@ func checkHistory(t *testing.T, j map[string][]*jcall, f *fleet, s *streamLog, k
 	t.Helper()
 	const show = 5 // errors shown per check and controller
 	// decided is when the appliance may have decided to start a handling,
-	// at the earliest: as the handling before it under the same lease, on
-	// the same appliance, ended (it checks its lease before each message
-	// with the clock read then); 0 for the first of a lease.
+	// at the earliest: as the handling before it on the same exec child
+	// ended (a worker writes a child its next request once the child
+	// answered the last, checking the lease before with the clock read
+	// then); 0 for a child's first.
 	decided := map[*jcall]int64{}
+	byChild := map[int][]*jcall{}
 	for _, calls := range j {
-		last := map[[2]uint64]int64{} // appliance pid, fence → the last end
 		for _, call := range calls {
-			k := [2]uint64{uint64(call.ppid), call.fence}
-			decided[call] = last[k]
-			if call.end > 0 {
-				last[k] = call.end
-			}
+			byChild[call.pid] = append(byChild[call.pid], call)
 		}
 	}
-	// decidedBefore is the pause of call's appliance and children that
-	// came between the decision to start it and its start, if any: the
-	// request written to a child before the pause (or after it, under the
-	// decision taken before) is read by the child after it.
+	for _, calls := range byChild {
+		slices.SortFunc(calls, func(a, b *jcall) int { return cmp.Compare(a.start, b.start) })
+		for i := 1; i < len(calls); i++ {
+			decided[calls[i]] = calls[i-1].end
+		}
+	}
+	// decidedBefore reports whether a pause of call's appliance and
+	// children came between the earliest decision to start it and its
+	// start: a request written to a child before the pause (or after it,
+	// under the decision taken before) is read by the child after it, and
+	// what it does then is the output fence's to refuse. Its overlaps are
+	// excused: at most one handling per child and pause.
 	decidedBefore := func(call *jcall) bool {
 		d := decided[call]
 		for _, p := range pauses[call.ppid] {
@@ -2286,12 +2292,11 @@ func checkHistory(t *testing.T, j map[string][]*jcall, f *fleet, s *streamLog, k
 	}
 	// A handling caught by a pause of its appliance and children went on
 	// after the pause, when its lease may have been lost: it must be
-	// fenced, and never counts as handled. So does one decided before a
-	// pause and started after it.
+	// fenced, and never counts as handled. (One decided before a pause
+	// and started after it may as well be one started under a lease
+	// granted after the pause: it counts as handled when it ended, and
+	// only its overlaps are excused, above.)
 	paused := func(call *jcall) bool {
-		if decidedBefore(call) {
-			return true
-		}
 		for _, p := range pauses[call.ppid] {
 			if p[0] > call.start && (call.end == 0 || p[0] < call.end) {
 				return true
