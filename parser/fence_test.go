@@ -312,7 +312,7 @@ func BenchmarkRecordBatches(b *testing.B) {
 					var k known
 					if kind == "fast-marked" {
 						var err error
-						if k.mark, err = p.markGrant(ctx, st, &Message{Controller: ctl, Fence: 1}); err != nil {
+						if k.mark, err = p.markGrant(ctx, ctx, st, &Message{Controller: ctl, Fence: 1}); err != nil {
 							b.Error(err)
 							return
 						}
@@ -356,5 +356,33 @@ func BenchmarkRecordBatches(b *testing.B) {
 				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "records/s")
 			})
 		}
+	}
+}
+
+// expiredLease is the context of a lease that ran out by the clock while
+// nothing cancelled it yet (leaseContext between its deadline and the
+// heartbeat's cancel): Err says so, Done is not closed.
+type expiredLease struct{ context.Context }
+
+func (expiredLease) Err() error { return context.DeadlineExceeded }
+
+// TestExpiredGrantWritesNoMarker: a grant whose lease ran out writes no
+// marker (a single-replica stream). Its marker would make the stream
+// refuse the newer grant's records and take its own late ones after them.
+func TestExpiredGrantWritesNoMarker(t *testing.T) {
+	nc := jetStreamConn(t)
+	r := newFenceRig(t, nc, nc, 1)
+	m := fenceMsg(1, 1, 1)
+	if err := r.a.Parsed(expiredLease{context.Background()}, m, m.Payload); err == nil {
+		t.Fatal("a record written under an expired lease")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := r.js.Stream(ctx, StreamParsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mk, err := st.GetLastMsgForSubject(ctx, coord.GrantSubject("ctl-f")); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("the expired grant's marker: %v, %v", mk, err)
 	}
 }

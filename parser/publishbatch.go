@@ -153,6 +153,7 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	if ok && k.fence == m.Fence {
 		return k, nil
 	}
+	lease := ctx
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout) // as in publish
 	defer cancel()
 	if st == nil {
@@ -179,7 +180,7 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 		}
 	}
 	if p.cfg.Replicas == 1 {
-		if k.mark, err = p.markGrant(ctx, st, m); err != nil {
+		if k.mark, err = p.markGrant(ctx, lease, st, m); err != nil {
 			return known{}, err
 		}
 	}
@@ -216,8 +217,10 @@ func lastOn(ctx context.Context, st jetstream.Stream, subject string) (*jetstrea
 //
 // The marker is itself conditional on the marker it found (none: 0): two
 // grants that read the same one cannot both write theirs. It rolls up the
-// subject, so that the stream keeps one marker per controller.
-func (p *Publisher) markGrant(ctx context.Context, st jetstream.Stream, m *Message) (uint64, error) {
+// subject, so that the stream keeps one marker per controller. It is
+// written only while lease, the context of m's lease, is valid: a marker
+// written past the lease would fence out the newer grant's records.
+func (p *Publisher) markGrant(ctx, lease context.Context, st jetstream.Stream, m *Message) (uint64, error) {
 	subject := coord.GrantSubject(m.Controller)
 	fence := strconv.FormatUint(m.Fence, 10)
 	var after uint64
@@ -236,7 +239,7 @@ func (p *Publisher) markGrant(ctx context.Context, st jetstream.Stream, m *Messa
 	msg.Header[HeaderFence] = []string{fence}
 	msg.Header[jetstream.MsgRollup] = []string{jetstream.MsgRollupSubject}
 	expectAfter(msg, after)
-	ack, err := p.put(ctx, msg) // only while the lease is valid
+	ack, err := p.put(lease, msg)
 	if err != nil {
 		return 0, fmt.Errorf("mark the grant of %s: %w", m.Controller, err)
 	}
