@@ -2231,20 +2231,11 @@ type historyStats struct {
 	Calls        int `json:"handlings"`
 }
 
-// checkHistory checks, per controller, with messages named by their
-// tokens: every acknowledged message was handled to its end (a P end for
-// a dead letter), is stored (EDGEGATE_PARSED, or EDGEGATE_DEAD for a
-// dead letter), and its ACK arrived after that end; the first handlings,
-// and the first appearances in the stream, follow the device's order (its
-// incarnations, then its messages); no two handlings overlap (all pairs;
-// a handling ends as callEnd says, or at a pause of its appliance and
-// children that caught it, or came between the decision to start it and
-// its start: what it does after the pause must be fenced);
-// no record is stored with a fence below one stored before it for the
-// controller.
-func checkHistory(t *testing.T, j map[string][]*jcall, f *fleet, s *streamLog, killedAt map[int]int64, pauses map[int][][2]int64) (c journalCheck, st historyStats) {
-	t.Helper()
-	const show = 5 // errors shown per check and controller
+// overlapEnd returns when a handling of j stops counting for overlaps:
+// as callEnd says, at a pause of its appliance and children that caught
+// it, or at its start when a pause came between the decision to start it
+// and its start.
+func overlapEnd(j map[string][]*jcall, killedAt map[int]int64, pauses map[int][][2]int64) func(*jcall) int64 {
 	// decided is when the appliance may have decided to start a handling,
 	// at the earliest: as the handling before it on the same exec child
 	// ended (a worker writes a child its next request once the child
@@ -2278,7 +2269,7 @@ func checkHistory(t *testing.T, j map[string][]*jcall, f *fleet, s *streamLog, k
 		}
 		return false
 	}
-	end := func(call *jcall) int64 {
+	return func(call *jcall) int64 {
 		if decidedBefore(call) {
 			return call.start // all of it came after the pause
 		}
@@ -2290,6 +2281,23 @@ func checkHistory(t *testing.T, j map[string][]*jcall, f *fleet, s *streamLog, k
 		}
 		return e
 	}
+}
+
+// checkHistory checks, per controller, with messages named by their
+// tokens: every acknowledged message was handled to its end (a P end for
+// a dead letter), is stored (EDGEGATE_PARSED, or EDGEGATE_DEAD for a
+// dead letter), and its ACK arrived after that end; the first handlings,
+// and the first appearances in the stream, follow the device's order (its
+// incarnations, then its messages); no two handlings overlap (all pairs;
+// a handling ends as callEnd says, or at a pause of its appliance and
+// children that caught it, or came between the decision to start it and
+// its start: what it does after the pause must be fenced);
+// no record is stored with a fence below one stored before it for the
+// controller.
+func checkHistory(t *testing.T, j map[string][]*jcall, f *fleet, s *streamLog, killedAt map[int]int64, pauses map[int][][2]int64) (c journalCheck, st historyStats) {
+	t.Helper()
+	const show = 5 // errors shown per check and controller
+	end := overlapEnd(j, killedAt, pauses)
 	// A handling caught by a pause of its appliance and children went on
 	// after the pause, when its lease may have been lost: it must be
 	// fenced, and never counts as handled. (One decided before a pause
@@ -2589,4 +2597,35 @@ func (s faultSummary) text() string {
 		fmt.Fprintf(&b, "  %-15s %s\n", k, s.Bounds[k])
 	}
 	return b.String()
+}
+
+// TestOverlapEndPauseBeforeStart: the checker's rule for a handling an
+// exec child starts after a pause of its appliance and children, as the
+// 500-fault run at fe081b9 saw it: the older lease's request was written
+// before the stop and read after it, while a newer lease ran elsewhere.
+// Its overlap is excused when the pause came after the child's previous
+// handling ended, and only then.
+func TestOverlapEndPauseBeforeStart(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	const appA, appB, childA, childB = 100, 200, 101, 201
+	prev := &jcall{token: "c/0/1432", fence: 2, ppid: appA, pid: childA, start: 0, end: 1 * ms}
+	stale := &jcall{token: "c/0/1433/slow", fence: 2, ppid: appA, pid: childA, start: 2000 * ms, alive: 2030 * ms} // killed: no end line
+	newer := &jcall{token: "c/0/1465", fence: 6, ppid: appB, pid: childB, start: 2003 * ms, end: 2004 * ms}
+	j := map[string][]*jcall{"c": {prev, stale, newer}}
+	for _, tc := range []struct {
+		name    string
+		pause   [2]int64 // of appA
+		overlap bool
+	}{
+		{"paused between the previous handling and the start", [2]int64{5 * ms, 1990 * ms}, false},
+		{"paused before the previous handling ended", [2]int64{0, 1990 * ms}, true},
+		{"no pause before the start", [2]int64{2100 * ms, 2200 * ms}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			end := overlapEnd(j, nil, map[int][][2]int64{appA: {tc.pause}})
+			if got := len(overlapping(j["c"], end)) > 0; got != tc.overlap {
+				t.Errorf("overlap found: %v, want %v (the stale handling counts until %d ms)", got, tc.overlap, end(stale)/ms)
+			}
+		})
+	}
 }
