@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/internal/testlog"
 	"github.com/edgegate/edgegate/internal/wait"
 )
 
@@ -37,24 +38,7 @@ func (e *emitted) emit(_ context.Context, m *Message, out []byte) error {
 	return nil
 }
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newTestExec(t *testing.T, children int, logs *logBuf) (*Exec, *emitted) {
+func newTestExec(t *testing.T, children int, logs *testlog.Buffer) (*Exec, *emitted) {
 	t.Helper()
 	var em emitted
 	logger := slog.New(slog.DiscardHandler)
@@ -133,7 +117,7 @@ func TestExecReplies(t *testing.T) {
 }
 
 func TestExecCrashRestarts(t *testing.T) {
-	var logs logBuf
+	var logs testlog.Buffer
 	ex, em := newTestExec(t, 1, &logs)
 	ctx := context.Background()
 	pid := ex.children[0].cmd.Process.Pid
@@ -183,7 +167,7 @@ func TestExecGarbageReply(t *testing.T) {
 }
 
 func TestExecStderrLogged(t *testing.T) {
-	var logs logBuf
+	var logs testlog.Buffer
 	ex, _ := newTestExec(t, 1, &logs)
 	if err := ex.Handle(context.Background(), msg("c", 1, "log: hello from the child")); err != nil {
 		t.Fatal(err)
@@ -293,7 +277,7 @@ func TestExecHungChildRestartedAfterTimeout(t *testing.T) {
 	// Long enough for a restarted child to start and answer on a loaded
 	// machine, under the race detector.
 	const timeout = time.Second
-	var logs logBuf
+	var logs testlog.Buffer
 	var em emitted
 	ex, err := NewExec(ExecConfig{
 		Command:  hangOnceCommand(),

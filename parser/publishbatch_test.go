@@ -418,14 +418,7 @@ func TestPipelinedServerRestartMidBatch(t *testing.T) {
 	if f := waitShortFlush(t, r.h); f.n >= int(seqs[len(seqs)-1]) {
 		t.Fatalf("flush across the restart: %d, %v; want it short", f.n, f.err)
 	}
-	processed := processedOf(t, seqs, st)
-	if len(processed) != len(seqs) {
-		t.Fatalf("%d of %d processed", len(processed), len(seqs))
-	}
-	stored := checkStored(t, r.js, map[string][]uint64{"ctl-r": processed})
-	if len(stored["ctl-r"]) != len(seqs) {
-		t.Fatalf("%d records, want %d", len(stored["ctl-r"]), len(seqs))
-	}
+	allStoredOnce(t, r.js, "ctl-r", seqs, st)
 }
 
 // TestPipelinedLeaderChangeMidBatch: in a three-server cluster with a
@@ -479,12 +472,19 @@ func TestPipelinedLeaderChangeMidBatch(t *testing.T) {
 	if f := waitShortFlush(t, r.h); f.n >= len(seqs) {
 		t.Fatalf("flush across the leader change: %d, %v; want it short", f.n, f.err)
 	}
+	allStoredOnce(t, r.js, "ctl-s", seqs, st)
+}
+
+// allStoredOnce checks that every one of seqs was processed (statuses
+// st) and that the stream holds each once, in order, for ctl.
+func allStoredOnce(t *testing.T, js jetstream.JetStream, ctl string, seqs []uint64, st []byte) {
+	t.Helper()
 	processed := processedOf(t, seqs, st)
 	if len(processed) != len(seqs) {
 		t.Fatalf("%d of %d processed", len(processed), len(seqs))
 	}
-	stored := checkStored(t, r.js, map[string][]uint64{"ctl-s": processed})
-	if len(stored["ctl-s"]) != len(seqs) {
-		t.Fatalf("%d records, want %d", len(stored["ctl-s"]), len(seqs))
+	stored := checkStored(t, js, map[string][]uint64{ctl: processed})
+	if len(stored[ctl]) != len(seqs) {
+		t.Fatalf("%d records, want %d", len(stored[ctl]), len(seqs))
 	}
 }

@@ -1163,17 +1163,31 @@ func (s *streamLog) caughtUp(d time.Duration) error {
 	return nil
 }
 
+// jetStreamOf connects to appliance i's client port, without reconnects:
+// a check through it fails rather than waits. done closes it.
+func (r *faultRig) jetStreamOf(i int) (js jetstream.JetStream, done func(), err error) {
+	nc, err := nats.Connect("nats://"+r.procs[i].nats, nats.Timeout(time.Second), nats.NoReconnect())
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err = jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return js, nc.Close, nil
+}
+
 // consumerCheck creates a consumer of EDGEGATE_PARSED through appliance
 // i's client port, reads the last record with it and deletes it: the
 // cluster's JetStream answers its API and serves data, a record received
 // by an appliance at after or later.
 func (r *faultRig) consumerCheck(i int, after time.Time) error {
-	nc, err := nats.Connect("nats://"+r.procs[i].nats, nats.Timeout(time.Second), nats.NoReconnect())
+	js, done, err := r.jetStreamOf(i)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	c, err := js.CreateConsumer(ctx, "EDGEGATE_PARSED", jetstream.ConsumerConfig{
@@ -1205,12 +1219,11 @@ func (r *faultRig) consumerCheck(i int, after time.Time) error {
 // dead letter holds its controller (it elects apart from the parsed
 // stream, sometimes seconds later).
 func (r *faultRig) deadStreamCheck(i int) error {
-	nc, err := nats.Connect("nats://"+r.procs[i].nats, nats.Timeout(time.Second), nats.NoReconnect())
+	js, done, err := r.jetStreamOf(i)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, "EDGEGATE_DEAD")
