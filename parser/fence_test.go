@@ -289,10 +289,6 @@ func BenchmarkRecordBatches(b *testing.B) {
 			_, err := js.Publish(ctx, coord.ParsedSubject("bench-probe"), nil)
 			return err
 		})
-		st, err := js.Stream(ctx, StreamParsed)
-		if err != nil {
-			b.Fatal(err)
-		}
 		var next atomic.Int64
 		kinds := []string{"fast", "atomic"}
 		if replicas == 1 {
@@ -312,7 +308,7 @@ func BenchmarkRecordBatches(b *testing.B) {
 					var k known
 					if kind == "fast-marked" {
 						var err error
-						if k.mark, err = p.markGrant(ctx, ctx, st, &Message{Controller: ctl, Fence: 1}); err != nil {
+						if k.mark, err = p.markGrant(ctx, &Message{Controller: ctl, Fence: 1}, 0); err != nil {
 							b.Error(err)
 							return
 						}
@@ -384,5 +380,44 @@ func TestExpiredGrantWritesNoMarker(t *testing.T) {
 	}
 	if mk, err := st.GetLastMsgForSubject(ctx, coord.GrantSubject("ctl-f")); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Fatalf("the expired grant's marker: %v, %v", mk, err)
+	}
+}
+
+// TestStaleMarkerRefused: a grant's marker is conditional on the
+// controller's last record being the one the grant read. Once a newer
+// grant stored a record, an older grant's marker on what it read before
+// is refused (its records would be taken after the newer grant's), and
+// the newer grant goes on; a marker on the last record is taken.
+func TestStaleMarkerRefused(t *testing.T) {
+	nc := jetStreamConn(t)
+	r := newFenceRig(t, nc, nc, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 1, 1), fenceMsg(1, 2, 1)}); n != 2 || err != nil {
+		t.Fatalf("first batch: %d stored, %v", n, err)
+	}
+	st, err := r.js.Stream(ctx, StreamParsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, err := st.GetLastMsgForSubject(ctx, coord.ParsedSubject("ctl-f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.a.markGrant(ctx, fenceMsg(1, 3, 1), read.Sequence); err != nil {
+		t.Fatalf("a marker on the last record: %v", err)
+	}
+	m := fenceMsg(2, 1, 2)
+	if err := r.b.Parsed(ctx, m, m.Payload); err != nil {
+		t.Fatalf("the newer grant's record: %v", err)
+	}
+	if seq, err := r.a.markGrant(ctx, fenceMsg(1, 3, 1), read.Sequence); err == nil {
+		t.Fatalf("the older grant's marker taken after the newer grant's record (stream seq %d)", seq)
+	}
+	if m := fenceMsg(2, 2, 2); r.b.Parsed(ctx, m, m.Payload) != nil {
+		t.Error("the newer grant's next record was refused")
+	}
+	if fences, stale := staleFences(t, r.js); len(stale) > 0 || fmt.Sprint(fences) != "[1 1 2 2]" {
+		t.Errorf("fences in stream order %v, stale %v", fences, stale)
 	}
 }

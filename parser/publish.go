@@ -132,6 +132,12 @@ func (p *Publisher) ensureStreams(ctx context.Context) error {
 			AllowBatchPublish: true, AllowAtomicPublish: true,
 			// A grant marker replaces the controller's last one (markGrant).
 			AllowRollup: true,
+			// Reads of a controller's last record (knownOf) are answered
+			// by the stream itself, not queued behind the JetStream API:
+			// one a lease grant, which with many controllers is most of
+			// what a grant costs. Only on one replica: a replicated
+			// stream's followers answer direct reads too, and may lag.
+			AllowDirect: p.cfg.Replicas == 1,
 		},
 		{
 			Name: StreamDead, Subjects: []string{coord.DeadSubject(">")},
@@ -193,8 +199,8 @@ const resendAfter = time.Second
 // whole timeout instead held the controller for that long after the
 // stream was back. A resend is stored once: records and dead letters
 // carry their message ID, which the stream deduplicates before it checks
-// a record's condition, and a grant marker found already written is
-// taken as written (markGrant).
+// a record's condition, and a grant marker that lands twice leaves the
+// later one (markGrant).
 func (p *Publisher) put(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -143,7 +143,7 @@ func (c *knownCache) drop(id string) {
 // knownOf returns what the stream holds of m's controller: the entry a
 // pipeline left under m's lease grant, or else the stream's last record on
 // the controller's subject (one read) and, on a single-replica stream, the
-// grant's marker (markGrant).
+// grant's marker written (markGrant).
 func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	s := &p.pipe
 	s.mu.Lock()
@@ -180,7 +180,7 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 		}
 	}
 	if p.cfg.Replicas == 1 {
-		if k.mark, err = p.markGrant(ctx, lease, st, m); err != nil {
+		if k.mark, err = p.markGrant(lease, m, k.lastSeq); err != nil {
 			return known{}, err
 		}
 	}
@@ -198,12 +198,11 @@ func lastOn(ctx context.Context, st jetstream.Stream, subject string) (*jetstrea
 	})
 }
 
-// markGrant returns the stream seq of the marker of m's lease grant, the
-// last message on the controller's marker subject (coord.GrantSubject),
-// which it writes first unless it finds it there. Every record under the
-// grant is then conditional on the marker being the last there
-// (known.condition), and a newer grant's marker makes the stream refuse
-// the rest of them.
+// markGrant writes the marker of m's lease grant on the controller's
+// marker subject (coord.GrantSubject) and returns its stream seq. Every
+// record under the grant is then conditional on the marker being the last
+// there (known.condition), and a newer grant's marker makes the stream
+// refuse the rest of them.
 //
 // Why a marker on a single-replica stream: a fast-ingest batch stores its
 // records as they come, and only a condition on each record keeps the
@@ -215,30 +214,27 @@ func lastOn(ctx context.Context, st jetstream.Stream, subject string) (*jetstrea
 // there a proposed condition on the marker would make the next record
 // wait until the first is applied.
 //
-// The marker is itself conditional on the marker it found (none: 0): two
-// grants that read the same one cannot both write theirs. It rolls up the
-// subject, so that the stream keeps one marker per controller. It is
-// written only while lease, the context of m's lease, is valid: a marker
-// written past the lease would fence out the newer grant's records.
-func (p *Publisher) markGrant(ctx, lease context.Context, st jetstream.Stream, m *Message) (uint64, error) {
-	subject := coord.GrantSubject(m.Controller)
-	fence := strconv.FormatUint(m.Fence, 10)
-	var after uint64
-	last, err := lastOn(ctx, st, subject)
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-	case err != nil:
-		return 0, fmt.Errorf("read the grant marker of %s: %w", m.Controller, err)
-	case last.Header.Get(HeaderFence) == fence:
-		return last.Sequence, nil // written under this grant already
-	default:
-		after = last.Sequence
-	}
-	msg := nats.NewMsg(subject)
+// The marker is conditional on the controller's last record being the
+// one the grant read (after, its stream seq; 0: none): a grant whose
+// marker lands after a newer grant stored a record is refused, so that
+// its records never follow the newer grant's. A stale marker that lands
+// before the newer grant stored any only makes the newer grant's first
+// batch fail and mark again (its records then follow the stale ones).
+// Conditioning on the record subject, not on the last marker, saves the
+// read of the marker a grant would otherwise need: one stream round trip
+// a grant fewer, which is what a grant costs with many controllers. It
+// rolls up the subject, so that the stream keeps one marker per
+// controller, and a resend (put) that lands twice leaves the later one,
+// whose seq the grant then holds. It is written only while lease, the
+// context of m's lease, is valid: a marker written past the lease would
+// fence out the newer grant's records.
+func (p *Publisher) markGrant(lease context.Context, m *Message, after uint64) (uint64, error) {
+	msg := nats.NewMsg(coord.GrantSubject(m.Controller))
 	msg.Header[HeaderController] = []string{m.Controller}
-	msg.Header[HeaderFence] = []string{fence}
+	msg.Header[HeaderFence] = []string{strconv.FormatUint(m.Fence, 10)}
 	msg.Header[jetstream.MsgRollup] = []string{jetstream.MsgRollupSubject}
 	expectAfter(msg, after)
+	msg.Header[jetstream.ExpectedLastSubjSeqSubjHeader] = []string{coord.ParsedSubject(m.Controller)}
 	ack, err := p.put(lease, msg)
 	if err != nil {
 		return 0, fmt.Errorf("mark the grant of %s: %w", m.Controller, err)
