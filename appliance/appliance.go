@@ -266,6 +266,7 @@ func (a *Appliance) newParser(ctx context.Context) error {
 		Replicas:     replicas,
 		MaxBytes:     cfg.NATS.MaxStore / 4 * 3,
 		DeadMaxBytes: cfg.NATS.MaxStore / 8,
+		Duplicates:   cfg.NATS.DuplicateWindow,
 		Logger:       a.log.With("component", "publish"),
 	})
 	if err != nil {

@@ -150,6 +150,12 @@ type NATSConfig struct {
 	MaxStore int64
 	// MaxMemory is the JetStream memory store limit in bytes. Zero means 64 MiB.
 	MaxMemory int64
+	// DuplicateWindow is how long the streams remember a record's message
+	// ID: a message resent within it is found stored and compared, not
+	// stored twice. Every ID in it is held in memory (about 110 B each,
+	// on every replica), so at a sustained rate R it costs some
+	// R × DuplicateWindow × 110 B. Zero means 2 minutes.
+	DuplicateWindow time.Duration
 	// User and Password, when set, are required of clients on the client
 	// port (tail, status, consumers). Password may be a bcrypt hash
 	// ($2a$...). In-process clients use their own credentials.
@@ -304,6 +310,8 @@ func DefaultConfig() Config {
 			MaxStore:  1 << 30,
 			MaxMemory: 64 << 20,
 			Cluster:   ClusterConfig{Name: "edgegate"},
+
+			DuplicateWindow: 2 * time.Minute,
 		},
 		Lease: LeaseConfig{
 			RedisMode:     "standalone",
@@ -356,6 +364,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.NATS.MaxMemory == 0 {
 		c.NATS.MaxMemory = d.NATS.MaxMemory
+	}
+	if c.NATS.DuplicateWindow == 0 {
+		c.NATS.DuplicateWindow = d.NATS.DuplicateWindow
 	}
 	if c.NATS.Cluster.Name == "" {
 		c.NATS.Cluster.Name = d.NATS.Cluster.Name
@@ -507,6 +518,12 @@ func (c Config) Validate() error {
 	}
 	if c.NATS.MaxStore < 0 || c.NATS.MaxMemory < 0 {
 		return bad("nats.max_store", c.NATS.MaxStore, "must not be negative")
+	}
+	// A publish unanswered for a second is sent again within
+	// parser.timeout, and a failed batch's records are retried within
+	// seconds: both must be found stored.
+	if c.NATS.DuplicateWindow < 10*time.Second {
+		return bad("nats.duplicate_window", c.NATS.DuplicateWindow, "want at least 10s")
 	}
 	switch c.Lease.RedisMode {
 	case "standalone", "sentinel", "cluster":

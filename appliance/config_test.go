@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgegate/edgegate/appliance"
 )
@@ -22,5 +23,16 @@ func TestNewFailsCleanly(t *testing.T) {
 	_, err = appliance.New(context.Background(), cfg)
 	if err == nil || !strings.Contains(err.Error(), "devices.listen") {
 		t.Fatalf("New with a taken port: %v, want an error naming devices.listen", err)
+	}
+}
+
+// TestDuplicateWindowTooShort: a duplicate window shorter than a resend
+// takes is refused, naming the setting.
+func TestDuplicateWindowTooShort(t *testing.T) {
+	cfg := testConfig(t, "dupwindow")
+	cfg.NATS.DuplicateWindow = 5 * time.Second
+	_, err := appliance.New(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "nats.duplicate_window") {
+		t.Fatalf("New with a 5s duplicate window: %v, want an error naming nats.duplicate_window", err)
 	}
 }

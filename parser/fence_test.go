@@ -421,3 +421,27 @@ func TestStaleMarkerRefused(t *testing.T) {
 		t.Errorf("fences in stream order %v, stale %v", fences, stale)
 	}
 }
+
+// TestStreamsTakeDuplicateWindow: the streams remember message IDs for
+// the window configured (nats.duplicate_window), which bounds the memory
+// the IDs take.
+func TestStreamsTakeDuplicateWindow(t *testing.T) {
+	nc := jetStreamConn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := NewPublisher(ctx, nc, PublisherConfig{JetStream: true, Duplicates: 45 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	js := parsedStreamReady(t, nc)
+	for _, name := range []string{StreamParsed, StreamDead} {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := st.CachedInfo().Config.Duplicates; d != 45*time.Second {
+			t.Errorf("%s: duplicate window %v, want 45s", name, d)
+		}
+	}
+}

@@ -42,6 +42,10 @@ type PublisherConfig struct {
 	MaxBytes int64
 	// DeadMaxBytes bounds the dead-letter stream likewise.
 	DeadMaxBytes int64
+	// Duplicates is the streams' duplicate window: how long a record's
+	// message ID is remembered (every ID in memory while it is). Zero
+	// means 2 minutes.
+	Duplicates time.Duration
 	// Timeout bounds one publish. Zero means 5s.
 	Timeout time.Duration
 	// Logger receives the logs. Nil means discard.
@@ -71,6 +75,9 @@ func NewPublisher(ctx context.Context, nc *nats.Conn, cfg PublisherConfig) (*Pub
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Duplicates <= 0 {
+		cfg.Duplicates = 2 * time.Minute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -126,7 +133,7 @@ func (p *Publisher) ensureStreams(ctx context.Context) error {
 			Name: StreamParsed, Subjects: []string{coord.ParsedSubject(">"), coord.GrantSubject(">")},
 			Description: "edgegate parsed records, one subject per controller",
 			MaxBytes:    orUnlimited(p.cfg.MaxBytes), Discard: jetstream.DiscardOld,
-			Replicas: p.cfg.Replicas, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
+			Replicas: p.cfg.Replicas, Duplicates: p.cfg.Duplicates, Storage: jetstream.FileStorage,
 			// Batches of records are published in fast-ingest batches
 			// (fastIngest), or atomic ones when replicated (atomicBatch).
 			AllowBatchPublish: true, AllowAtomicPublish: true,
@@ -143,7 +150,7 @@ func (p *Publisher) ensureStreams(ctx context.Context) error {
 			Name: StreamDead, Subjects: []string{coord.DeadSubject(">")},
 			Description: "edgegate dead letters: messages the handler refused",
 			MaxBytes:    orUnlimited(p.cfg.DeadMaxBytes), Discard: jetstream.DiscardOld,
-			Replicas: p.cfg.Replicas, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
+			Replicas: p.cfg.Replicas, Duplicates: p.cfg.Duplicates, Storage: jetstream.FileStorage,
 		},
 	} {
 		if _, err := p.js.CreateOrUpdateStream(ctx, sc); err != nil {

@@ -51,6 +51,7 @@ var settings = []setting{
 	{key: "nats.jetstream", usage: "store parsed records and dead letters in JetStream", ptr: func(c *appliance.Config) any { return &c.NATS.JetStream }},
 	{key: "nats.max_store", usage: "JetStream file store limit in bytes", ptr: func(c *appliance.Config) any { return &c.NATS.MaxStore }, bytes: true},
 	{key: "nats.max_memory", usage: "JetStream memory store limit in bytes", ptr: func(c *appliance.Config) any { return &c.NATS.MaxMemory }, bytes: true},
+	{key: "nats.duplicate_window", usage: "how long the streams remember a record's message ID, so that a message resent within it is not stored twice; each ID costs about 110 B of memory per replica while remembered", ptr: func(c *appliance.Config) any { return &c.NATS.DuplicateWindow }},
 	{key: "nats.user", usage: `user name clients of the NATS client port must give; "" = no password authentication`, ptr: func(c *appliance.Config) any { return &c.NATS.User }},
 	{key: "nats.password", usage: "password of nats.user, plain or a bcrypt hash ($2a$...)", ptr: func(c *appliance.Config) any { return &c.NATS.Password }},
 	{key: "nats.password_file", usage: "file holding nats.password (instead of it), or the name of a systemd credential (LoadCredential=)", ptr: func(c *appliance.Config) any { return &c.NATS.PasswordFile }},
