@@ -248,9 +248,9 @@ func unanswered[T any](ctx, lease context.Context, f func(context.Context) (T, e
 // one generation, so only a forgery or a bug makes one) must not be
 // acknowledged as stored.
 func (p *Publisher) sameAsStored(ctx context.Context, ack *jetstream.PubAck, msg *nats.Msg) error {
-	st, err := unanswered(ctx, ctx, func(ctx context.Context) (jetstream.Stream, error) { return p.js.Stream(ctx, ack.Stream) })
+	st, err := p.stream(ctx, ack.Stream)
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", ack.Stream, err)
+		return err
 	}
 	stored, err := unanswered(ctx, ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) { return st.GetMsg(ctx, ack.Sequence) })
 	if errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -42,10 +42,10 @@ type pipeState struct {
 	// records then go one at a time, as Handle stores them.
 	noFast atomic.Bool
 
-	mu     sync.Mutex
-	fast   *fastIngest      // made on first use
-	stream jetstream.Stream // EDGEGATE_PARSED, looked up on first use
-	known  knownCache
+	mu      sync.Mutex
+	fast    *fastIngest                 // made on first use
+	streams map[string]jetstream.Stream // by name, each looked up on first use (Publisher.stream)
+	known   knownCache
 }
 
 func (s *pipeState) close() {
@@ -148,7 +148,6 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	s := &p.pipe
 	s.mu.Lock()
 	k, ok := s.known.get(m.Controller, time.Now())
-	st := s.stream
 	s.mu.Unlock()
 	if ok && k.fence == m.Fence {
 		return k, nil
@@ -156,17 +155,14 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	lease := ctx
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout) // as in publish
 	defer cancel()
-	if st == nil {
-		var err error
-		if st, err = unanswered(ctx, ctx, func(ctx context.Context) (jetstream.Stream, error) { return p.js.Stream(ctx, StreamParsed) }); err != nil {
-			return known{}, fmt.Errorf("stream %s: %w", StreamParsed, err)
-		}
-		s.mu.Lock()
-		s.stream = st
-		s.mu.Unlock()
+	st, err := p.stream(ctx, StreamParsed)
+	if err != nil {
+		return known{}, err
 	}
 	k = known{fence: m.Fence}
-	last, err := lastOn(ctx, st, coord.ParsedSubject(m.Controller))
+	last, err := unanswered(ctx, ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return st.GetLastMsgForSubject(ctx, coord.ParsedSubject(m.Controller))
+	})
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 	case err != nil:
@@ -190,12 +186,27 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	return k, nil
 }
 
-// lastOn reads the last message of st on subject, asking again while
-// no answer comes (unanswered).
-func lastOn(ctx context.Context, st jetstream.Stream, subject string) (*jetstream.RawStreamMsg, error) {
-	return unanswered(ctx, ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
-		return st.GetLastMsgForSubject(ctx, subject)
-	})
+// stream returns the stream called name, looked up (asked again while
+// no answer comes: unanswered) on first use only.
+func (p *Publisher) stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	s := &p.pipe
+	s.mu.Lock()
+	st := s.streams[name]
+	s.mu.Unlock()
+	if st != nil {
+		return st, nil
+	}
+	st, err := unanswered(ctx, ctx, func(ctx context.Context) (jetstream.Stream, error) { return p.js.Stream(ctx, name) })
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	s.mu.Lock()
+	if s.streams == nil {
+		s.streams = make(map[string]jetstream.Stream)
+	}
+	s.streams[name] = st
+	s.mu.Unlock()
+	return st, nil
 }
 
 // markGrant writes the marker of m's lease grant on the controller's
