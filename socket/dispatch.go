@@ -77,13 +77,31 @@ func (s *Server) dispatchOne(ctx context.Context, c *controller, p *pool) {
 	s.acquire(ctx, c, p, keepFor, batch)
 }
 
+// minBatchBytes is the least BatchBytes when the NATS connection does
+// not say how large a message may be (not connected yet).
+const minBatchBytes = 1 << 20
+
+// batchLen is how many of the queued messages q a batch takes: up to
+// Batch, and no more payload than BatchBytes unless the first message
+// alone is more (it then goes alone).
+func (s *Server) batchLen(q []*msg) int {
+	n := min(len(q), s.cfg.Batch)
+	size := 0
+	for i := 0; i < n; i++ {
+		if size += len(q[i].payload); size > s.cfg.BatchBytes && i > 0 {
+			return i
+		}
+	}
+	return n
+}
+
 // takeBatchLocked takes c's next batch for p, whose worker the caller
 // took (c goes to stDispatching), and how long to ask the parser to keep
 // the lease after it.
 func (s *Server) takeBatchLocked(c *controller, p *pool) (batch []*msg, keepFor time.Duration) {
 	c.unansweredSince.Store(pickedUnsent)
 	c.taken()
-	c.pool, c.batchLen, c.sentResets = p, min(len(c.q), s.cfg.Batch), c.resets
+	c.pool, c.batchLen, c.sentResets = p, s.batchLen(c.q), c.resets
 	c.leaseSess = c.q[0].sess
 	batch = make([]*msg, c.batchLen)
 	copy(batch, c.q)

@@ -65,6 +65,12 @@ type Config struct {
 	// Batch is the most messages of one controller per assignment. Zero
 	// means 64.
 	Batch int
+	// BatchBytes is the most payload bytes of one assignment; a batch
+	// takes its first message whatever its size. Zero means half the
+	// largest message the NATS connection takes: an assignment to a pool
+	// of another appliance travels as one NATS message, and one too large
+	// for it could never be sent.
+	BatchBytes int
 	// TTL is the lease time. Zero means 5s.
 	TTL time.Duration
 	// CheckInterval is the period of the failure detection. Zero means 1s.
@@ -265,6 +271,9 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 	}
 	if nc == nil || store == nil {
 		return nil, errors.New("socket: a NATS connection and a lease store are required")
+	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = int(max(nc.MaxPayload(), minBatchBytes*2) / 2)
 	}
 	s := &Server{
 		cfg:      cfg,
