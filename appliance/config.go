@@ -454,8 +454,8 @@ func (c Config) Validate() error {
 	default:
 		return bad("devices.ack", fmt.Sprintf("%q", c.Devices.Ack), "want processed or none")
 	}
-	if c.Devices.MaxFrame < 16 || c.Devices.MaxFrame > 64<<20 {
-		return bad("devices.max_frame", c.Devices.MaxFrame, "want 16 bytes to 64 MiB")
+	if c.Devices.MaxFrame < 16 || c.Devices.MaxFrame > maxFrameLimit {
+		return bad("devices.max_frame", c.Devices.MaxFrame, "want 16 bytes to 4 MiB")
 	}
 	if c.Devices.HelloTimeout < 0 {
 		return bad("devices.hello_timeout", c.Devices.HelloTimeout, "must not be negative")
@@ -728,3 +728,9 @@ func redactURL(s string) string {
 	}
 	return u.Redacted()
 }
+
+// maxFrameLimit bounds devices.max_frame: a message travels as one NATS
+// message (a record with its headers, an assignment to a pool of another
+// appliance), and the embedded server takes 8 MiB at most; half of it
+// leaves room for the headers and an assignment's own fields.
+const maxFrameLimit = 4 << 20
