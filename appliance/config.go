@@ -322,7 +322,7 @@ func DefaultConfig() Config {
 		},
 		Parser: ParserConfig{
 			Workers:  16,
-			Batch:    64,
+			Batch:    256,
 			Handler:  "publish",
 			Attempts: 3,
 			Timeout:  30 * time.Second,

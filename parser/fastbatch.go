@@ -62,7 +62,7 @@ const (
 const fastFlow = 100
 
 // fastWindow bounds the records of a batch sent and not yet reported
-// stored, at least: a default batch (parser.batch, 64 messages) never
+// stored, at least: a default batch (parser.batch, 256 messages) never
 // waits for the server's flow acknowledgements, a batch of thousands of
 // records does. The server's own flow interval, doubled, raises it.
 const fastWindow = 256

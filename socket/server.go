@@ -63,7 +63,7 @@ type Config struct {
 	// means 256 MiB.
 	Memory int64
 	// Batch is the most messages of one controller per assignment. Zero
-	// means 64.
+	// means 256.
 	Batch int
 	// BatchBytes is the most payload bytes of one assignment; a batch
 	// takes its first message whatever its size. Zero means half the
@@ -151,7 +151,7 @@ func DefaultConfig() Config {
 		HelloTimeout:  5 * time.Second,
 		Queue:         1024,
 		Memory:        256 << 20,
-		Batch:         64,
+		Batch:         256,
 		TTL:           5 * time.Second,
 		CheckInterval: time.Second,
 		Dispatchers:   16,
