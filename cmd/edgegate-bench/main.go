@@ -54,7 +54,7 @@ apart from the simulated devices. See BENCHMARKS.md.`,
 			&cli.IntFlag{Name: "size", Usage: "payload bytes", Value: 64},
 			&cli.IntFlag{Name: "workers", Usage: "parser workers (and peer workers)", Value: 16},
 			&cli.IntFlag{Name: "runs", Usage: "runs per figure; the median is reported", Value: 3},
-			&cli.StringFlag{Name: "loads", Usage: "fractions of the saturated throughput at which ACK latency is measured with paced devices", Value: "0.5,0.1"},
+			&cli.StringFlag{Name: "loads", Usage: "fractions of the saturated throughput at which ACK latency is measured with paced devices; \"\" = none", Value: "0.5,0.1"},
 			&cli.StringFlag{Name: "load-handlers", Usage: "handlers whose ACK latency is measured at --loads: publish (JetStream, the default), discard", Value: "publish,discard"},
 			&cli.StringFlag{Name: "redis", Usage: `Redis for the Redis scenarios: a redis:// URL, "auto" (start redis-server from PATH on a free port) or "" (skip them)`, Value: "auto"},
 			&cli.StringFlag{Name: "scenarios", Usage: "groups to run: ceiling, edgegate, seed, peer (comma-separated)", Value: "ceiling,edgegate,seed,peer"},
@@ -79,7 +79,7 @@ func run(c *cli.Context) error {
 		}
 		counts = append(counts, n)
 	}
-	var loads []float64
+	loads := []float64{} // not nil: bench.Options takes nil for its default
 	for _, f := range splitList(c.String("loads")) {
 		l, err := strconv.ParseFloat(f, 64)
 		if err != nil || l <= 0 || l > 1 {

@@ -86,6 +86,25 @@ func TestBenchCommand(t *testing.T) {
 	}
 }
 
+// TestBenchWithoutLoads: --loads "" measures no paced load, only the
+// saturated figures.
+func TestBenchWithoutLoads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the edgegate binary")
+	}
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err := newApp(&out, &errOut).RunContext(ctx, []string{"edgegate-bench", "--exe", edgegateBinary(t),
+		"--controllers", "1", "--messages", "100", "--runs", "1", "--workers", "2", "--scenarios", "edgegate", "--redis", "", "--loads", ""})
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, errOut.String())
+	}
+	if strings.Contains(out.String(), "-load") || !strings.Contains(out.String(), "edgegate/memory/discard") {
+		t.Errorf("with --loads \"\", want the saturated runs only; table:\n%s", out.String())
+	}
+}
+
 // TestFindEdgegate: without --exe the appliance under test is the
 // edgegate beside edgegate-bench, else the one on the PATH.
 func TestFindEdgegate(t *testing.T) {
