@@ -168,11 +168,17 @@ func orUnlimited(n int64) int64 {
 }
 
 func (p *Publisher) msg(subject string, m *Message, body []byte) *nats.Msg {
-	h := nats.Header{}
-	h[HeaderController] = []string{m.Controller}
+	return recordMsg(subject, m, body, []string{m.Controller}, []string{strconv.FormatUint(m.Gen, 10)}, []string{strconv.FormatUint(m.Fence, 10)})
+}
+
+// recordMsg is m's record on subject with body, its controller,
+// generation and fence headers set to ctl, gen and fence.
+func recordMsg(subject string, m *Message, body []byte, ctl, gen, fence []string) *nats.Msg {
+	h := make(nats.Header, 8) // with the two of a condition
+	h[HeaderController] = ctl
 	h[HeaderSeq] = []string{strconv.FormatUint(m.Seq, 10)}
-	h[HeaderGen] = []string{strconv.FormatUint(m.Gen, 10)}
-	h[HeaderFence] = []string{strconv.FormatUint(m.Fence, 10)}
+	h[HeaderGen] = gen
+	h[HeaderFence] = fence
 	h[HeaderReceived] = []string{strconv.FormatInt(m.Received.UnixMilli(), 10)}
 	h[jetstream.MsgIDHeader] = []string{m.ID()}
 	return &nats.Msg{Subject: subject, Header: h, Data: body}

@@ -267,6 +267,7 @@ func (p *Publisher) markGrant(lease context.Context, m *Message, after uint64) (
 // its first record is conditional on the subject's last (putRecord),
 // which keeps the condition true of every record (atomicBatch).
 type publishPipeline struct {
+	shared sharedHeaders
 	h      *publishHandler
 	p      *Publisher
 	synced int         // messages stored one at a time since the last Flush
@@ -301,12 +302,12 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 	if pp.base.mayHave(m) {
 		return pp.alone(ctx, m)
 	}
-	msg := pp.p.msg(coord.ParsedSubject(m.Controller), m, m.Payload)
+	msg := pp.record(m)
 	// The batch is conditional on this grant being the last to have
 	// written (putRecord): its first record, and in a fast-ingest batch
 	// each one (markGrant).
 	if pp.b == nil || pp.base.mark > 0 {
-		pp.base.condition(msg, m.Controller)
+		pp.shared.condition(msg, pp.base, m.Controller)
 	}
 	if pp.b == nil {
 		if err := pp.begin(m); err != nil {
@@ -324,6 +325,46 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 	pp.unsent = msg
 	pp.last = known{fence: m.Fence, any: true, sure: true, gen: m.Gen, seq: m.Seq, mark: pp.base.mark}
 	return nil
+}
+
+// sharedHeaders are the header values every record of a batch has alike
+// (one controller, generation and grant), made once a batch rather than
+// once a record: the values of a record's header are a slice each, and
+// at full speed a record's allocations are much of the collector's work.
+// The slices are shared, never changed; a header set later gets a slice
+// of its own.
+type sharedHeaders struct {
+	subject, ctl       string
+	gen, fence, mark   uint64
+	ctlV, genV, fenceV []string
+	markV, grantV      []string // the condition on the grant's marker
+}
+
+// record is m's record, with the values it shares with the batch's other
+// records.
+func (pp *publishPipeline) record(m *Message) *nats.Msg {
+	r := &pp.shared
+	if r.ctlV == nil || r.ctl != m.Controller || r.gen != m.Gen || r.fence != m.Fence {
+		*r = sharedHeaders{
+			subject: coord.ParsedSubject(m.Controller), ctl: m.Controller, gen: m.Gen, fence: m.Fence,
+			ctlV: []string{m.Controller}, genV: []string{strconv.FormatUint(m.Gen, 10)}, fenceV: []string{strconv.FormatUint(m.Fence, 10)},
+		}
+	}
+	return recordMsg(r.subject, m, m.Payload, r.ctlV, r.genV, r.fenceV)
+}
+
+// condition makes msg conditional as k.condition does, with the values of
+// the condition on a grant's marker shared by the batch's records.
+func (r *sharedHeaders) condition(msg *nats.Msg, k known, ctl string) {
+	if k.mark == 0 {
+		k.condition(msg, ctl)
+		return
+	}
+	if r.markV == nil || r.mark != k.mark {
+		r.mark, r.markV, r.grantV = k.mark, []string{strconv.FormatUint(k.mark, 10)}, []string{coord.GrantSubject(ctl)}
+	}
+	msg.Header[jetstream.ExpectedLastSubjSeqHeader] = r.markV
+	msg.Header[jetstream.ExpectedLastSubjSeqSubjHeader] = r.grantV
 }
 
 // begin starts the batch m's record is the first of: an atomic one on a
