@@ -333,11 +333,17 @@ func (p *Publisher) putRecord(ctx context.Context, m *Message, msg *nats.Msg) (*
 // markGrant), or else on the record subject ending at k.lastSeq.
 func (k known) condition(msg *nats.Msg, ctl string) {
 	if k.mark > 0 {
-		msg.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(k.mark, 10)}
-		msg.Header[jetstream.ExpectedLastSubjSeqSubjHeader] = []string{coord.GrantSubject(ctl)}
+		onMarker(msg, []string{strconv.FormatUint(k.mark, 10)}, []string{coord.GrantSubject(ctl)})
 		return
 	}
 	expectAfter(msg, k.lastSeq)
+}
+
+// onMarker makes msg conditional on the grant marker at stream seq mark
+// being the last on the marker subject grant (each a header's values).
+func onMarker(msg *nats.Msg, mark, grant []string) {
+	msg.Header[jetstream.ExpectedLastSubjSeqHeader] = mark
+	msg.Header[jetstream.ExpectedLastSubjSeqSubjHeader] = grant
 }
 
 // expectAfter makes msg conditional on its subject's last record being

@@ -328,15 +328,15 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 }
 
 // sharedHeaders are the header values every record of a batch has alike
-// (one controller, generation and grant), made once a batch rather than
-// once a record: the values of a record's header are a slice each, and
-// at full speed a record's allocations are much of the collector's work.
-// The slices are shared, never changed; a header set later gets a slice
-// of its own.
+// (one assignment: one controller, generation and grant), made once a
+// batch rather than once a record: the values of a record's header are a
+// slice each, and at full speed a record's allocations are much of the
+// collector's work. The slices are shared, never changed; a header set
+// later gets a slice of its own.
 type sharedHeaders struct {
-	subject, ctl       string
-	gen, fence, mark   uint64
+	subject            string
 	ctlV, genV, fenceV []string
+	mark               uint64   // the marker markV and grantV name
 	markV, grantV      []string // the condition on the grant's marker
 }
 
@@ -344,27 +344,25 @@ type sharedHeaders struct {
 // records.
 func (pp *publishPipeline) record(m *Message) *nats.Msg {
 	r := &pp.shared
-	if r.ctlV == nil || r.ctl != m.Controller || r.gen != m.Gen || r.fence != m.Fence {
-		*r = sharedHeaders{
-			subject: coord.ParsedSubject(m.Controller), ctl: m.Controller, gen: m.Gen, fence: m.Fence,
-			ctlV: []string{m.Controller}, genV: []string{strconv.FormatUint(m.Gen, 10)}, fenceV: []string{strconv.FormatUint(m.Fence, 10)},
-		}
+	if r.ctlV == nil {
+		r.subject, r.ctlV = coord.ParsedSubject(m.Controller), []string{m.Controller}
+		r.genV, r.fenceV = []string{strconv.FormatUint(m.Gen, 10)}, []string{strconv.FormatUint(m.Fence, 10)}
 	}
 	return recordMsg(r.subject, m, m.Payload, r.ctlV, r.genV, r.fenceV)
 }
 
 // condition makes msg conditional as k.condition does, with the values of
-// the condition on a grant's marker shared by the batch's records.
+// the condition on a grant's marker shared by the batch's records (the
+// grant may mark again within a batch, after a record was refused).
 func (r *sharedHeaders) condition(msg *nats.Msg, k known, ctl string) {
 	if k.mark == 0 {
 		k.condition(msg, ctl)
 		return
 	}
-	if r.markV == nil || r.mark != k.mark {
+	if r.mark != k.mark {
 		r.mark, r.markV, r.grantV = k.mark, []string{strconv.FormatUint(k.mark, 10)}, []string{coord.GrantSubject(ctl)}
 	}
-	msg.Header[jetstream.ExpectedLastSubjSeqHeader] = r.markV
-	msg.Header[jetstream.ExpectedLastSubjSeqSubjHeader] = r.grantV
+	onMarker(msg, r.markV, r.grantV)
 }
 
 // begin starts the batch m's record is the first of: an atomic one on a
