@@ -161,7 +161,7 @@ func newFaultRig(t *testing.T, n int, sentinel bool) *faultRig {
 	for i, p := range r.procs {
 		// Every appliance is listed, itself included (its own route
 		// listener: a route to itself is dropped), so that the streams
-		// get 3 replicas; the others only through the proxies, and
+		// get 3 replicas when there are three; the others only through the proxies, and
 		// nothing learns the real route addresses (the advertised one
 		// leads nowhere).
 		peers := []string{p.cluster}
@@ -1036,13 +1036,15 @@ func (s *streamLog) close() {
 
 // follow reads stream from its first record on, in order, with a pull
 // consumer of its own (acknowledgements off): a fetch that fails, a gap in
-// the stream sequences, or a second without records while the stream has
-// more, and the consumer is made again from the next sequence. (nats.go's
-// ordered consumer backs off 1–10 s between its attempts: its recovery
-// would be measured instead of the cluster's.)
+// the consumer's sequences (the stream's may have holes: a grant marker's
+// rollup removes the one before it), or a second without records while
+// the stream has more, and the consumer is made again from the next
+// sequence. (nats.go's ordered consumer backs off 1–10 s between its
+// attempts: its recovery would be measured instead of the cluster's.)
 func (s *streamLog) follow(ctx context.Context, stream string) {
 	next := uint64(1)
 	var cons jetstream.Consumer
+	var delivered uint64 // the consumer's sequence of the last message taken
 	drop := func() {
 		if cons != nil {
 			name := cons.CachedInfo().Name
@@ -1071,7 +1073,7 @@ func (s *streamLog) follow(ctx context.Context, stream string) {
 				}
 				continue
 			}
-			cons, progress = c, time.Now()
+			cons, progress, delivered = c, time.Now(), 0
 		}
 		batch, err := cons.Fetch(128, jetstream.FetchMaxWait(300*time.Millisecond))
 		if err != nil {
@@ -1084,11 +1086,11 @@ func (s *streamLog) follow(ctx context.Context, stream string) {
 			if err != nil || md.Sequence.Stream < next || gap {
 				continue
 			}
-			if md.Sequence.Stream > next {
+			if md.Sequence.Consumer != delivered+1 {
 				gap = true // a lost delivery: made again from next
 				continue
 			}
-			next = md.Sequence.Stream + 1
+			delivered, next = md.Sequence.Consumer, md.Sequence.Stream+1
 			got++
 			s.record(stream, msg, md.Sequence.Stream)
 		}
@@ -1111,6 +1113,13 @@ func (s *streamLog) follow(ctx context.Context, stream string) {
 }
 
 func (s *streamLog) record(stream string, msg jetstream.Msg, sseq uint64) {
+	if strings.HasPrefix(msg.Subject(), "edgegate.grant.") {
+		// A grant's marker (a stream of one replica), not a record.
+		s.mu.Lock()
+		s.last[stream] = max(s.last[stream], sseq)
+		s.mu.Unlock()
+		return
+	}
 	h := msg.Headers()
 	u := func(k string) uint64 { v, _ := strconv.ParseUint(h.Get(k), 10, 64); return v }
 	rec := srec{sseq: sseq, token: string(msg.Data()), fence: u("Edgegate-Fence"), gen: u("Edgegate-Gen"), seq: u("Edgegate-Seq")}
@@ -1606,78 +1615,87 @@ func ms(lo, hi int, rng *rand.Rand) time.Duration {
 func combos() []combo {
 	return []combo{
 		{"redis restarts, then an appliance starts and devices move to it", []string{"sigkill", "redis-restart", "device-reset"}, func(x *faultRun) []*injected {
+			n := len(x.r.procs)
 			// The devices of the appliance before the restarted one
 			// reconnect to the next: the one that never saw Redis's
 			// previous run, while the others' parsers may still work
 			// under leases Redis lost.
-			down, i := ms(1000, 2000, x.rng), x.rng.IntN(3)
+			down, i := ms(1000, 2000, x.rng), x.rng.IntN(n)
 			return []*injected{
 				{kind: x.kind("sigkill"), target: i, peer: -1, dur: down},
 				{kind: x.kind("redis-restart"), target: -1, peer: -1, offset: down - ms(100, 600, x.rng)},
-				{kind: x.kind("device-reset"), target: (i + 2) % 3, peer: -1, offset: down + ms(300, 700, x.rng)},
+				{kind: x.kind("device-reset"), target: (i + n - 1) % n, peer: -1, offset: down + ms(300, 700, x.rng)},
 			}
 		}},
 		{"an appliance starts after Redis restarted, while another cut from Redis still works", []string{"redis-cut", "sigkill", "redis-restart", "device-reset"}, func(x *faultRun) []*injected {
+			n := len(x.r.procs)
 			// gw-a, cut from Redis just before its restart, does not see
 			// it: its parsers work on until their leases run out by their
 			// clocks. gw-b starts after the restart (it never saw Redis's
 			// previous run) and gw-a's devices move to it: it must not
 			// dispatch under leases Redis lost before gw-a's ran out.
-			down, a := ms(300, 600, x.rng), x.rng.IntN(3)
+			down, a := ms(300, 600, x.rng), x.rng.IntN(n)
 			restart := down - ms(50, 150, x.rng)
 			return []*injected{
-				{kind: x.kind("sigkill"), target: (a + 1) % 3, peer: -1, dur: down},
+				{kind: x.kind("sigkill"), target: (a + 1) % n, peer: -1, dur: down},
 				{kind: x.kind("redis-cut"), target: a, peer: -1, offset: restart - ms(50, 150, x.rng), dur: ms(1200, 1600, x.rng)},
 				{kind: x.kind("redis-restart"), target: -1, peer: -1, offset: restart},
-				{kind: x.kind("device-reset"), target: a, peer: -1, offset: down, afterUp: 1 + (a+1)%3},
+				{kind: x.kind("device-reset"), target: a, peer: -1, offset: down, afterUp: 1 + (a+1)%n},
 			}
 		}},
 		{"seqs restart across a route cut", []string{"route-cut", "device-restart"}, func(x *faultRun) []*injected {
-			i := x.rng.IntN(3)
+			n := len(x.r.procs)
+			i := x.rng.IntN(n)
 			return []*injected{
-				{kind: x.kind("route-cut"), target: i, peer: (i + 1) % 3, dur: ms(2000, 2500, x.rng)},
+				{kind: x.kind("route-cut"), target: i, peer: (i + 1) % n, dur: ms(2000, 2500, x.rng)},
 				{kind: x.kind("device-restart"), target: -1, peer: -1, offset: ms(200, 800, x.rng), devs: x.pickDevices(resetDev, plainDev, linesDev)},
 			}
 		}},
 		{"devices move across a route cut", []string{"route-cut", "device-reset"}, func(x *faultRun) []*injected {
-			i := x.rng.IntN(3)
+			n := len(x.r.procs)
+			i := x.rng.IntN(n)
 			return []*injected{
-				{kind: x.kind("route-cut"), target: i, peer: (i + 1) % 3, dur: ms(1500, 2500, x.rng)},
+				{kind: x.kind("route-cut"), target: i, peer: (i + 1) % n, dur: ms(1500, 2500, x.rng)},
 				{kind: x.kind("device-reset"), target: i, peer: -1, offset: ms(200, 800, x.rng)},
 			}
 		}},
 		{"devices bounce while their leases are kept", []string{"device-reset", "device-restart"}, func(x *faultRun) []*injected {
-			i := x.rng.IntN(3)
+			n := len(x.r.procs)
+			i := x.rng.IntN(n)
 			return []*injected{
 				{kind: x.kind("device-reset"), target: i, peer: -1},
-				{kind: x.kind("device-reset"), target: (i + 1) % 3, peer: -1, offset: ms(50, 400, x.rng)},
+				{kind: x.kind("device-reset"), target: (i + 1) % n, peer: -1, offset: ms(50, 400, x.rng)},
 				{kind: x.kind("device-restart"), target: -1, peer: -1, offset: ms(0, 300, x.rng), devs: x.pickDevices(persistentDev, persistentDev, resetDev)},
 			}
 		}},
 		{"redis rolls back while an appliance is paused", []string{"pause", "redis-rollback"}, func(x *faultRun) []*injected {
+			n := len(x.r.procs)
 			return []*injected{
-				{kind: x.kind("pause"), target: x.rng.IntN(3), peer: -1, dur: ms(1500, 2500, x.rng)},
+				{kind: x.kind("pause"), target: x.rng.IntN(n), peer: -1, dur: ms(1500, 2500, x.rng)},
 				{kind: x.kind("redis-rollback"), target: -1, peer: -1, offset: ms(0, 300, x.rng), dur: ms(500, 1200, x.rng)},
 			}
 		}},
 		{"an appliance starts while Redis is unreachable", []string{"redis-down", "sigkill"}, func(x *faultRun) []*injected {
+			n := len(x.r.procs)
 			return []*injected{
 				{kind: x.kind("redis-down"), target: -1, peer: -1, dur: ms(1800, 2500, x.rng)},
-				{kind: x.kind("sigkill"), target: x.rng.IntN(3), peer: -1, offset: ms(100, 400, x.rng), dur: ms(500, 1000, x.rng)},
+				{kind: x.kind("sigkill"), target: x.rng.IntN(n), peer: -1, offset: ms(100, 400, x.rng), dur: ms(500, 1000, x.rng)},
 			}
 		}},
 		{"an appliance starts while another is cut from Redis", []string{"redis-cut", "sigkill", "device-reset"}, func(x *faultRun) []*injected {
-			i := x.rng.IntN(3)
+			n := len(x.r.procs)
+			i := x.rng.IntN(n)
 			return []*injected{
 				{kind: x.kind("redis-cut"), target: i, peer: -1, dur: ms(1500, 2000, x.rng)},
-				{kind: x.kind("sigkill"), target: (i + 1) % 3, peer: -1, offset: ms(0, 300, x.rng), dur: ms(500, 1000, x.rng)},
+				{kind: x.kind("sigkill"), target: (i + 1) % n, peer: -1, offset: ms(0, 300, x.rng), dur: ms(500, 1000, x.rng)},
 				{kind: x.kind("device-reset"), target: i, peer: -1, offset: ms(300, 600, x.rng)},
 			}
 		}},
 		{"a failover while an appliance starts", []string{"failover", "sigkill"}, func(x *faultRun) []*injected {
+			n := len(x.r.procs)
 			down := ms(800, 1500, x.rng)
 			return []*injected{
-				{kind: x.kind("sigkill"), target: x.rng.IntN(3), peer: -1, dur: down},
+				{kind: x.kind("sigkill"), target: x.rng.IntN(n), peer: -1, dur: down},
 				{kind: x.kind("failover"), target: -1, peer: -1, offset: down - ms(100, 500, x.rng)},
 			}
 		}},
@@ -2044,8 +2062,9 @@ func (x *faultRun) dumpGoroutines(round int) {
 
 // faultOpts is what a run of the suite injects.
 type faultOpts struct {
-	faults   int
-	sentinel bool
+	faults     int
+	appliances int // 3 unless set
+	sentinel   bool
 	devices  map[devClass]int
 	rate     float64
 }
@@ -2076,6 +2095,20 @@ func TestFaults(t *testing.T) {
 		devices: map[devClass]int{persistentDev: 4, resetDev: 2, plainDev: 2, linesDev: 3}})
 }
 
+// TestFaultsPair is a smaller run of two appliances: their streams have
+// one replica (on either appliance), so a record's write is fenced by its
+// grant's marker instead of the subject's last record, and a pause or a
+// route cut sends an older grant's records to a stream that newer
+// grants' records also reach. Killing the appliance that holds the
+// streams stops every controller's output until it is back.
+func TestFaultsPair(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process fault suite")
+	}
+	runFaults(t, faultOpts{faults: max(*faultCount/4, 6), appliances: 2, rate: *faultRate,
+		devices: map[devClass]int{persistentDev: 3, resetDev: 1, plainDev: 1, linesDev: 2}})
+}
+
 // TestFaultsSentinel is a smaller run over Redis Sentinel, with failovers
 // among the faults (the other Redis faults need the proxies, which a
 // Sentinel's clients go around).
@@ -2094,7 +2127,11 @@ func runFaults(t *testing.T, o faultOpts) {
 	}
 	t.Logf("seed %d: replay with go test ./cmd/edgegate -run '^%s$' -v -args -faults=%d -faults.seed=%d", seed, t.Name(), *faultCount, seed)
 	rng := rand.New(rand.NewPCG(seed, seed>>1|1))
-	r := newFaultRig(t, 3, o.sentinel)
+	n := o.appliances
+	if n == 0 {
+		n = 3
+	}
+	r := newFaultRig(t, n, o.sentinel)
 	s := startStreamLog(t, r)
 	f := startFleet(t, r, o.devices, o.rate, seed)
 	m := startMeter(f, s)
