@@ -160,10 +160,10 @@ func newFaultRig(t *testing.T, n int, sentinel bool) *faultRig {
 	timeouts := "dial_timeout=300ms&read_timeout=500ms&write_timeout=500ms"
 	for i, p := range r.procs {
 		// Every appliance is listed, itself included (its own route
-		// listener: a route to itself is dropped), so that the streams
-		// get 3 replicas when there are three; the others only through the proxies, and
-		// nothing learns the real route addresses (the advertised one
-		// leads nowhere).
+		// listener: a route to itself is dropped), so that three get
+		// streams of 3 replicas; the others only through the proxies,
+		// and nothing learns the real route addresses (the advertised
+		// one leads nowhere).
 		peers := []string{p.cluster}
 		for j := 0; j < n; j++ {
 			if j != i {
@@ -2065,8 +2065,8 @@ type faultOpts struct {
 	faults     int
 	appliances int // 3 unless set
 	sentinel   bool
-	devices  map[devClass]int
-	rate     float64
+	devices    map[devClass]int
+	rate       float64
 }
 
 // TestFaults injects overlapping faults on a seeded random schedule into
