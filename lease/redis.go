@@ -220,12 +220,17 @@ local function newgen(key)
 end
 `
 
-// KEYS: sess gen done. ARGV: continues (1 or 0). Returns {session, gen}.
-// A controller without a generation (new, or its record lost) starts one.
+// KEYS: sess gen done. ARGV: continues (1 or 0), the store's epoch start
+// (unix ms). Returns {session, gen}. A controller without a generation
+// (new, or its record lost) starts one, and so does one whose generation
+// began before the epoch: the server went back to older data (a rollback,
+// a failover to a replica that lagged), which may lack a seq reset made
+// since, and the older generation's done record would then cover seqs
+// the device has sent again from 1, acknowledging them unhandled.
 var openScript = redis.NewScript(newGen + `
 local n = redis.call('INCR', KEYS[1])
 local g = redis.call('GET', KEYS[2])
-if ARGV[1] ~= '1' or not g then
+if ARGV[1] ~= '1' or not g or tonumber(g) < tonumber(ARGV[2]) then
   g = newgen(KEYS[2])
   redis.call('DEL', KEYS[3])
 end
@@ -463,9 +468,22 @@ func (s *Redis) Open(ctx context.Context, id string, continues bool) (Session, e
 	if continues {
 		c = "1"
 	}
-	v, err := s.pipe.run(ctx, openScript, []string{k[5], k[6], k[3]}, c).Slice()
-	if err != nil {
-		return Session{}, redisErr("open", err)
+	var v []any
+	for try := 0; ; try++ {
+		_, floor := s.epoch()
+		var err error
+		v, err = s.pipe.run(ctx, openScript, []string{k[5], k[6], k[3]}, c, floor/1000).Slice()
+		if err != nil {
+			return Session{}, redisErr("open", err)
+		}
+		// A connection made meanwhile met a new epoch: the generation
+		// may have been judged by an earlier one's start. Again (its
+		// session is then the newer, and this one's never used).
+		if _, later := s.epoch(); later == floor {
+			break
+		} else if try == 3 {
+			return Session{}, redisErr("open", errNewEpoch)
+		}
 	}
 	if len(v) != 2 {
 		return Session{}, redisErr("open", fmt.Errorf("unexpected reply %v", v))
