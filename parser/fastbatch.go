@@ -188,6 +188,7 @@ type fastBatch struct {
 	wake      chan struct{} // a flow acknowledgement or the end arrived
 
 	beforeSend func(*nats.Msg) // see Publisher.beforeSend
+	afterSend  func(*fastBatch) // see Publisher.afterSend
 }
 
 func (b *fastBatch) replySubject(seq uint64, op int) string {
@@ -341,19 +342,31 @@ func (b *fastBatch) put(ctx context.Context, msg *nats.Msg, timeout time.Duratio
 		op = fastOpStart
 	}
 	msg.Reply = b.replySubject(b.sent+1, op)
-	if commit {
-		b.mu.Lock()
-		b.commitSeq = b.sent + 1
-		b.mu.Unlock()
-	} else if b.beforeSend != nil {
+	if !commit && b.beforeSend != nil {
 		b.beforeSend(msg)
 	}
-	if err := b.f.nc.PublishMsg(msg); err != nil {
-		return err
-	}
+	// Counted as sent before it is: its acknowledgement, or the commit's
+	// count, can be back before this goroutine runs again, and must then
+	// find the record among those sent.
 	b.mu.Lock()
 	b.sent++
+	if commit {
+		b.commitSeq = b.sent
+	}
 	b.mu.Unlock()
+	if err := b.f.nc.PublishMsg(msg); err != nil {
+		// Not sent, so never answered.
+		b.mu.Lock()
+		b.sent--
+		if commit {
+			b.commitSeq = 0
+		}
+		b.mu.Unlock()
+		return err
+	}
+	if b.afterSend != nil {
+		b.afterSend(b)
+	}
 	return nil
 }
 

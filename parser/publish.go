@@ -63,6 +63,10 @@ type Publisher struct {
 	// beforeSend, set by tests, runs as a batch's record but the last
 	// leaves: a fault in the middle of a batch.
 	beforeSend func(*nats.Msg)
+	// afterSend, set by tests, runs when a fast-ingest batch's record,
+	// the last one included, has been handed to the connection: its
+	// acknowledgement may be back before the sender goes on.
+	afterSend func(*fastBatch)
 }
 
 // NewPublisher returns a Publisher on nc. With JetStream it creates or

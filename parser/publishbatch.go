@@ -377,7 +377,7 @@ func (pp *publishPipeline) begin(m *Message) error {
 		if err != nil {
 			return err
 		}
-		b.beforeSend = pp.p.beforeSend
+		b.beforeSend, b.afterSend = pp.p.beforeSend, pp.p.afterSend
 		pp.b = b
 	}
 	pp.ctrl = m.Controller

@@ -488,3 +488,40 @@ func allStoredOnce(t *testing.T, js jetstream.JetStream, ctl string, seqs []uint
 		t.Fatalf("%d records, want %d", len(stored[ctl]), len(seqs))
 	}
 }
+
+// TestPipelinedCommitAckedBeforeTheSenderGoesOn: the server may
+// acknowledge a batch's committing record before the goroutine that sent
+// it runs again (a busy box). The batch is then all stored, and must be
+// reported so: a record counted as not stored is published again alone,
+// logged and counted as a transient error for nothing.
+func TestPipelinedCommitAckedBeforeTheSenderGoesOn(t *testing.T) {
+	nc := jetStreamConn(t)
+	r := newPipelineRig(t, nc, nil)
+	r.pub.afterSend = func(b *fastBatch) {
+		b.mu.Lock()
+		commit := b.commitSeq > 0
+		b.mu.Unlock()
+		if !commit {
+			return
+		}
+		wait.True(t, 10*time.Second, "the commit's acknowledgement", func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return b.done
+		})
+	}
+	body := func(s uint64) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, s)) }
+	for _, seqs := range [][]uint64{{1}, seqRange(2, 40)} {
+		st := r.batch(t, "ctl-c", body, seqs...)
+		if got := processedOf(t, seqs, st); len(got) != len(seqs) {
+			t.Fatalf("seqs %d-%d: %d of %d processed", seqs[0], seqs[len(seqs)-1], len(got), len(seqs))
+		}
+		if f := <-r.h.flushes; f.n != len(seqs) || f.err != nil {
+			t.Fatalf("seqs %d-%d: flush %d, %v; want all %d", seqs[0], seqs[len(seqs)-1], f.n, f.err, len(seqs))
+		}
+	}
+	if n := r.pool.Stats().TransientErrors; n != 0 {
+		t.Fatalf("%d transient errors, want none", n)
+	}
+	checkStored(t, r.js, map[string][]uint64{"ctl-c": seqRange(1, 40)})
+}
