@@ -187,7 +187,7 @@ type fastBatch struct {
 	err       error
 	wake      chan struct{} // a flow acknowledgement or the end arrived
 
-	beforeSend func(*nats.Msg) // see Publisher.beforeSend
+	beforeSend func(*nats.Msg)  // see Publisher.beforeSend
 	afterSend  func(*fastBatch) // see Publisher.afterSend
 }
 
