@@ -27,12 +27,17 @@ func (p *Pool) onAssign(msg *nats.Msg) {
 		return
 	}
 	a.Socket = coord.SocketOf(msg.Reply)
-	ok := p.take(job{a: a, reply: msg.Reply, recv: recv})
-	ans := coord.Answer{Controller: a.Controller, Fence: a.Token.Fence, Accepted: ok, Pool: p.id}
+	var answer func(bool)
 	if msg.Reply != "" {
-		if err := p.nc.Publish(msg.Reply, coord.AppendAnswer(nil, &ans)); err != nil {
-			p.log.Warn("parser: answer", "controller", a.Controller, "err", err)
+		answer = func(ok bool) {
+			ans := coord.Answer{Controller: a.Controller, Fence: a.Token.Fence, Accepted: ok, Pool: p.id}
+			if err := p.nc.Publish(msg.Reply, coord.AppendAnswer(nil, &ans)); err != nil {
+				p.log.Warn("parser: answer", "controller", a.Controller, "err", err)
+			}
 		}
+	}
+	if p.take(job{a: a, reply: msg.Reply, recv: recv}, answer) && p.afterTake != nil {
+		p.afterTake()
 	}
 }
 
@@ -46,14 +51,19 @@ func (p *Pool) onAssign(msg *nats.Msg) {
 // the first call.
 func (p *Pool) Offer(a *coord.Assign, outcome func(coord.Outcome)) bool {
 	p.stats.direct.Add(1)
-	return p.take(job{a: a, out: outcome, recv: time.Now()})
+	return p.take(job{a: a, out: outcome, recv: time.Now()}, nil)
 }
 
 // Free returns how many workers are idle (0 once the pool stops).
 func (p *Pool) Free() int { return int(p.idle.Load()) }
 
-// take queues j for a worker if one is free.
-func (p *Pool) take(j job) bool {
+// take queues j for a worker if one is free. answer, when not nil, gets
+// the verdict, an acceptance before a worker can start j: the socket
+// matches answers by controller and fence, and a lease kept after the
+// batch carries the controller's next one under the same fence. An
+// acceptance the worker's outcome overtook (this goroutine held up, the
+// batch quick) would be taken as the next batch's answer.
+func (p *Pool) take(j job, answer func(ok bool)) bool {
 	// The send never blocks: every job in the channel or running holds one
 	// of the free slots, and the channel has room for all of them. It is
 	// done under mu so that Run cannot close the channel meanwhile.
@@ -62,6 +72,9 @@ func (p *Pool) take(j job) bool {
 	if ok {
 		p.free--
 		p.idle.Store(int32(p.free))
+		if answer != nil {
+			answer(true) // published on the connection the outcome will be
+		}
 		p.work <- j
 		if p.free == 0 {
 			p.exhausted = true
@@ -70,6 +83,9 @@ func (p *Pool) take(j job) bool {
 	p.mu.Unlock()
 	if !ok {
 		p.stats.busy.Add(1)
+		if answer != nil {
+			answer(false)
+		}
 	}
 	return ok
 }

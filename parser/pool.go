@@ -113,6 +113,10 @@ type Pool struct {
 	stats          Stats
 	handlerSeconds prometheus.Histogram
 	announced      atomic.Int64 // unix nanos of the last ready announcement
+
+	// afterTake, set by tests before Run, runs when a worker took an
+	// assignment that came over NATS: the worker may finish it meanwhile.
+	afterTake func()
 }
 
 // New validates cfg and returns a pool that uses nc for NATS and store for
