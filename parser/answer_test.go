@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/edgegate/edgegate/coord"
-	"github.com/edgegate/edgegate/embed"
 	"github.com/edgegate/edgegate/internal/wait"
 	"github.com/edgegate/edgegate/lease"
 )
@@ -24,33 +23,15 @@ import (
 // next batch's, and a busy answer to that one then ignored, leaving it to
 // wait for the lease to expire.
 func TestAnswerBeforeOutcome(t *testing.T) {
-	ns, err := embed.New(embed.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	pnc, err := ns.Connect("parser")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pnc.Close)
 	store := lease.NewMemory()
-	p, err := New(Config{Workers: 1, TTL: 10 * time.Second, Heartbeat: time.Second,
-		Handler: HandlerFunc(func(context.Context, *Message) error { return nil })}, pnc, store)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var outcome atomic.Bool
-	p.afterTake = func() {
-		// Held up until the batch's outcome is out.
-		wait.True(t, 10*time.Second, "the batch's outcome", outcome.Load)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	wait.For(t, 10*time.Second, p.Healthy)
-
+	p, ns := startPoolSet(t, Config{Workers: 1, TTL: 10 * time.Second, Heartbeat: time.Second,
+		Handler: HandlerFunc(func(context.Context, *Message) error { return nil })}, store, func(p *Pool) {
+		p.afterTake = func() {
+			// Held up until the batch's outcome is out.
+			wait.True(t, 10*time.Second, "the batch's outcome", outcome.Load)
+		}
+	})
 	nc, err := ns.Connect("socket")
 	if err != nil {
 		t.Fatal(err)

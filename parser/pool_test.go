@@ -32,6 +32,13 @@ func startPoolWith(t *testing.T, cfg Config) (*Pool, *lease.Memory, *embed.Serve
 // startPoolStore runs a pool on a real embedded NATS server and store.
 func startPoolStore(t *testing.T, cfg Config, store lease.Store) (*Pool, *embed.Server) {
 	t.Helper()
+	return startPoolSet(t, cfg, store, nil)
+}
+
+// startPoolSet is startPoolStore with set, when not nil, called on the
+// pool before it runs (the seams of tests).
+func startPoolSet(t *testing.T, cfg Config, store lease.Store, set func(*Pool)) (*Pool, *embed.Server) {
+	t.Helper()
 	ns, err := embed.New(embed.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +52,9 @@ func startPoolStore(t *testing.T, cfg Config, store lease.Store) (*Pool, *embed.
 	p, err := New(cfg, nc, store)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if set != nil {
+		set(p)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
