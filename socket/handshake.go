@@ -156,10 +156,17 @@ func (s *Server) authorized(conn net.Conn, lines bool, hello egp.Hello, log *con
 }
 
 // sendWelcome queues the WELCOME, reporting lastSeq, and starts the
-// session's writer.
+// session's writer. The session was registered before (open), so others
+// may write to it already: a takeover or a drain its ERROR, which closes
+// it, and the idle loop its PINGs once it is greeted.
 func (sess *session) sendWelcome(lastSeq uint64) {
 	s := sess.s
 	sess.welcomed = lastSeq
+	sess.wmu.Lock()
+	if sess.wclose {
+		sess.wmu.Unlock()
+		return
+	}
 	if sess.lines {
 		sess.wbuf = egp.AppendLinesWelcome(sess.wbuf, lastSeq)
 	} else {
@@ -171,7 +178,7 @@ func (sess *session) sendWelcome(lastSeq uint64) {
 			Version: egp.Version, AckMode: ack, MaxFrame: uint32(s.cfg.MaxFrame), LastSeq: lastSeq,
 		})
 	}
-	sess.wmu.Lock()
+	sess.greeted.Store(true)
 	sess.unlockAndWrite()
 }
 

@@ -34,6 +34,9 @@ func (s *Server) sweepIdle() {
 		sess.sh.mu.Lock()
 		switch {
 		case sess.lines || sess.tel || sess.closed: // no PING in their protocols
+		case !sess.greeted.Load():
+			// Its WELCOME waits for the lease store (an older session's
+			// batch), within a deadline of its own; a PING would come first.
 		case sess.heard.Swap(false) || sess.waiting:
 			sess.pinged = false
 		case !sess.pinged:

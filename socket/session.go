@@ -40,7 +40,8 @@ type session struct {
 
 	gone bool // closed; guarded by Server.mu (a reader out of memory waits under it)
 
-	heard atomic.Bool // a frame arrived since the idle loop last looked
+	heard   atomic.Bool // a frame arrived since the idle loop last looked
+	greeted atomic.Bool // the WELCOME is queued: frames may follow it
 
 	lastSeq  uint64 // reader goroutine only
 	welcomed uint64 // the WELCOME's last_seq; reader goroutine only
