@@ -7,8 +7,9 @@ import (
 	"github.com/edgegate/edgegate/lease"
 )
 
-// isPaused reports whether dispatch is paused at now (see pause).
-func (s *Server) isPaused(now time.Time) bool { return now.UnixNano() < s.paused.Load() }
+// isPaused reports whether dispatch is paused at now, a reading of
+// time.Now (see pause).
+func (s *Server) isPaused(now time.Time) bool { return int64(now.Sub(s.born)) < s.paused.Load() }
 
 // pause stops dispatching for one lease TTL: every parser that might
 // still work under a lost lease has stopped by then (it cancels its batch
@@ -16,10 +17,17 @@ func (s *Server) isPaused(now time.Time) bool { return now.UnixNano() < s.paused
 // caller then calls forgetGrants, holding none.
 func (s *Server) pause(why string) { s.pauseUntil(time.Now().Add(s.cfg.TTL), why) }
 
-// pauseUntil stops dispatching until until (see pause).
+// pauseUntil stops dispatching until untilT (see pause). The pause runs
+// on the monotonic clock: a step of the wall clock (NTP setting it at
+// boot, on a box without a clock of its own) must neither end it while
+// parsers under forgotten leases may still run nor stretch it. A time
+// from the lease store's clock (an epoch's start) counts as the time left
+// until it by the wall clock now.
 func (s *Server) pauseUntil(untilT time.Time, why string) {
 	now := time.Now()
-	until := untilT.UnixNano()
+	left := untilT.Sub(now)
+	at := int64(now.Sub(s.born))
+	until := at + int64(left)
 	for {
 		old := s.paused.Load()
 		if until <= old {
@@ -28,11 +36,11 @@ func (s *Server) pauseUntil(untilT time.Time, why string) {
 		if !s.paused.CompareAndSwap(old, until) {
 			continue
 		}
-		if old <= now.UnixNano() {
-			s.log.Warn("socket: dispatch paused for one lease", "why", why, "for", untilT.Sub(now).Round(time.Millisecond))
+		if old <= at {
+			s.log.Warn("socket: dispatch paused for one lease", "why", why, "for", left.Round(time.Millisecond))
 			s.stats.pauses.Add(1)
 		}
-		time.AfterFunc(untilT.Sub(now), func() {
+		time.AfterFunc(left, func() {
 			s.mu.Lock()
 			s.runCond.Broadcast()
 			s.mu.Unlock()

@@ -242,7 +242,8 @@ type Server struct {
 	inflight  atomic.Int64 // controllers assigned or running
 	idle      *sync.Cond   // the drain waits for inflight to reach 0
 	ready     bool
-	paused    atomic.Int64 // unix nanos: no dispatch before then, leases may have been lost
+	paused    atomic.Int64 // no dispatch before then, leases may have been lost: nanoseconds after born
+	born      time.Time    // New's time.Now, the origin of paused on the monotonic clock
 	epoch     string       // the lease store's epoch (Redis run_id) last seen
 	epochAt   time.Time    // when the last successful read of it began
 	epochRead *epochRead   // the read under way, if any
@@ -279,6 +280,7 @@ func New(cfg Config, nc *nats.Conn, store lease.Store) (*Server, error) {
 		cfg:      cfg,
 		nc:       nc,
 		store:    store,
+		born:     time.Now(),
 		id:       nuid.Next(),
 		pools:    make(map[string]*pool),
 		sessions: make(map[*session]struct{}),
