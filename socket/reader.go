@@ -2,6 +2,7 @@ package socket
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"time"
 
@@ -125,10 +126,13 @@ const seqAhead = 1 << 32
 // follows checks a DATA's seq (reader goroutine only): the first of a
 // session is at least 1 and, for a persistent-seq device whose
 // controller has a done record, at most seqAhead past it; every later
-// one is the previous + 1.
+// one is the previous + 1; none is 2^64-1, after which the next would
+// wrap to 0.
 func (sess *session) follows(seq uint64) error {
 	var why string
 	switch {
+	case seq == math.MaxUint64:
+		why = "DATA seq 2^64-1: no seq can follow it"
 	case sess.lastSeq != 0:
 		if seq != sess.lastSeq+1 {
 			why = fmt.Sprintf("DATA seq %d after %d: the seqs of a session follow each other", seq, sess.lastSeq)

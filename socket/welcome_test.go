@@ -2,6 +2,7 @@ package socket
 
 import (
 	"context"
+	"math"
 	"net"
 	"testing"
 	"time"
@@ -55,5 +56,20 @@ func TestWelcomeComesFirst(t *testing.T) {
 	}
 	if fh.Type != egp.TypeWelcome {
 		t.Fatalf("the device's first frame is %v, want WELCOME", fh.Type)
+	}
+}
+
+// TestLastSeqRefused: a DATA with seq 2^64−1 is a protocol error even as
+// a session's first: no seq follows it (the next would be 0, which the
+// session would then take as its first again), and once handled it would
+// be the controller's done record, under which every later message of a
+// persistent-seq device counts as a duplicate.
+func TestLastSeqRefused(t *testing.T) {
+	h := start(t, Config{}, lease.NewMemory())
+	d := h.dial("ctl-max", egp.FlagPersistentSeq)
+	d.send(math.MaxUint64)
+	d.waitError(egp.CodeProtocol)
+	if got := d.acked(); len(got) != 0 {
+		t.Fatalf("ACKs for %v, want none", got)
 	}
 }
