@@ -246,8 +246,7 @@ func TestRedisRollbackKeepsFencesAndStartsAnEpoch(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	dial := func() *lease.Redis {
-		s := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{srv.Addr()}}, "rb")
-		t.Cleanup(func() { s.Client().Close() })
+		s := dialStore(t, srv, "rb")
 		return s
 	}
 	a := dial()
@@ -300,8 +299,7 @@ func TestRedisRollbackKeepsFencesAndStartsAnEpoch(t *testing.T) {
 func TestRedisRollbackStartsAGeneration(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
-	s := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{srv.Addr()}}, "rg")
-	t.Cleanup(func() { s.Client().Close() })
+	s := dialStore(t, srv, "rg")
 	sess, err := s.Open(ctx, "x", true)
 	if err != nil {
 		t.Fatal(err)
@@ -329,6 +327,15 @@ func TestRedisRollbackStartsAGeneration(t *testing.T) {
 	}
 }
 
+// dialStore is a Redis lease store on srv with key prefix, closed with
+// the test.
+func dialStore(t *testing.T, srv *redistest.Server, prefix string) *lease.Redis {
+	t.Helper()
+	s := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{srv.Addr()}}, prefix)
+	t.Cleanup(func() { s.Client().Close() })
+	return s
+}
+
 // recordDone records done for controller x of sess: a grant released
 // with it.
 func recordDone(t *testing.T, s *lease.Redis, sess lease.Session, done uint64) {
@@ -354,8 +361,7 @@ func recordDone(t *testing.T, s *lease.Redis, sess lease.Session, done uint64) {
 func TestRedisRollbackLosingASeqResetSuppressesNothing(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
-	s := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{srv.Addr()}}, "rr")
-	t.Cleanup(func() { s.Client().Close() })
+	s := dialStore(t, srv, "rr")
 	old, err := s.Open(ctx, "x", true)
 	if err != nil {
 		t.Fatal(err)
@@ -396,14 +402,12 @@ func TestRedisRollbackLosingASeqResetSuppressesNothing(t *testing.T) {
 func TestRedisEpochKnownToALaterStore(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
-	first := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{srv.Addr()}}, "ep")
-	defer first.Client().Close()
+	first := dialStore(t, srv, "ep")
 	g1, err := first.Acquire(ctx, "x", "p", time.Minute, lease.Session{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	later := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{srv.Addr()}}, "ep")
-	defer later.Client().Close()
+	later := dialStore(t, srv, "ep")
 	first.Abandon(ctx, "x", g1.Token)
 	g2, err := later.Acquire(ctx, "x", "p", time.Minute, lease.Session{})
 	if err != nil {
