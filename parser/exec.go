@@ -63,18 +63,22 @@ type Exec struct {
 	stderrs  map[*os.File]bool // read ends of the children's stderr, until their readers are done
 	waiters  sync.WaitGroup    // cmd.Wait of every child started
 	readers  sync.WaitGroup    // stderr readers
+
+	beforeRead func(*child) // test hook: runs after a request is written
 }
 
 type child struct {
-	idx     int
-	cmd     *exec.Cmd
-	stdin   io.WriteCloser
-	stdout  *bufio.Reader
-	exited  chan struct{}
-	buf     []byte
-	backoff time.Duration
-	broken  bool // needs a restart before use
-	failAt  time.Time
+	idx    int
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+	// stdoutFile is stdout's read end, closed when the child is done with.
+	stdoutFile *os.File
+	exited     chan struct{}
+	buf        []byte
+	backoff    time.Duration
+	broken     bool // needs a restart before use
+	failAt     time.Time
 }
 
 // NewExec starts the children: a missing program is an error now, not at
@@ -129,26 +133,34 @@ func (e *Exec) start(c *child) error {
 	if err != nil {
 		return fmt.Errorf("parser: exec: %w", err)
 	}
-	stdout, err := cmd.StdoutPipe()
+	// Pipes of our own for stdout and stderr, not StdoutPipe and
+	// StderrPipe, which cmd.Wait closes as soon as the child exits: a reply
+	// written just before the exit must still be read, and the stderr
+	// reader goes on to the last line. The child counts as exited as soon
+	// as it is, even when something it started (outside its group) still
+	// holds a pipe; kill and Close close the read ends.
+	stdout, stdoutW, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("parser: exec: %w", err)
 	}
-	// A pipe of our own, not StderrPipe: its reader goes on to the last
-	// line after the child exits, while the child counts as exited as
-	// soon as it is, even when something it started (outside its group)
-	// still holds the pipe.
+	cmd.Stdout = stdoutW
 	stderr, stderrW, err := os.Pipe()
 	if err != nil {
+		stdout.Close()
+		stdoutW.Close()
 		return fmt.Errorf("parser: exec: %w", err)
 	}
 	cmd.Stderr = stderrW
 	err = cmd.Start()
-	stderrW.Close() // the child has its own copy
+	stdoutW.Close() // the child has its own copies
+	stderrW.Close()
 	if err != nil {
+		stdout.Close()
 		stderr.Close()
 		return fmt.Errorf("parser: exec: start %q: %w", e.cfg.Command, err)
 	}
-	c.cmd, c.stdin, c.stdout, c.broken = cmd, stdin, bufio.NewReaderSize(stdout, 64<<10), false
+	c.cmd, c.stdin, c.stdoutFile, c.broken = cmd, stdin, stdout, false
+	c.stdout = bufio.NewReaderSize(stdout, 64<<10)
 	c.exited = make(chan struct{})
 	log := e.log.With("child", c.idx, "pid", cmd.Process.Pid)
 	e.stderrs[stderr] = true
@@ -186,6 +198,16 @@ func (e *Exec) Handle(ctx context.Context, m *Message) error {
 		return ctx.Err()
 	}
 	defer func() { e.free <- c }()
+	if !c.broken {
+		select {
+		case <-c.exited:
+			// It exited between messages (after its last reply, or
+			// killed by someone else): start another rather than fail
+			// this message on it.
+			e.kill(c)
+		default:
+		}
+	}
 	if c.broken {
 		if err := e.restart(ctx, c); err != nil {
 			return err
@@ -225,6 +247,9 @@ func (e *Exec) roundTrip(ctx context.Context, c *child, m *Message) (byte, []byt
 		if _, err := c.stdin.Write(c.buf); err != nil {
 			done <- reply{err: e.childErr(c, "write", err)}
 			return
+		}
+		if e.beforeRead != nil {
+			e.beforeRead(c)
 		}
 		st, body, err := ReadExecReply(c.stdout, e.cfg.MaxReply)
 		if err != nil {
@@ -273,6 +298,7 @@ func (e *Exec) kill(c *child) {
 	c.stdin.Close()
 	killGroup(c.cmd.Process)
 	<-c.exited
+	c.stdoutFile.Close()
 }
 
 // restart starts c again after its backoff.
@@ -314,6 +340,7 @@ func (e *Exec) Close() error {
 			killGroup(c.cmd.Process)
 			<-c.exited
 		}
+		c.stdoutFile.Close()
 	}
 	e.waiters.Wait()
 	read := make(chan struct{})

@@ -155,6 +155,23 @@ func TestExecCancelKillsHangingChild(t *testing.T) {
 	}
 }
 
+// TestExecReplyBeforeExit: a child that writes its reply and exits at
+// once has handled the message; its reply must count, even when the
+// appliance reads it only after the child is gone. Otherwise the message
+// is retried and its side effects run twice.
+func TestExecReplyBeforeExit(t *testing.T) {
+	ex, em := newTestExec(t, 1, nil)
+	ex.beforeRead = func(c *child) { <-c.exited }
+	for i := 1; i <= 3; i++ {
+		if err := ex.Handle(context.Background(), msg("c", uint64(i), fmt.Sprint("last", i))); err != nil {
+			t.Fatalf("message %d, answered before the child exited: %v", i, err)
+		}
+	}
+	if got, want := em.recs["c"], []string{"parsed:last1", "parsed:last2", "parsed:last3"}; !slices.Equal(got, want) {
+		t.Fatalf("records %q, want %q", got, want)
+	}
+}
+
 func TestExecGarbageReply(t *testing.T) {
 	ex, _ := newTestExec(t, 1, nil)
 	err := ex.Handle(context.Background(), msg("c", 1, "garbage"))

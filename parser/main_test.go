@@ -31,6 +31,7 @@ func TestMain(m *testing.M) {
 //	"hang"     never answers
 //	"garbage"  writes an invalid status
 //	"log..."   writes the payload to stderr, then done
+//	"last..."  done, record "parsed:<payload>", then exits with status 0
 //	otherwise  done, record "parsed:<payload>"
 func execTestChild(mode string) int {
 	in := bufio.NewReader(os.Stdin)
@@ -78,6 +79,9 @@ func execTestChild(mode string) int {
 		case strings.HasPrefix(payload, "log"):
 			os.Stderr.WriteString(payload + "\n")
 			reply(ExecOK, "logged")
+		case strings.HasPrefix(payload, "last"):
+			reply(ExecOK, "parsed:"+payload)
+			return 0
 		default:
 			reply(ExecOK, "parsed:"+payload)
 		}
