@@ -161,7 +161,8 @@ type Store interface {
 // finds the same on its own, so a lost notification costs only time.
 type Notifier interface {
 	// Notify starts delivering wake-ups: wake(id) is called when id's lock
-	// expires, and when it is deleted while id is watched (Subscription.Add).
+	// expires, and when it is deleted while id is watched (Subscription.Add),
+	// or is found gone when the watch takes effect.
 	// It returns an error when notifications are not available.
 	Notify(ctx context.Context, wake func(id string)) (Subscription, error)
 }

@@ -34,9 +34,9 @@ func (s *Redis) Notify(ctx context.Context, wake func(id string)) (Subscription,
 	s.notifying++
 	s.notifiedOn = on
 	s.notifyMu.Unlock()
-	sub := &redisSub{s: s, ps: ps, ops: make(chan subOp, 1024), done: make(chan struct{})}
+	sub := &redisSub{s: s, ps: ps, wake: wake, ops: make(chan subOp, 1024), done: make(chan struct{})}
 	sub.wg.Add(2)
-	go sub.readLoop(wake)
+	go sub.readLoop()
 	go sub.opLoop()
 	return sub, nil
 }
@@ -95,13 +95,20 @@ func (s *Redis) controllerOfLock(key string) string {
 }
 
 type subOp struct {
-	add bool
-	id  string
+	kind byte // opAdd, opRemove, opCheck
+	id   string
 }
+
+const (
+	opAdd = iota
+	opRemove
+	opCheck
+)
 
 type redisSub struct {
 	s    *Redis
 	ps   *redis.PubSub
+	wake func(id string)
 	ops  chan subOp
 	done chan struct{}
 	once sync.Once
@@ -112,19 +119,36 @@ func (r *redisSub) keyspace(id string) string {
 	return fmt.Sprintf("__keyspace@%d__:%s", r.s.db, r.s.Keys(id)[1])
 }
 
-func (r *redisSub) readLoop(wake func(string)) {
+func (r *redisSub) readLoop() {
 	defer r.wg.Done()
-	for m := range r.ps.Channel() {
-		if key, ok := strings.CutPrefix(m.Channel, fmt.Sprintf("__keyspace@%d__:", r.s.db)); ok {
-			if m.Payload == "del" || m.Payload == "expired" {
-				if id := r.s.controllerOfLock(key); id != "" {
-					wake(id)
+	keyspace := fmt.Sprintf("__keyspace@%d__:", r.s.db)
+	for m := range r.ps.ChannelWithSubscriptions() {
+		switch m := m.(type) {
+		case *redis.Subscription:
+			// A watch took effect (again, after a reconnect): a lock
+			// deleted before it woke nobody, so look whether it is still
+			// there. The lookup goes after the confirmation, so between
+			// the two nothing is missed.
+			key, ok := strings.CutPrefix(m.Channel, keyspace)
+			if id := r.s.controllerOfLock(key); ok && m.Kind == "subscribe" && id != "" {
+				select {
+				case r.ops <- subOp{kind: opCheck, id: id}:
+				default:
+					r.wake(id) // a wake-up too many costs one acquire
 				}
 			}
-			continue
-		}
-		if id := r.s.controllerOfLock(m.Payload); id != "" {
-			wake(id)
+		case *redis.Message:
+			if key, ok := strings.CutPrefix(m.Channel, keyspace); ok {
+				if m.Payload == "del" || m.Payload == "expired" {
+					if id := r.s.controllerOfLock(key); id != "" {
+						r.wake(id)
+					}
+				}
+				continue
+			}
+			if id := r.s.controllerOfLock(m.Payload); id != "" {
+				r.wake(id)
+			}
 		}
 	}
 }
@@ -139,10 +163,15 @@ func (r *redisSub) opLoop() {
 			return
 		case op := <-r.ops:
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			if op.add {
+			switch op.kind {
+			case opAdd:
 				r.ps.Subscribe(ctx, r.keyspace(op.id))
-			} else {
+			case opRemove:
 				r.ps.Unsubscribe(ctx, r.keyspace(op.id))
+			case opCheck:
+				if n, err := r.s.c.Exists(ctx, r.s.Keys(op.id)[1]).Result(); err != nil || n == 0 {
+					r.wake(op.id)
+				}
 			}
 			cancel()
 		}
@@ -158,10 +187,10 @@ func (r *redisSub) send(op subOp) {
 }
 
 // Add implements Subscription.
-func (r *redisSub) Add(id string) { r.send(subOp{add: true, id: id}) }
+func (r *redisSub) Add(id string) { r.send(subOp{kind: opAdd, id: id}) }
 
 // Remove implements Subscription.
-func (r *redisSub) Remove(id string) { r.send(subOp{id: id}) }
+func (r *redisSub) Remove(id string) { r.send(subOp{kind: opRemove, id: id}) }
 
 // Close implements Subscription.
 func (r *redisSub) Close() error {

@@ -115,6 +115,54 @@ func TestRedisNotify(t *testing.T) {
 	})
 }
 
+// TestRedisNotifyReleasedBeforeWatch: a socket watches a lock after its
+// acquire found it held, and the holder can release it in between. That
+// release must wake it too, not only the next check interval.
+func TestRedisNotifyReleasedBeforeWatch(t *testing.T) {
+	srv := redistest.Start(t)
+	s := lease.NewRedis(srv.Client(), "", 0)
+	ctx := context.Background()
+	woken := make(chan string, 16)
+	sub, err := s.Notify(ctx, func(id string) { woken <- id })
+	if err != nil {
+		t.Fatalf("Notify: %v", err)
+	}
+	defer sub.Close()
+	held, err := s.Acquire(ctx, "held", "p", time.Minute, lease.Session{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := s.Acquire(ctx, "gone", "p", time.Minute, lease.Session{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, "gone", g.Token, 1); err != nil {
+		t.Fatal(err)
+	}
+	sub.Add("held")
+	sub.Add("gone")
+	select {
+	case got := <-woken:
+		if got != "gone" {
+			t.Fatalf("woken for %q, want %q (a lock still held)", got, "gone")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a lock released before it was watched never woke")
+	}
+	// The held one wakes when it is released, not before.
+	if err := s.Release(ctx, "held", held.Token, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-woken:
+		if got != "held" {
+			t.Fatalf("woken for %q, want %q", got, "held")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the release of a watched lock never woke")
+	}
+}
+
 // TestRedisNotifyAfterRestart: a Redis that restarted has lost its
 // notify-keyspace-events; the first epoch read that finds its new run_id
 // (a socket's check loop makes one every check interval) enables them
