@@ -541,9 +541,21 @@ func (s *Redis) OnConnect(ctx context.Context, cn *redis.Conn) error {
 	if err != nil {
 		return redisErr("epoch", err)
 	}
-	if infoField(info, "redis_mode") == "sentinel" || infoField(info, "role") != "master" {
-		// A Sentinel (a failover client connects to those too), or a
-		// replica: no lease is granted through either.
+	if infoField(info, "redis_mode") == "sentinel" {
+		return nil // a failover client connects to Sentinels too
+	}
+	if infoField(info, "role") != "master" {
+		if s.cluster {
+			// A Cluster client loads the cluster state from replicas
+			// too, and keeps a connection to a node whatever its role
+			// becomes: once the replica is promoted, grants made over
+			// this connection would not carry its epoch. Refused, so
+			// that a promoted node gets a connection that reads it.
+			return redisErr("epoch", errors.New("a Redis Cluster replica: refused, its epoch would go unread once promoted"))
+		}
+		// A replica behind a failover client, which drops its
+		// connections to a node no longer master: no lease is granted
+		// through it.
 		return nil
 	}
 	key := s.prefix + ":epoch"

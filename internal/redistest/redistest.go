@@ -183,6 +183,8 @@ type Cluster struct {
 	Nodes []*Server
 	bus   []int    // the cluster bus port of each node
 	probe []string // a key served by each node, for the readiness check
+	// Replicas[i] replicates Nodes[i] (nil: none). Failover swaps them.
+	Replicas []*Server
 }
 
 // StartCluster starts a Redis Cluster of n masters and stops it when the
@@ -288,7 +290,13 @@ func (c *Cluster) nodeOfSlot(slot int) int {
 
 // check returns why the cluster is not ready, nil when it is.
 func (c *Cluster) check(ctx context.Context) error {
-	want := fmt.Sprintf("cluster_known_nodes:%d", len(c.Nodes))
+	known := len(c.Nodes)
+	for _, r := range c.Replicas {
+		if r != nil {
+			known++
+		}
+	}
+	want := fmt.Sprintf("cluster_known_nodes:%d", known)
 	for i, s := range c.Nodes {
 		rc := redis.NewClient(&redis.Options{Addr: s.Addr()})
 		info, err := rc.ClusterInfo(ctx).Result()
@@ -541,4 +549,99 @@ func waitFor(t testing.TB, d time.Duration, what string, check func(ctx context.
 		}
 		return nil
 	})
+}
+
+// AddReplica starts a replica of master i and returns once it is linked
+// to the master and the cluster is ok.
+func (c *Cluster) AddReplica(i int) *Server {
+	c.t.Helper()
+	ports := freePorts(c.t, 2)
+	r := &Server{t: c.t, dir: c.t.TempDir(), port: ports[0], args: []string{
+		"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		"--cluster-node-timeout", "5000", "--cluster-port", strconv.Itoa(ports[1]),
+		"--repl-diskless-sync-delay", "0",
+	}}
+	r.start()
+	c.t.Cleanup(r.Kill)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer rc.Close()
+	mc := redis.NewClient(&redis.Options{Addr: c.Nodes[i].Addr()})
+	defer mc.Close()
+	id, err := mc.Do(ctx, "cluster", "myid").Text()
+	if err == nil {
+		err = rc.Do(ctx, "cluster", "meet", "127.0.0.1", c.Nodes[i].port, c.bus[i]).Err()
+	}
+	if err != nil {
+		c.t.Fatalf("redistest: replica of %d: %v", i, err)
+	}
+	// REPLICATE needs the master known to the new node.
+	waitFor(c.t, 20*time.Second, "the replica knowing its master", func(ctx context.Context) error {
+		return rc.Do(ctx, "cluster", "replicate", id).Err()
+	})
+	for len(c.Replicas) < len(c.Nodes) {
+		c.Replicas = append(c.Replicas, nil)
+	}
+	c.Replicas[i] = r
+	waitFor(c.t, 20*time.Second, "the replica's link to the master", func(ctx context.Context) error {
+		return checkRole(ctx, r, "slave", "master_link_status:up")
+	})
+	c.waitOK()
+	// A node lists a replica in CLUSTER SLOTS once gossip told it the
+	// replica's replication offset: until then a client may not know it.
+	waitFor(c.t, 20*time.Second, "every node listing the replica", func(ctx context.Context) error {
+		for _, n := range append(slices.Clone(c.Nodes), r) {
+			nc := redis.NewClient(&redis.Options{Addr: n.Addr()})
+			slots, err := nc.ClusterSlots(ctx).Result()
+			nc.Close()
+			if err != nil {
+				return err
+			}
+			found := false
+			for _, sl := range slots {
+				for _, x := range sl.Nodes {
+					found = found || x.Addr == r.Addr()
+				}
+			}
+			if !found {
+				return fmt.Errorf("%s does not list %s in CLUSTER SLOTS", n.Addr(), r.Addr())
+			}
+		}
+		return nil
+	})
+	return r
+}
+
+// Failover runs CLUSTER FAILOVER on the replica of master i and returns
+// once it is a master and the cluster is ok; then Nodes[i] and
+// Replicas[i] are swapped.
+func (c *Cluster) Failover(i int) {
+	c.t.Helper()
+	r := c.Replicas[i]
+	// A manual failover needs the replica in sync (a former master
+	// becomes a replica and syncs some time after the failover).
+	waitFor(c.t, 20*time.Second, "the replica's link to the master", func(ctx context.Context) error {
+		return checkRole(ctx, r, "slave", "master_link_status:up")
+	})
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer rc.Close()
+	// Masters vote for a replica of the same master at most once in
+	// 2 node timeouts: a failover back soon after the last one times
+	// out (a manual failover gives up after 5s) and is asked again.
+	var asked time.Time
+	waitFor(c.t, 60*time.Second, "the failover to "+r.Addr(), func(ctx context.Context) error {
+		if checkRole(ctx, r, "master") == nil {
+			return nil
+		}
+		if time.Since(asked) > 6*time.Second {
+			asked = time.Now()
+			if err := rc.Do(ctx, "cluster", "failover").Err(); err != nil {
+				return fmt.Errorf("cluster failover on %s: %w", r.Addr(), err)
+			}
+		}
+		return errors.New("not master yet")
+	})
+	c.Nodes[i], c.Replicas[i] = r, c.Nodes[i]
+	c.waitOK()
 }
