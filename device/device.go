@@ -198,6 +198,10 @@ func (c *Client) connect(ctx context.Context, first bool) (*conn, *egp.Reader, e
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
+	// Close cancels ctx: the wait for WELCOME, which can be long (a
+	// persistent-seq session waits for its older lease), ends with it.
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
 	var flags byte
 	if c.cfg.PersistentSeq {
 		flags |= egp.FlagPersistentSeq
@@ -239,10 +243,20 @@ func (c *Client) connect(ctx context.Context, first bool) (*conn, *egp.Reader, e
 		nc.Close()
 		return nil, nil, err
 	}
+	if !stop() {
+		return nil, nil, fmt.Errorf("device: waiting for WELCOME from %s: %w", addr, context.Cause(ctx))
+	}
 	nc.SetDeadline(time.Time{})
 	s := &conn{nc: nc, stamps: stamps, wsig: make(chan struct{}, 1), written: make(chan struct{})}
 
 	c.mu.Lock()
+	if c.closed {
+		// Closed while this session was greeted: Close saw no session
+		// to close, and nobody else would.
+		c.mu.Unlock()
+		nc.Close()
+		return nil, nil, ErrClosed
+	}
 	c.welcome = w
 	if first && c.cfg.PersistentSeq && c.cfg.StartSeq == 0 && c.seq < w.LastSeq {
 		c.seq = w.LastSeq

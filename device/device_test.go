@@ -3,11 +3,14 @@ package device
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgegate/edgegate/egp"
+	"github.com/edgegate/edgegate/internal/wait"
 )
 
 // silentGateway accepts EGP/1 sessions, answers HELLO with WELCOME and then
@@ -240,5 +243,90 @@ func TestSendBatchLargerThanWindow(t *testing.T) {
 	c.Close()
 	if seq, err := c.SendBatch(ctx, payloads[:2]); !errors.Is(err, ErrClosed) || seq != 0 {
 		t.Errorf("SendBatch on a closed client = %d, %v; want 0, ErrClosed", seq, err)
+	}
+}
+
+// TestCloseDuringReconnect: Close while a reconnect waits for its
+// WELCOME (a persistent-seq session waits for its older lease) returns,
+// also when the WELCOME comes after it: the session it opens has nobody
+// else to close it.
+func TestCloseDuringReconnect(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	secondHello := make(chan struct{})
+	release := make(chan struct{}) // the second WELCOME goes out
+	var conns sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	defer conns.Wait()
+	defer func() { // a client that hangs leaves its session open
+		mu.Lock()
+		defer mu.Unlock()
+		for _, nc := range open {
+			nc.Close()
+		}
+	}()
+	defer ln.Close()
+	conns.Go(func() {
+		for n := 1; n <= 2; n++ {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			open = append(open, nc)
+			mu.Unlock()
+			conns.Go(func() {
+				defer nc.Close()
+				r := egp.NewReader(nc, egp.DefaultMaxFrame, 4096)
+				if _, _, err := r.ReadFrame(); err != nil {
+					return
+				}
+				welcome := egp.AppendWelcome(nil, egp.Welcome{Version: egp.Version, AckMode: egp.AckProcessed, MaxFrame: egp.DefaultMaxFrame})
+				if n == 1 {
+					nc.Write(welcome)
+					return // cut the first session: the client reconnects
+				}
+				close(secondHello)
+				<-release
+				nc.Write(welcome)
+				for { // a live session: PINGs answered
+					h, body, err := r.ReadFrame()
+					if err != nil {
+						return
+					}
+					if h.Type == egp.TypePing {
+						nc.Write(egp.AppendPong(nil, body))
+					}
+				}
+			})
+		}
+	})
+	c, err := Dial(context.Background(), Config{Addrs: []string{ln.Addr().String()}, ID: "ctl", Reconnect: true,
+		ReconnectWait: time.Millisecond, KeepAlive: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-secondHello:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reconnect")
+	}
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	wait.For(t, 5*time.Second, func() error {
+		if _, err := c.Send(context.Background(), []byte("x")); !errors.Is(err, ErrClosed) {
+			return fmt.Errorf("Send: %v, want ErrClosed once Close began", err)
+		}
+		return nil
+	})
+	close(release)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close still blocked 5s after it was called during a reconnect")
 	}
 }
