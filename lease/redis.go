@@ -71,9 +71,22 @@ func NewRedis(c redis.UniversalClient, prefix string, db int) *Redis {
 
 // DialRedis returns a store with a client for opts whose connections
 // report the server's epoch (OnConnect) before they carry any call.
+//
+// The client never sends a call again on its own, whatever opts say: a
+// script whose reply was lost (a reset link, a read timeout) has run,
+// and it does not answer the same twice (an acquire would find its own
+// lock held, a welcome a newer session, a release its lock gone). The
+// call fails instead, like any store error, and its caller tries again
+// later, knowing it may have run. With Redis Cluster that includes
+// MOVED and ASK redirects: the client reloads the slots, and the next
+// call goes to the right master. And every call ends by its context's
+// deadline: a Redis that stops answering without closing the connection
+// must not hold a check loop or a heartbeat for the read timeout.
 func DialRedis(opts *redis.UniversalOptions, prefix string) *Redis {
 	s := new(Redis)
 	o := *opts
+	o.MaxRetries, o.MaxRedirects = -1, -1
+	o.ContextTimeoutEnabled = true
 	prev := o.OnConnect
 	o.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
 		if prev != nil {

@@ -1,6 +1,7 @@
 // Package faultproxy is a TCP relay for fault injection in tests: it can
 // reset every relayed connection, make its target unreachable for a while,
-// or freeze (relay nothing, close nothing: a half-open link).
+// freeze (relay nothing, close nothing: a half-open link), or lose the
+// next reply.
 package faultproxy
 
 import (
@@ -18,6 +19,7 @@ type Proxy struct {
 	conns   []net.Conn
 	frozen  bool
 	blocked bool
+	dropUp  bool // the next bytes from the target are dropped, the link reset
 	held    []net.Conn
 	wg      sync.WaitGroup
 }
@@ -65,8 +67,8 @@ func (p *Proxy) acceptLoop() {
 		p.conns = append(p.conns, down, up)
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(down, up)
-		go p.pipe(up, down)
+		go p.pipe(down, up, true)
+		go p.pipe(up, down, false)
 	}
 }
 
@@ -76,11 +78,26 @@ func (p *Proxy) isFrozen() bool {
 	return p.frozen
 }
 
-func (p *Proxy) pipe(dst, src net.Conn) {
+// dropping reports whether bytes from the target are to be dropped now,
+// and stops it.
+func (p *Proxy) dropping() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d := p.dropUp
+	p.dropUp = false
+	return d
+}
+
+func (p *Proxy) pipe(dst, src net.Conn, fromTarget bool) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if n > 0 && fromTarget && p.dropping() {
+			dst.Close()
+			src.Close()
+			return
+		}
 		if n > 0 && !p.isFrozen() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
@@ -134,6 +151,15 @@ func (p *Proxy) Unblock() {
 	for _, c := range held {
 		c.Close()
 	}
+}
+
+// LoseNextReply drops the next bytes the target sends on any connection
+// and closes that connection: a request that was carried out, and whose
+// answer never came back.
+func (p *Proxy) LoseNextReply() {
+	p.mu.Lock()
+	p.dropUp = true
+	p.mu.Unlock()
 }
 
 // Freeze stops relaying bytes but keeps every connection open.
