@@ -188,5 +188,11 @@ func (s *Server) controllerLocked(sh *shard, id string) *controller {
 func (s *Server) forgetIfIdleLocked(c *controller) {
 	if c.state == stIdle && !c.kept && c.sess == nil && len(c.q) == 0 && c.slots == 0 {
 		delete(c.sh.ctrls, c.id)
+		if c.watched {
+			// Else every later release of its lock, anywhere in the
+			// cluster, would wake this socket for nothing.
+			c.watched = false
+			s.watch.Remove(c.id)
+		}
 	}
 }
