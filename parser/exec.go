@@ -165,11 +165,7 @@ func (e *Exec) start(c *child) error {
 	log := e.log.With("child", c.idx, "pid", cmd.Process.Pid)
 	e.stderrs[stderr] = true
 	e.readers.Go(func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 4096), 64<<10)
-		for sc.Scan() {
-			log.Warn("exec child: " + sc.Text())
-		}
+		logStderr(stderr, log)
 		e.mu.Lock()
 		delete(e.stderrs, stderr)
 		e.mu.Unlock()
@@ -187,6 +183,31 @@ func (e *Exec) start(c *child) error {
 		}
 	})
 	return nil
+}
+
+// maxStderrLine is the longest stderr line logged whole.
+const maxStderrLine = 64 << 10
+
+// logStderr logs r's lines at warn until r ends. A line longer than
+// maxStderrLine is logged cut short, marked truncated, and the rest of it
+// skipped: the reader must go on, or the child's next write to stderr
+// fails (a Go child dies of SIGPIPE).
+func logStderr(r io.Reader, log *slog.Logger) {
+	br := bufio.NewReaderSize(r, maxStderrLine)
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			log.Warn("exec child: "+string(line), "truncated", true)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+		} else if len(line) > 0 {
+			log.Warn("exec child: " + strings.TrimRight(string(line), "\r\n"))
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // Handle implements Handler.
@@ -228,10 +249,23 @@ func (e *Exec) Handle(ctx context.Context, m *Message) error {
 	case ExecSkip:
 		return nil
 	case ExecTransient:
-		return fmt.Errorf("exec child %d: %s", c.idx, body)
+		return fmt.Errorf("exec child %d: %s", c.idx, reason(body))
 	default:
-		return Permanent(fmt.Errorf("exec child %d: %s", c.idx, body))
+		return Permanent(fmt.Errorf("exec child %d: %s", c.idx, reason(body)))
 	}
+}
+
+// maxReason is the longest reason of a child's error kept whole: it goes
+// into log lines and a dead letter's header, and a child may quote a
+// whole payload in it.
+const maxReason = 1024
+
+// reason returns a child's error reason, cut short past maxReason.
+func reason(body []byte) string {
+	if len(body) <= maxReason {
+		return string(body)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strings.ToValidUTF8(string(body[:maxReason]), ""), len(body))
 }
 
 // roundTrip writes the request and reads the reply; ctx cancels the wait.

@@ -106,6 +106,11 @@ func TestExecReplies(t *testing.T) {
 	if !IsPermanent(err) || !strings.Contains(err.Error(), "cannot parse bad-input") {
 		t.Fatalf("bad: %v, want a permanent error with the child's reason", err)
 	}
+	long := "bad" + strings.Repeat("y", 100<<10)
+	err = ex.Handle(ctx, msg("c", 2, long))
+	if !IsPermanent(err) || len(err.Error()) > 2048 || !strings.Contains(err.Error(), fmt.Sprintf("(%d bytes)", len("cannot parse ")+len(long))) {
+		t.Fatalf("bad, with a long reason: %d bytes of error, want it cut short and its length said: %.200s", len(err.Error()), err)
+	}
 	m := msg("c", 3, "flaky")
 	if err := ex.Handle(ctx, m); err == nil || IsPermanent(err) {
 		t.Fatalf("flaky attempt 1: %v, want a transient error", err)
@@ -192,6 +197,30 @@ func TestExecStderrLogged(t *testing.T) {
 	wait.For(t, 5*time.Second, func() error {
 		if l := logs.String(); !strings.Contains(l, "hello from the child") {
 			return fmt.Errorf("stderr line not logged:\n%s", l)
+		}
+		return nil
+	})
+}
+
+// TestExecLongStderrLine: a stderr line longer than a log line may be is
+// logged cut short, and the child's stderr keeps being read: a reader
+// that stopped would make the child's next write fail (a Go child dies of
+// SIGPIPE), and every message retried on it crash it again.
+func TestExecLongStderrLine(t *testing.T) {
+	var logs testlog.Buffer
+	ex, _ := newTestExec(t, 1, &logs)
+	for i := 1; i <= 3; i++ {
+		if err := ex.Handle(context.Background(), msg("c", uint64(i), "biglog")); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if err := ex.Handle(context.Background(), msg("c", 4, "log: the last line")); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 5*time.Second, func() error {
+		l := logs.String()
+		if !strings.Contains(l, "the last line") || strings.Count(l, "after the long line") != 3 || strings.Count(l, "truncated=true") != 3 {
+			return fmt.Errorf("want 3 long lines logged cut short, each followed by its next line, then the last:\n%.2000s", l)
 		}
 		return nil
 	})

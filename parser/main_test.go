@@ -32,6 +32,7 @@ func TestMain(m *testing.M) {
 //	"garbage"  writes an invalid status
 //	"log..."   writes the payload to stderr, then done
 //	"last..."  done, record "parsed:<payload>", then exits with status 0
+//	"biglog"   writes a 100 KiB line to stderr, then "after the long line", then done
 //	otherwise  done, record "parsed:<payload>"
 func execTestChild(mode string) int {
 	in := bufio.NewReader(os.Stdin)
@@ -78,6 +79,9 @@ func execTestChild(mode string) int {
 			out.Flush()
 		case strings.HasPrefix(payload, "log"):
 			os.Stderr.WriteString(payload + "\n")
+			reply(ExecOK, "logged")
+		case payload == "biglog":
+			os.Stderr.WriteString(strings.Repeat("x", 100<<10) + "\nafter the long line\n")
 			reply(ExecOK, "logged")
 		case strings.HasPrefix(payload, "last"):
 			reply(ExecOK, "parsed:"+payload)
