@@ -159,6 +159,14 @@ func ErrorCode(err error) Code {
 	return CodeProtocol
 }
 
+// MaxTokenLen is the longest HELLO token, and MaxHelloLen the longest
+// HELLO body: one is read before the device is authenticated, so it is
+// not allowed the size of a DATA frame.
+const (
+	MaxTokenLen = 4096
+	MaxHelloLen = 3 + 255 + MaxTokenLen
+)
+
 // MaxIDLen is the longest controller ID.
 const MaxIDLen = 128
 

@@ -183,12 +183,21 @@ func (sess *session) sendWelcome(lastSeq uint64) {
 }
 
 func readHello(r *egp.Reader) (egp.Hello, error) {
-	h, body, err := r.ReadFrame()
+	h, err := r.Next()
 	if err != nil {
 		return egp.Hello{}, err
 	}
 	if h.Type != egp.TypeHello {
 		return egp.Hello{}, &egp.Error{Code: egp.CodeProtocol, Reason: h.Type.String() + " before HELLO"}
+	}
+	if h.Len > egp.MaxHelloLen {
+		// Refused before its body is read: a buffer the size it
+		// announces would be allocated for anyone who can connect.
+		return egp.Hello{}, &egp.Error{Code: egp.CodeProtocol, Reason: fmt.Sprintf("HELLO body of %d bytes, at most %d", h.Len, egp.MaxHelloLen)}
+	}
+	body, err := r.Scratch(h)
+	if err != nil {
+		return egp.Hello{}, err
 	}
 	hello, err := egp.ParseHello(body)
 	if err != nil {

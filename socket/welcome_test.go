@@ -73,3 +73,27 @@ func TestLastSeqRefused(t *testing.T) {
 		t.Fatalf("ACKs for %v, want none", got)
 	}
 }
+
+// TestLongHelloRefused: a HELLO is read before its device is
+// authenticated; one announcing a body longer than any HELLO can be is
+// refused at its header, not read into a buffer the size it announces.
+func TestLongHelloRefused(t *testing.T) {
+	h := start(t, Config{HelloTimeout: time.Minute}, lease.NewMemory())
+	conn, err := net.Dial("tcp", h.s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hdr := []byte{egp.Magic, byte(egp.TypeHello), 0, 0x10, 0, 0} // 1 MiB announced, none sent
+	if _, err := conn.Write(hdr); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(timeout))
+	fh, body, err := egp.NewReader(conn, egp.DefaultMaxFrame, 4096).ReadFrame()
+	if err != nil {
+		t.Fatalf("no answer to a HELLO header announcing 1 MiB: %v", err)
+	}
+	if code, reason, _ := egp.ParseError(body); fh.Type != egp.TypeError || code != egp.CodeProtocol {
+		t.Fatalf("answer %v %v %q, want ERROR protocol", fh.Type, code, reason)
+	}
+}
