@@ -47,16 +47,15 @@ func (s *Server) greet(ctx context.Context, conn net.Conn, lines, lean bool) (*s
 		// Stopping, or the lease store cannot tell the done record: the
 		// device retries later (WELCOME without a true last_seq could make
 		// a persistent-seq device reuse seqs that are done).
-		code := egp.CodeBusy
-		switch {
-		case errors.Is(err, errStopping):
-			code = egp.CodeShuttingDown
-		case errors.Is(err, errTakenOver):
-			code = egp.CodeTakenOver
-		}
+		code := refusal(err)
 		s.stats.protoError(code)
 		log.get().Warn("socket: session refused", "code", code, "err", err)
-		rejectConn(conn, lines, code, err.Error())
+		if sess.ctrl == nil {
+			// Refused before it was registered; else open closed it, and
+			// its writer sends the ERROR (a write here could come after
+			// the writer closed the connection).
+			rejectConn(conn, lines, code, err.Error())
+		}
 		return nil, nil, nil, nil
 	}
 	sess.sendWelcome(lastSeq)
@@ -263,8 +262,9 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 	continues := sess.persistent && !reset
 	ls, err := s.store.Open(cctx, sess.id, continues)
 	if err != nil {
-		s.closeSession(sess, 0, "")
-		return 0, fmt.Errorf("lease store unavailable, try again: %w", err)
+		err = fmt.Errorf("lease store unavailable, try again: %w", err)
+		s.closeSession(sess, refusal(err), err.Error())
+		return 0, err
 	}
 	sess.lease = ls
 	if !continues {
@@ -274,10 +274,21 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 	}
 	done, err := s.welcome(ctx, sess)
 	if err != nil {
-		s.closeSession(sess, 0, "")
+		s.closeSession(sess, refusal(err), err.Error())
 		return 0, err
 	}
 	return done, nil
+}
+
+// refusal is the ERROR code of a session that open refused with err.
+func refusal(err error) egp.Code {
+	switch {
+	case errors.Is(err, errStopping):
+		return egp.CodeShuttingDown
+	case errors.Is(err, errTakenOver):
+		return egp.CodeTakenOver
+	}
+	return egp.CodeBusy
 }
 
 // welcome waits until no lease of sess's controller is held (a batch of an
