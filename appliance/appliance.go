@@ -210,6 +210,7 @@ func New(ctx context.Context, cfg Config) (a *Appliance, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("appliance: %w", err)
 		}
+		a.closers = append(a.closers, a.sock.CloseListeners)
 	}
 	if cfg.HTTP.Listen != "" {
 		if a.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {

@@ -488,6 +488,11 @@ func (s *Server) drain() {
 	s.mu.Unlock()
 }
 
+// CloseListeners lets go of the device listeners of a server that is not
+// run after all (Run closes them on its own). Safe to call more than
+// once.
+func (s *Server) CloseListeners() { s.closeListeners() }
+
 func (s *Server) closeListeners() {
 	s.closeOnce.Do(func() {
 		if s.ln != nil {
