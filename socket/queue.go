@@ -115,6 +115,44 @@ func (s *Server) waitMemory(sess *session, size int64) {
 	sh.mu.Lock()
 }
 
+// reserveTransit reserves size bytes for a DATA body still to be read,
+// within an eighth of devices.memory (or alone), waiting until they are
+// free; false when sess closed meanwhile.
+func (s *Server) reserveTransit(sess *session, size int64) bool {
+	limit := s.cfg.Memory / 8
+	for {
+		m := s.transit.Load()
+		if m == 0 || m+size <= limit {
+			if s.transit.CompareAndSwap(m, m+size) {
+				return true
+			}
+			continue
+		}
+		s.mu.Lock()
+		s.memWait.Add(1)
+		// Dekker with releaseTransit, as waitMemory with unreserveLocked.
+		if m := s.transit.Load(); !sess.gone && m > 0 && m+size > limit {
+			s.memCond.Wait()
+		}
+		s.memWait.Add(-1)
+		gone := sess.gone
+		s.mu.Unlock()
+		if gone {
+			return false
+		}
+	}
+}
+
+// releaseTransit gives back what reserveTransit reserved.
+func (s *Server) releaseTransit(size int64) {
+	s.transit.Add(-size)
+	if s.memWait.Load() > 0 {
+		s.mu.Lock()
+		s.memCond.Broadcast()
+		s.mu.Unlock()
+	}
+}
+
 // unreserveLocked gives back a queue slot and size bytes of memory.
 func (s *Server) unreserveLocked(c *controller, size int64) {
 	c.slots--

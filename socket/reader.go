@@ -55,28 +55,55 @@ func (sess *session) readFrames(r *egp.Reader, lean bool) error {
 				return &egp.Error{Code: egp.CodeProtocol, Reason: "DATA body shorter than its seq"}
 			}
 			size := int64(h.Len-8) + msgOverhead
-			sess.lock()
-			sess.waiting = true
-			ok, waited := s.reserveLocked(sess, size)
-			sess.waiting = false
-			stale = stale || waited
-			if !ok {
-				return net.ErrClosed
-			}
-			sess.heard.Store(true) // the wait for queue space does not count
 			buffered := r.Buffered()
+			var body []byte
 			if buffered < int(h.Len) {
-				stale = true
+				// The body is still to come (a large frame, a slow
+				// link), or never will: it is read before it takes its
+				// queue slot and share of devices.memory, so that a
+				// device that sends headers alone holds back nobody
+				// else. Meanwhile it counts against bodies in transit.
 				sess.flush() // BodyInto reads from the connection
-			}
-			body := b.body(int(h.Len), buffered)
-			if err := r.BodyInto(body); err != nil {
+				if !s.reserveTransit(sess, size) {
+					return net.ErrClosed
+				}
+				body = b.body(int(h.Len), buffered)
+				err := r.BodyInto(body)
+				if err == nil {
+					recv = time.Now()
+					sess.lock()
+					sess.waiting = true
+					var ok, waited bool
+					if ok, waited = s.reserveLocked(sess, size); !ok {
+						err = net.ErrClosed
+					} else if waited {
+						recv = time.Now()
+					}
+					sess.waiting = false
+				}
+				s.releaseTransit(size)
+				if err != nil {
+					return err
+				}
+				sess.heard.Store(true)
+			} else {
 				sess.lock()
-				s.unreserveLocked(sess.ctrl, size)
-				return err
-			}
-			if stale || recv.IsZero() {
-				recv = time.Now()
+				sess.waiting = true
+				ok, waited := s.reserveLocked(sess, size)
+				sess.waiting = false
+				stale = stale || waited
+				if !ok {
+					return net.ErrClosed
+				}
+				sess.heard.Store(true) // the wait for queue space does not count
+				body = b.body(int(h.Len), buffered)
+				if err := r.BodyInto(body); err != nil {
+					s.unreserveLocked(sess.ctrl, size)
+					return err
+				}
+				if stale || recv.IsZero() {
+					recv = time.Now()
+				}
 			}
 			seq, payload, _ := egp.ParseData(body)
 			if err := sess.follows(seq); err != nil {

@@ -233,6 +233,7 @@ type Server struct {
 	memCond   *sync.Cond   // readers wait for global memory
 	memWait   atomic.Int32 // readers waiting on memCond
 	mem       atomic.Int64 // bytes queued or reserved over all controllers
+	transit   atomic.Int64 // bytes reserved for DATA bodies still being read (reserveTransit)
 	pools     map[string]*pool
 	sessions  map[*session]struct{}
 	greeting  map[net.Conn]struct{} // connections before their HELLO

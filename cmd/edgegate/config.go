@@ -38,7 +38,7 @@ var settings = []setting{
 	{key: "devices.hello_timeout", usage: "time a new connection has to send HELLO", ptr: func(c *appliance.Config) any { return &c.Devices.HelloTimeout }},
 	{key: "devices.max_connections", usage: "most device connections at once; 0 = no limit", ptr: func(c *appliance.Config) any { return &c.Devices.MaxConnections }},
 	{key: "devices.queue", usage: "most messages queued per controller before its device is backpressured", ptr: func(c *appliance.Config) any { return &c.Devices.Queue }},
-	{key: "devices.memory", usage: "most payload bytes queued over all controllers before devices are backpressured", ptr: func(c *appliance.Config) any { return &c.Devices.Memory }, bytes: true},
+	{key: "devices.memory", usage: "most payload bytes queued over all controllers before devices are backpressured (and an eighth more for bodies still arriving)", ptr: func(c *appliance.Config) any { return &c.Devices.Memory }, bytes: true},
 	{key: "devices.max_per_ip", usage: "most connections from one source address; 0 = no limit", ptr: func(c *appliance.Config) any { return &c.Devices.MaxPerIP }},
 	{key: "devices.lean_after", usage: "open device connections beyond which new ones hold no read buffer and a 2 KiB goroutine while silent (one more read call per burst); 0 = every connection", ptr: func(c *appliance.Config) any { return &c.Devices.LeanAfter }},
 	{key: "devices.idle_timeout", usage: "close an EGP/1 session silent this long (PING at half of it); 0 = never", ptr: func(c *appliance.Config) any { return &c.Devices.IdleTimeout }},
