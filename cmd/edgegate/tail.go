@@ -119,9 +119,13 @@ func printRecord(c *cli.Context, m *nats.Msg) {
 	fmt.Fprintln(c.App.Writer, line)
 }
 
+// containsControl reports whether s holds a rune that is not printable:
+// C0 and C1 controls, and formatting such as the bidi overrides, with
+// which a device could make its line on an operator's terminal look like
+// something else.
 func containsControl(s string) bool {
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
+		if !strconv.IsPrint(r) {
 			return true
 		}
 	}

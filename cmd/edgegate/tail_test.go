@@ -170,3 +170,21 @@ func TestParseSince(t *testing.T) {
 		}
 	}
 }
+
+// TestTailQuotesWhatATerminalWouldObey: a payload that could rewrite the
+// operator's terminal line (C0 or C1 controls, a bidi override) is
+// quoted; ordinary text, accented or not, is shown as it is.
+func TestTailQuotesWhatATerminalWouldObey(t *testing.T) {
+	for s, want := range map[string]bool{
+		"temp=21.5 ünïcödé 温度": false,
+		"a\x1b[2Jb":            true,
+		"a\u0085b":             true, // C1 next line
+		"ok \u202egnp.exe":     true, // right-to-left override
+		"a\u2066b":             true, // left-to-right isolate
+		"tab\there":            true,
+	} {
+		if got := containsControl(s); got != want {
+			t.Errorf("containsControl(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
