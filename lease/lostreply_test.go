@@ -8,7 +8,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/edgegate/edgegate/internal/faultproxy"
 	"github.com/edgegate/edgegate/internal/redistest"
 	"github.com/edgegate/edgegate/lease"
 )
@@ -24,11 +23,7 @@ func TestRedisLostReplyNotSentAgain(t *testing.T) {
 	if err := lease.SetEpochStart(ctx, srv.Client(), "lr", time.Now().Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	px, err := faultproxy.New(srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px := srv.Proxy()
 	s := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{px.Addr()}, PoolSize: 1}, "lr")
 	defer s.Client().Close()
 
@@ -80,11 +75,7 @@ func TestRedisLostReplyNotSentAgain(t *testing.T) {
 func TestRedisCallEndsByItsDeadline(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
-	px, err := faultproxy.New(srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px := srv.Proxy()
 	s := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{px.Addr()}, ReadTimeout: time.Minute}, "fz")
 	defer s.Client().Close()
 	if _, err := s.Inspect(ctx, "x"); err != nil {
@@ -92,8 +83,10 @@ func TestRedisCallEndsByItsDeadline(t *testing.T) {
 	}
 	px.Freeze()
 	for name, call := range map[string]func(context.Context) error{
-		"inspect":   func(ctx context.Context) error { _, err := s.Inspect(ctx, "x"); return err },
-		"heartbeat": func(ctx context.Context) error { return s.Heartbeat(ctx, "x", lease.Token{Fence: 1, Owner: "p"}, 5*time.Second) },
+		"inspect": func(ctx context.Context) error { _, err := s.Inspect(ctx, "x"); return err },
+		"heartbeat": func(ctx context.Context) error {
+			return s.Heartbeat(ctx, "x", lease.Token{Fence: 1, Owner: "p"}, 5*time.Second)
+		},
 	} {
 		cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		done := make(chan error, 1)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/edgegate/edgegate/internal/faultproxy"
 	"github.com/edgegate/edgegate/internal/redistest"
 	"github.com/edgegate/edgegate/lease"
 )
@@ -24,11 +23,7 @@ func TestCheckRoundsGoOnWhenRedisFreezes(t *testing.T) {
 	if err := lease.SetEpochStart(ctx, srv.Client(), "ck", time.Now().Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	px, err := faultproxy.New(srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(px.Close)
+	px := srv.Proxy()
 	store := lease.DialRedis(&redis.UniversalOptions{Addrs: []string{px.Addr()}}, "ck")
 	t.Cleanup(func() { store.Client().Close() })
 	// More controllers in flight than check intervals fit in Healthy's

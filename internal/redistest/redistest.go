@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/edgegate/edgegate/internal/faultproxy"
 	"github.com/edgegate/edgegate/internal/wait"
 )
 
@@ -150,6 +151,18 @@ func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
 func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 
 // Client returns a client closed at the end of the test.
+// Proxy starts a fault-injection relay to s, closed at cleanup: dial its
+// Addr to reach s through faults.
+func (s *Server) Proxy() *faultproxy.Proxy {
+	s.t.Helper()
+	p, err := faultproxy.New(s.Addr())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(p.Close)
+	return p
+}
+
 func (s *Server) Client() *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
 	s.t.Cleanup(func() { c.Close() })
