@@ -70,16 +70,24 @@ func TestRedisRunIDChangesOnRestart(t *testing.T) {
 	}
 }
 
-func TestRedisNotify(t *testing.T) {
+// notifying returns a Redis, a store on it and its subscription of
+// wake-ups, which go to woken.
+func notifying(t *testing.T) (*redistest.Server, *lease.Redis, lease.Subscription, chan string) {
+	t.Helper()
 	srv := redistest.Start(t)
 	s := lease.NewRedis(srv.Client(), "", 0)
-	ctx := context.Background()
-	woken := make(chan string, 16)
-	sub, err := s.Notify(ctx, func(id string) { woken <- id })
+	woken := make(chan string, 64)
+	sub, err := s.Notify(context.Background(), func(id string) { woken <- id })
 	if err != nil {
 		t.Fatalf("Notify: %v", err)
 	}
-	defer sub.Close()
+	t.Cleanup(func() { sub.Close() })
+	return srv, s, sub, woken
+}
+
+func TestRedisNotify(t *testing.T) {
+	_, s, sub, woken := notifying(t)
+	ctx := context.Background()
 	expect := func(want string) {
 		t.Helper()
 		select {
@@ -119,15 +127,8 @@ func TestRedisNotify(t *testing.T) {
 // acquire found it held, and the holder can release it in between. That
 // release must wake it too, not only the next check interval.
 func TestRedisNotifyReleasedBeforeWatch(t *testing.T) {
-	srv := redistest.Start(t)
-	s := lease.NewRedis(srv.Client(), "", 0)
+	_, s, sub, woken := notifying(t)
 	ctx := context.Background()
-	woken := make(chan string, 16)
-	sub, err := s.Notify(ctx, func(id string) { woken <- id })
-	if err != nil {
-		t.Fatalf("Notify: %v", err)
-	}
-	defer sub.Close()
 	held, err := s.Acquire(ctx, "held", "p", time.Minute, lease.Session{})
 	if err != nil {
 		t.Fatal(err)
@@ -168,15 +169,8 @@ func TestRedisNotifyReleasedBeforeWatch(t *testing.T) {
 // (a socket's check loop makes one every check interval) enables them
 // again, and an expiring lock wakes the subscription as before.
 func TestRedisNotifyAfterRestart(t *testing.T) {
-	srv := redistest.Start(t)
-	s := lease.NewRedis(srv.Client(), "", 0)
+	srv, s, _, woken := notifying(t)
 	ctx := context.Background()
-	woken := make(chan string, 64)
-	sub, err := s.Notify(ctx, func(id string) { woken <- id })
-	if err != nil {
-		t.Fatalf("Notify: %v", err)
-	}
-	defer sub.Close()
 	srv.Restart()
 	flags := func() string {
 		v, err := srv.Client().ConfigGet(ctx, "notify-keyspace-events").Result()
