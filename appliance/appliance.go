@@ -285,7 +285,7 @@ func (a *Appliance) newParser(ctx context.Context) error {
 				Children: cfg.Parser.Workers,
 				Env:      cfg.Parser.ExecEnv,
 				Logger:   a.log.With("component", "exec"),
-			}, pub.Parsed)
+			}, pub.Output)
 			if err != nil {
 				return fmt.Errorf("appliance: %w", err)
 			}

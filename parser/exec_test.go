@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/egp"
 	"github.com/edgegate/edgegate/internal/testlog"
@@ -224,6 +226,56 @@ func TestExecLongStderrLine(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestExecOutputOfAnotherAttempt: a message handled again after its
+// record was stored (a retry after a timeout, a device's resend after a
+// fault) may get another output from its child (a time it took from its
+// clock). The stream keeps the first record; the message is done, not
+// dead-lettered as if another message held its ID.
+func TestExecOutputOfAnotherAttempt(t *testing.T) {
+	nc := jetStreamConn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pub, err := NewPublisher(ctx, nc, PublisherConfig{JetStream: true, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	ex, err := NewExec(ExecConfig{
+		Command: []string{os.Args[0]},
+		Env:     []string{"GORACE=atexit_sleep_ms=0", "EDGEGATE_EXEC_TEST_CHILD=1"},
+	}, pub.Output)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ex.Close() })
+	m := msg("ctl-stamp", 1, "stamp")
+	for attempt := 1; attempt <= 2; attempt++ {
+		m.Attempt = attempt
+		if err := ex.Handle(ctx, m); err != nil {
+			t.Fatalf("attempt %d: %v", attempt, err)
+		}
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, StreamParsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := st.GetLastMsgForSubject(ctx, coord.ParsedSubject("ctl-stamp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(coord.ParsedSubject("ctl-stamp")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Subjects[coord.ParsedSubject("ctl-stamp")]; string(last.Data) != "stamp-1" || n != 1 {
+		t.Fatalf("%d records, the last %q: want the first attempt's record alone", n, last.Data)
+	}
 }
 
 func TestExecMissingProgram(t *testing.T) {

@@ -3,6 +3,7 @@ package parser
 import (
 	"bufio"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -33,6 +34,7 @@ func TestMain(m *testing.M) {
 //	"log..."   writes the payload to stderr, then done
 //	"last..."  done, record "parsed:<payload>", then exits with status 0
 //	"biglog"   writes a 100 KiB line to stderr, then "after the long line", then done
+//	"stamp"    done, record "stamp-<attempt>": another output on every attempt
 //	otherwise  done, record "parsed:<payload>"
 func execTestChild(mode string) int {
 	in := bufio.NewReader(os.Stdin)
@@ -80,6 +82,8 @@ func execTestChild(mode string) int {
 		case strings.HasPrefix(payload, "log"):
 			os.Stderr.WriteString(payload + "\n")
 			reply(ExecOK, "logged")
+		case payload == "stamp":
+			reply(ExecOK, fmt.Sprintf("stamp-%d", attempt))
 		case payload == "biglog":
 			os.Stderr.WriteString(strings.Repeat("x", 100<<10) + "\nafter the long line\n")
 			reply(ExecOK, "logged")

@@ -198,7 +198,7 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg) error {
 	// controller for parser.timeout.
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	return p.sameAsStored(ctx, ack, msg)
+	return p.sameAsStored(ctx, ack, msg, false)
 }
 
 // resendAfter is how long a publish waits for the stream's answer before
@@ -257,7 +257,11 @@ func unanswered[T any](ctx, lease context.Context, f func(context.Context) (T, e
 // done, but another message under that ID (the ID names one message of
 // one generation, so only a forgery or a bug makes one) must not be
 // acknowledged as stored.
-func (p *Publisher) sameAsStored(ctx context.Context, ack *jetstream.PubAck, msg *nats.Msg) error {
+//
+// With anyBody the stored record's body may differ: a handler's output
+// (an exec child's) can differ between attempts at one message (a time
+// it took from its clock), and the stream keeps the first.
+func (p *Publisher) sameAsStored(ctx context.Context, ack *jetstream.PubAck, msg *nats.Msg, anyBody bool) error {
 	st, err := p.stream(ctx, ack.Stream)
 	if err != nil {
 		return err
@@ -270,7 +274,7 @@ func (p *Publisher) sameAsStored(ctx context.Context, ack *jetstream.PubAck, msg
 		return fmt.Errorf("read the stored duplicate: %w", err)
 	}
 	id := msg.Header.Get(jetstream.MsgIDHeader)
-	if stored.Subject != msg.Subject || !bytes.Equal(stored.Data, msg.Data) ||
+	if stored.Subject != msg.Subject || !anyBody && !bytes.Equal(stored.Data, msg.Data) ||
 		stored.Header.Get(jetstream.MsgIDHeader) != id ||
 		stored.Header.Get(HeaderController) != msg.Header.Get(HeaderController) {
 		return Permanent(fmt.Errorf("the stream holds another message under ID %s (stream seq %d)", id, ack.Sequence))
@@ -281,12 +285,23 @@ func (p *Publisher) sameAsStored(ctx context.Context, ack *jetstream.PubAck, msg
 // Parsed publishes body as m's record on edgegate.parsed.<controller>. It
 // has the signature of Emit.
 func (p *Publisher) Parsed(ctx context.Context, m *Message, body []byte) error {
+	return p.parsed(ctx, m, body, false)
+}
+
+// Output is Parsed for a handler's output (Emit of the exec handler): a
+// record the stream holds already under m's ID counts as m's even when its
+// body differs, since the output of another attempt at m may.
+func (p *Publisher) Output(ctx context.Context, m *Message, body []byte) error {
+	return p.parsed(ctx, m, body, true)
+}
+
+func (p *Publisher) parsed(ctx context.Context, m *Message, body []byte, anyBody bool) error {
 	msg := p.msg(coord.ParsedSubject(m.Controller), m, body)
 	ack, err := p.putRecord(ctx, m, msg)
 	if err == nil && ack != nil && ack.Duplicate {
 		ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout) // as in publish
 		defer cancel()
-		err = p.sameAsStored(ctx, ack, msg)
+		err = p.sameAsStored(ctx, ack, msg, anyBody)
 	}
 	if err != nil {
 		return fmt.Errorf("parser: publish %s: %w", m.ID(), err)
