@@ -3,6 +3,7 @@ package egp
 import (
 	"encoding/binary"
 	"io"
+	"slices"
 )
 
 // Header is a decoded frame header.
@@ -77,18 +78,30 @@ func (r *Reader) BodyInto(b []byte) error {
 // Scratch reads the body of the frame whose header Next returned into a
 // buffer the Reader reuses: it is valid until the next call.
 func (r *Reader) Scratch(h Header) ([]byte, error) {
-	if cap(r.scr) < int(h.Len) {
-		r.scr = make([]byte, h.Len)
+	n := int(h.Len)
+	b := r.scr[:0]
+	for len(b) < n {
+		if len(b) == cap(b) {
+			// The buffer grows as the body arrives, by at most what
+			// came so far (or scratchStep): a frame that announces a
+			// large body and sends little of it costs little.
+			b = slices.Grow(b, min(n-len(b), max(len(b), scratchStep)))
+		}
+		m := min(n, cap(b))
+		if err := r.readFull(b[len(b):m]); err != nil {
+			return nil, unexpected(err)
+		}
+		b = b[:m]
 	}
-	b := r.scr[:h.Len]
-	if err := r.readFull(b); err != nil {
-		return nil, unexpected(err)
-	}
-	if cap(r.scr) > 64<<10 {
+	r.scr = b
+	if cap(b) > scratchStep {
 		r.scr = nil // do not pin a large buffer to an idle connection
 	}
 	return b, nil
 }
+
+// scratchStep is the first size of Scratch's buffer for a large body.
+const scratchStep = 64 << 10
 
 // ReadFrame reads the next frame whole, its body in reused scratch space.
 func (r *Reader) ReadFrame() (Header, []byte, error) {

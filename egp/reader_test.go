@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 	"testing/iotest"
 
@@ -224,4 +225,37 @@ func TestPooledLineReaderProperty(t *testing.T) {
 			r.Release()
 		}
 	})
+}
+
+// TestScratchGrowsAsTheBodyArrives: a frame that announces a large body
+// (a PING of max_frame) and sends a few bytes of it must not make the
+// reader allocate the whole announced size while it waits for the rest.
+func TestScratchGrowsAsTheBodyArrives(t *testing.T) {
+	pr, pw := io.Pipe()
+	r := NewReader(pr, DefaultMaxFrame, 4096)
+	done := make(chan error, 1)
+	var before, during runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	go func() {
+		_, _, err := r.ReadFrame()
+		done <- err
+	}()
+	hdr := []byte{Magic, byte(TypePing), 0, 0x10, 0, 0} // 1 MiB announced
+	if _, err := pw.Write(append(hdr, "ten bytes!"...)); err != nil {
+		t.Fatal(err)
+	}
+	// A write returns once the reader took it: this one, once the reader
+	// reads the body (its buffer for it made).
+	if _, err := pw.Write([]byte("!")); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&during)
+	pw.Close()
+	if err := <-done; !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("ReadFrame of a cut body: %v", err)
+	}
+	if grew := during.TotalAlloc - before.TotalAlloc; grew >= 512<<10 {
+		t.Fatalf("%d bytes allocated for a body of which 10 arrived", grew)
+	}
 }
