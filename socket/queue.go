@@ -1,6 +1,7 @@
 package socket
 
 import (
+	"sync/atomic"
 	"time"
 )
 
@@ -66,7 +67,7 @@ func (s *Server) reserveLocked(sess *session, size int64) (ok, waited bool) {
 	c := sess.ctrl
 	for !sess.closed {
 		full := c.slots >= s.cfg.Queue
-		if !full && s.takeMemory(size) {
+		if !full && take(&s.mem, size, s.cfg.Memory) {
 			c.slots++
 			return true, waited
 		}
@@ -85,83 +86,73 @@ func (s *Server) reserveLocked(sess *session, size int64) (ok, waited bool) {
 	return false, waited
 }
 
-// takeMemory reserves size bytes of the global memory limit, if they are
-// free (or nothing is queued: one message always fits).
-func (s *Server) takeMemory(size int64) bool {
+// fits reports whether size more bytes fit within limit when m are
+// taken (or when nothing is: one message always fits).
+func fits(m, size, limit int64) bool { return m == 0 || m+size <= limit }
+
+// take reserves size bytes of the budget v, within limit, if they fit.
+func take(v *atomic.Int64, size, limit int64) bool {
 	for {
-		m := s.mem.Load()
-		if m > 0 && m+size > s.cfg.Memory {
+		m := v.Load()
+		if !fits(m, size, limit) {
 			return false
 		}
-		if s.mem.CompareAndSwap(m, m+size) {
+		if v.CompareAndSwap(m, m+size) {
 			return true
 		}
 	}
 }
 
-// waitMemory waits, without sess's shard lock, until memory was freed or
-// sess closed (or a moment that looks like it).
-func (s *Server) waitMemory(sess *session, size int64) {
-	sh := sess.sh
-	sh.mu.Unlock()
-	s.mu.Lock()
-	s.memWait.Add(1)
-	// Dekker with unreserveLocked: it lowers mem, then looks at memWait.
-	if m := s.mem.Load(); !sess.gone && m > 0 && m+size > s.cfg.Memory {
-		s.memCond.Wait()
-	}
-	s.memWait.Add(-1)
-	s.mu.Unlock()
-	sh.mu.Lock()
-}
-
-// reserveTransit reserves size bytes for a DATA body still to be read,
-// within an eighth of devices.memory (or alone), waiting until they are
-// free; false when sess closed meanwhile.
-func (s *Server) reserveTransit(sess *session, size int64) bool {
-	limit := s.cfg.Memory / 8
-	for {
-		m := s.transit.Load()
-		if m == 0 || m+size <= limit {
-			if s.transit.CompareAndSwap(m, m+size) {
-				return true
-			}
-			continue
-		}
-		s.mu.Lock()
-		s.memWait.Add(1)
-		// Dekker with releaseTransit, as waitMemory with unreserveLocked.
-		if m := s.transit.Load(); !sess.gone && m > 0 && m+size > limit {
-			s.memCond.Wait()
-		}
-		s.memWait.Add(-1)
-		gone := sess.gone
-		s.mu.Unlock()
-		if gone {
-			return false
-		}
-	}
-}
-
-// releaseTransit gives back what reserveTransit reserved.
-func (s *Server) releaseTransit(size int64) {
-	s.transit.Add(-size)
+// give returns size bytes to the budget v and wakes the readers waiting
+// for room (waitRoom).
+func (s *Server) give(v *atomic.Int64, size int64) {
+	v.Add(-size)
 	if s.memWait.Load() > 0 {
 		s.mu.Lock()
 		s.memCond.Broadcast()
 		s.mu.Unlock()
 	}
+}
+
+// waitRoom waits until size bytes may fit in the budget v within limit,
+// or sess is gone (or a moment that looks like it); it reports whether
+// sess is gone. Dekker with give: it lowers v, then looks at memWait.
+func (s *Server) waitRoom(sess *session, v *atomic.Int64, size, limit int64) (gone bool) {
+	s.mu.Lock()
+	s.memWait.Add(1)
+	if !sess.gone && !fits(v.Load(), size, limit) {
+		s.memCond.Wait()
+	}
+	s.memWait.Add(-1)
+	gone = sess.gone
+	s.mu.Unlock()
+	return gone
+}
+
+// waitMemory waits, without sess's shard lock, until memory was freed or
+// sess closed (or a moment that looks like it).
+func (s *Server) waitMemory(sess *session, size int64) {
+	sess.sh.mu.Unlock()
+	s.waitRoom(sess, &s.mem, size, s.cfg.Memory)
+	sess.sh.mu.Lock()
+}
+
+// reserveTransit reserves size bytes for a DATA body still to be read,
+// within an eighth of devices.memory (or alone), waiting until they are
+// free; false when sess closed meanwhile. give returns them.
+func (s *Server) reserveTransit(sess *session, size int64) bool {
+	limit := s.cfg.Memory / 8
+	for !take(&s.transit, size, limit) {
+		if s.waitRoom(sess, &s.transit, size, limit) {
+			return false
+		}
+	}
+	return true
 }
 
 // unreserveLocked gives back a queue slot and size bytes of memory.
 func (s *Server) unreserveLocked(c *controller, size int64) {
 	c.slots--
-	s.mem.Add(-size)
 	c.space.Broadcast() // the reader, or a session lingering after a half-close
-
-	if s.memWait.Load() > 0 {
-		s.mu.Lock()
-		s.memCond.Broadcast()
-		s.mu.Unlock()
-	}
+	s.give(&s.mem, size)
 }

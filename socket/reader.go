@@ -71,26 +71,19 @@ func (sess *session) readFrames(r *egp.Reader, lean bool) error {
 				err := r.BodyInto(body)
 				if err == nil {
 					recv = time.Now()
-					sess.lock()
-					sess.waiting = true
-					var ok, waited bool
-					if ok, waited = s.reserveLocked(sess, size); !ok {
+					if ok, waited := sess.reserve(size); !ok {
 						err = net.ErrClosed
 					} else if waited {
 						recv = time.Now()
 					}
-					sess.waiting = false
 				}
-				s.releaseTransit(size)
+				s.give(&s.transit, size)
 				if err != nil {
 					return err
 				}
 				sess.heard.Store(true)
 			} else {
-				sess.lock()
-				sess.waiting = true
-				ok, waited := s.reserveLocked(sess, size)
-				sess.waiting = false
+				ok, waited := sess.reserve(size)
 				stale = stale || waited
 				if !ok {
 					return net.ErrClosed
@@ -216,6 +209,17 @@ func (sess *session) receiveLocked(m *msg, seq uint64, payload []byte, size int6
 	*m = msg{seq: seq, payload: payload, recv: recv, sess: sess}
 	c.q = append(c.q, m)
 	sess.pending++
+}
+
+// reserve takes the shard lock, and with it reserves the queue slot and
+// memory of a message of size bytes (reserveLocked); the idle loop meanwhile
+// counts the session as waiting, not idle.
+func (sess *session) reserve(size int64) (ok, waited bool) {
+	sess.lock()
+	sess.waiting = true
+	ok, waited = sess.s.reserveLocked(sess, size)
+	sess.waiting = false
+	return ok, waited
 }
 
 // lock takes the shard lock for the reader, unless it holds it.
