@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,6 +69,20 @@ func GrantSubject(controller string) string { return prefixGrant + controller }
 // SessionSubject is where a socket announces a new device session of a
 // controller, so that an older session elsewhere is taken over.
 func SessionSubject(controller string) string { return prefixSession + controller }
+
+// SessionAnnouncement is the body of an announcement on SessionSubject:
+// the announcing socket and the session's number in the lease store.
+func SessionAnnouncement(socket string, no uint64) []byte {
+	return fmt.Appendf(nil, "%s %d", socket, no)
+}
+
+// ParseSessionAnnouncement parses a SessionAnnouncement. An appliance of
+// an older version announces its socket alone: numbered is false then.
+func ParseSessionAnnouncement(b []byte) (socket string, no uint64, numbered bool) {
+	socket, n, numbered := strings.Cut(string(b), " ")
+	no, err := strconv.ParseUint(n, 10, 64)
+	return socket, no, numbered && err == nil
+}
 
 // Ready is a parser pool's announcement of free workers.
 type Ready struct {

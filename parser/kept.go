@@ -71,7 +71,8 @@ func (p *Pool) onSession(m *nats.Msg) {
 		return // the kept lease expires by itself
 	}
 	k, ok := p.kept[id]
-	if ok && k.socket != "" && k.socket == string(m.Data) {
+	from, _, _ := coord.ParseSessionAnnouncement(m.Data)
+	if ok && k.socket != "" && k.socket == from {
 		ok = false
 	} else if ok {
 		delete(p.kept, id)

@@ -250,12 +250,6 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 		s.releaseKeptLocked(c)
 	}
 	sh.mu.Unlock()
-	// A session of this controller on another appliance is older: take it
-	// over (onSession there). Only a speed-up: the store's session record
-	// below takes it over even when this message is lost.
-	if err := s.nc.Publish(coord.SessionSubject(sess.id), []byte(s.id)); err != nil {
-		s.log.Warn("socket: announce session", "controller", sess.id, "err", err)
-	}
 
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.TTL)
 	defer cancel()
@@ -266,7 +260,17 @@ func (s *Server) open(ctx context.Context, sess *session, reset bool) (uint64, e
 		s.closeSession(sess, refusal(err), err.Error())
 		return 0, err
 	}
+	sh.mu.Lock()
 	sess.lease = ls
+	sh.mu.Unlock()
+	// A session of this controller on another appliance is older: take it
+	// over (onSession there). Only a speed-up: the store's session record
+	// takes it over even when this message is lost. It carries the
+	// session's number, so that one that arrives late closes no newer
+	// session there.
+	if err := s.nc.Publish(coord.SessionSubject(sess.id), coord.SessionAnnouncement(s.id, ls.No)); err != nil {
+		s.log.Warn("socket: announce session", "controller", sess.id, "err", err)
+	}
 	if !continues {
 		// Its seqs start a generation of their own: nothing to suppress,
 		// and no done record of an earlier session to wait for.

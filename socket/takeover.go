@@ -6,13 +6,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/edgegate/edgegate/coord"
 	"github.com/edgegate/edgegate/egp"
 )
 
 // onSession takes over a session of this socket when another socket
 // announces a newer session of the same controller.
 func (s *Server) onSession(m *nats.Msg) {
-	if string(m.Data) == s.id {
+	from, n, numbered := coord.ParseSessionAnnouncement(m.Data)
+	if from == s.id {
 		return
 	}
 	at := time.Now()
@@ -20,6 +22,11 @@ func (s *Server) onSession(m *nats.Msg) {
 	c, sh := s.lookup(id)
 	defer sh.mu.Unlock()
 	if c == nil || c.sess == nil || !c.sess.opened.Before(at) {
+		return
+	}
+	if numbered && (c.sess.lease.No == 0 || c.sess.lease.No >= n) {
+		// Not older than the announced one (an announcement that came
+		// late), or not known yet: the store decides.
 		return
 	}
 	s.takeOverLocked(c.sess, "on another appliance", "old", c.sess.conn.RemoteAddr().String())
