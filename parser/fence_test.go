@@ -445,3 +445,62 @@ func TestStreamsTakeDuplicateWindow(t *testing.T) {
 		}
 	}
 }
+
+// TestRegrantFindsWhatAnotherGrantStored: a pool keeps what its last
+// grant of a controller left in the stream, and a new grant of its own
+// starts from that without reading the stream (the marker's condition
+// checks it). When another appliance's grant stored records in between,
+// the new grant finds them all the same: a resent message it holds is not
+// stored twice, and another message under a stored message's ID is not
+// acknowledged as stored.
+func TestRegrantFindsWhatAnotherGrantStored(t *testing.T) {
+	nc := jetStreamConn(t)
+	r := newFenceRig(t, nc, nc, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reads := make(chan string, 64)
+	sub, err := nc.Subscribe("$JS.API.DIRECT.GET.>", func(m *nats.Msg) { reads <- m.Subject })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	readsSoFar := func() int {
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		return len(reads)
+	}
+
+	if n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 1, 1), fenceMsg(1, 2, 1), fenceMsg(1, 3, 1)}); n != 3 || err != nil {
+		t.Fatalf("a, grant 1: %d stored, %v", n, err)
+	}
+	if n, err := batch(ctx, t, r.b, []*Message{fenceMsg(1, 4, 2), fenceMsg(1, 5, 2)}); n != 2 || err != nil {
+		t.Fatalf("b, grant 2: %d stored, %v", n, err)
+	}
+	// Back on a: 4 resent as it was, 5 another message under 5's ID.
+	other := fenceMsg(1, 5, 3)
+	other.Payload = []byte(`{"another":"message"}`)
+	if n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 4, 3)}); n != 1 || err != nil {
+		t.Fatalf("a, grant 3, the resent message: %d stored, %v", n, err)
+	}
+	if n, err := batch(ctx, t, r.a, []*Message{other}); n != 0 || err == nil {
+		t.Fatalf("a, grant 3, another message under a stored one's ID: %d counted as stored (%v)", n, err)
+	}
+	before := readsSoFar()
+	if n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 6, 4)}); n != 1 || err != nil {
+		t.Fatalf("a, grant 4: %d stored, %v", n, err)
+	}
+	if after := readsSoFar(); after != before {
+		t.Errorf("a grant after the pool's own read the stream %d times", after-before)
+	}
+
+	var got []string
+	for _, m := range parsedRecords(t, r.js) {
+		got = append(got, m.Header.Get(HeaderSeq)+"@"+m.Header.Get(HeaderFence)+":"+string(m.Data))
+	}
+	want := []string{`1@1:{"gen":1,"seq":1}`, `2@1:{"gen":1,"seq":2}`, `3@1:{"gen":1,"seq":3}`,
+		`4@2:{"gen":1,"seq":4}`, `5@2:{"gen":1,"seq":5}`, `6@4:{"gen":1,"seq":6}`}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("records in stream order\n got %v\nwant %v", got, want)
+	}
+}

@@ -144,6 +144,16 @@ func (c *knownCache) drop(id string) {
 // pipeline left under m's lease grant, or else the stream's last record on
 // the controller's subject (one read) and, on a single-replica stream, the
 // grant's marker written (markGrant).
+//
+// On a single-replica stream, an entry an earlier grant left here stands
+// for the read: the new grant's marker is conditional on the controller's
+// last record being the one the entry names (its stream seq), so the
+// stream itself says whether the entry still holds. When another grant
+// stored a record since (the controller was on another appliance), the
+// marker is refused and the stream is read. A controller that comes back
+// to the same appliance (a device reporting less often than its lease is
+// kept, many controllers at once) so costs one stream round trip a grant,
+// not two, and no block of the file store is loaded for the read.
 func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	s := &p.pipe
 	s.mu.Lock()
@@ -153,6 +163,22 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 		return k, nil
 	}
 	lease := ctx
+	if ok && p.cfg.Replicas == 1 {
+		mark, err := p.markGrant(lease, m, k.lastSeq)
+		switch {
+		case err == nil:
+			k.fence, k.mark = m.Fence, mark
+			s.mu.Lock()
+			s.known.put(m.Controller, k, time.Now())
+			s.mu.Unlock()
+			return k, nil
+		case !isWrongLastSeq(err):
+			return known{}, err
+		}
+		s.mu.Lock()
+		s.known.drop(m.Controller)
+		s.mu.Unlock()
+	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout) // as in publish
 	defer cancel()
 	st, err := p.stream(ctx, StreamParsed)
@@ -184,6 +210,13 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	s.known.put(m.Controller, k, time.Now())
 	s.mu.Unlock()
 	return k, nil
+}
+
+// isWrongLastSeq reports whether err is the stream's refusal of a write
+// whose condition on a subject's last message did not hold.
+func isWrongLastSeq(err error) bool {
+	var ae *jetstream.APIError
+	return errors.As(err, &ae) && ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 // stream returns the stream called name, looked up (asked again while
