@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // headerLen is the preamble and the data length; trailerLen the CRC field.
@@ -12,6 +13,10 @@ const (
 	headerLen  = 8
 	trailerLen = 4
 )
+
+// growStep is the first size of ReadPacket's buffer for a packet longer
+// than what it has: about a packet of the longest most devices send.
+const growStep = 2 << 10
 
 // minData is the shortest data that can hold a codec ID and two counts.
 const minData = 3
@@ -109,12 +114,20 @@ func ReadPacket(r *bufio.Reader, buf []byte, maxLen int) ([]byte, error) {
 		return nil, err
 	}
 	n := int(l) + trailerLen
-	if cap(buf) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, unexpected(err)
+	buf = buf[:0]
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			// The buffer grows as the packet arrives, by at most what
+			// came so far (or growStep): a connection that announces a
+			// long packet and sends little of it costs little, whatever
+			// its IMEI.
+			buf = slices.Grow(buf, min(n-len(buf), max(len(buf), growStep)))
+		}
+		m := min(n, cap(buf))
+		if _, err := io.ReadFull(r, buf[len(buf):m]); err != nil {
+			return nil, unexpected(err)
+		}
+		buf = buf[:m]
 	}
 	return check(buf)
 }

@@ -360,3 +360,36 @@ func TestEncodeErrors(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestReadPacketGrowsAsItArrives: a connection that announces the longest
+// packet and sends little of it makes ReadPacket allocate about what
+// arrived, not what was announced (the IMEI that let it in is no secret).
+func TestReadPacketGrowsAsItArrives(t *testing.T) {
+	pr, pw := io.Pipe()
+	r := bufio.NewReaderSize(pr, 16)
+	done := make(chan error, 1)
+	var before, during runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	go func() {
+		_, err := ReadPacket(r, nil, DefaultMaxPacket)
+		done <- err
+	}()
+	hdr := []byte{0, 0, 0, 0, 0, 0, 0xff, 0xf0} // 65,520 bytes announced
+	if _, err := pw.Write(append(hdr, 0x08, 1, 2, 3, 4, 5, 6, 7, 8, 9)); err != nil {
+		t.Fatal(err)
+	}
+	// A write returns once the reader took it: this one, once the reader
+	// reads the packet (its buffer for it made).
+	if _, err := pw.Write([]byte{10}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&during)
+	pw.Close()
+	if err := <-done; !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("ReadPacket of a cut packet: %v", err)
+	}
+	if grew := during.TotalAlloc - before.TotalAlloc; grew >= 32<<10 {
+		t.Fatalf("%d bytes allocated for a packet of which 11 bytes arrived", grew)
+	}
+}
