@@ -59,7 +59,7 @@ func (s *Server) busyLocked(c *controller) {
 	p.free.Store(0)
 	c.handedBack()
 	s.endFlight()
-	go s.abandonBatch(c, tok, false)
+	s.bg.Go(func() { s.abandonBatch(c, tok, false) })
 }
 
 // onNoResponders handles an assignment sent to a pool that is gone.
@@ -80,7 +80,7 @@ func (s *Server) onNoResponders(id string) {
 	c.handedBack()
 	s.endFlight()
 	sh.mu.Unlock()
-	go s.abandonBatch(c, tok, false)
+	s.bg.Go(func() { s.abandonBatch(c, tok, false) })
 }
 
 // remoteFrom reports whether c's batch went over NATS to the pool pool:

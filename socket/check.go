@@ -178,7 +178,7 @@ func (s *Server) wake(id string) {
 	case c.inFlight():
 		it := checkItem{c: c, tok: c.tok}
 		sh.mu.Unlock()
-		go s.checkOne(context.Background(), it)
+		s.bg.Go(func() { s.checkOne(context.Background(), it) })
 	default:
 		sh.mu.Unlock()
 	}

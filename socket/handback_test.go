@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,4 +149,50 @@ func TestAbandonFailureWaitsForExpiry(t *testing.T) {
 	}
 	pool.end(t, store, b, false)
 	d.waitAcks(1)
+}
+
+// slowAbandonStore is a lease store whose Abandon takes until release is
+// closed, and which records whether one was under way when Run returned.
+type slowAbandonStore struct {
+	*lease.Memory
+	started, release chan struct{}
+	running          atomic.Int32
+}
+
+func (s *slowAbandonStore) Abandon(ctx context.Context, id string, tok lease.Token) error {
+	s.running.Add(1)
+	defer s.running.Add(-1)
+	close(s.started)
+	<-s.release
+	return s.Memory.Abandon(ctx, id, tok)
+}
+
+// TestRunWaitsForItsStoreCalls: a store call the socket made on a
+// goroutine of its own (here, giving back the lease of a batch a pool
+// answered busy) has ended when Run returns. The appliance closes the
+// lease store's client right after; a call still running then fails, and
+// its lock is left to expire.
+func TestRunWaitsForItsStoreCalls(t *testing.T) {
+	store := &slowAbandonStore{Memory: lease.NewMemory(), started: make(chan struct{}), release: make(chan struct{})}
+	hs := newHolders(t, store)
+	h := start(t, Config{}, store)
+	pool := newNATSPool(t, h, hs, "remote")
+	h.announce(pool.id, "elsewhere", 4)
+	d := h.dial("c1", 0)
+	d.send(1)
+	pool.answer(t, pool.next(t), false)
+	select {
+	case <-store.started:
+	case <-time.After(timeout):
+		t.Fatal("the busy batch's lease was not given back")
+	}
+	// Released a while after the socket was told to stop: Run must wait
+	// for it, however long it takes.
+	time.AfterFunc(500*time.Millisecond, func() { close(store.release) })
+	if err := h.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := store.running.Load(); n != 0 {
+		t.Fatalf("Run returned with %d store calls of its own still running", n)
+	}
 }

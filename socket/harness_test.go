@@ -44,6 +44,7 @@ type harness struct {
 	ns    *embed.Server
 	nc    *nats.Conn // the test's own coordination connection (pools, announcements)
 	logs  *lockedBuffer
+	stop  func() error // stops the socket once and returns what Run did
 }
 
 // lockedBuffer collects log output from several goroutines.
@@ -85,9 +86,12 @@ func start(t *testing.T, cfg Config, store lease.Store) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.s.Run(ctx) }()
-	t.Cleanup(func() {
+	h.stop = sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
+		return <-done
+	})
+	t.Cleanup(func() {
+		if err := h.stop(); err != nil {
 			t.Errorf("Run: %v", err)
 		}
 		if t.Failed() {

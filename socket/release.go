@@ -46,7 +46,7 @@ func (s *Server) abandonBatch(c *controller, tok lease.Token, returnWorker bool)
 func (s *Server) releaseAsyncLocked(c *controller, recordDone bool) {
 	id, tok, done := c.id, c.tok, c.grantDone
 	recordDone = recordDone && c.sentResets == c.resets
-	s.releases.Go(func() { s.releaseLease(id, tok, done, recordDone) })
+	s.bg.Go(func() { s.releaseLease(id, tok, done, recordDone) })
 }
 
 // releaseKeptLocked releases c's kept lease, if any.

@@ -250,7 +250,7 @@ type Server struct {
 	epochRead *epochRead   // the read under way, if any
 	watch     lease.Subscription
 	sessWG    sync.WaitGroup
-	releases  sync.WaitGroup // releases of kept leases running on their own
+	bg        background // store calls on goroutines of their own
 	closeOnce sync.Once
 
 	stats     stats
@@ -440,7 +440,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	wg.Wait()
 	s.sessWG.Wait()
-	s.releases.Wait()
+	s.bg.close()
 	s.log.Info("socket stopped")
 	return nil
 }
