@@ -55,6 +55,10 @@ type Redis struct {
 	epochStart time.Time
 	floor      uint64
 	lastEpoch  string // the epoch the last connection met (not with Cluster)
+	// replids are the master replication IDs connections met (with
+	// Cluster): a grant by a master whose ID is not among them came over
+	// a connection older than the master's term.
+	replids map[string]bool
 }
 
 // NewRedis returns a store on c with key prefix ("edgegate" when empty).
@@ -132,11 +136,13 @@ end
 `
 
 // KEYS: fence lock hb done sess gen lg. ARGV: owner ttl_ms epoch session
-// gen floor. Returns {fence, done, fresh, run_id}, false when held, or -1
-// when a newer session exists. A fence at or below the floor (the counter
-// is missing, or older than the store's epoch: a rollback) becomes
-// now_ms*1000, above every fence of an earlier epoch. A fresh grant with
-// ARGV[3] = 1 returns the server's run_id too (Grant.Epoch). done is the
+// gen floor. Returns {fence, done, fresh, run_id, replid}, false when
+// held, or -1 when a newer session exists. A fence at or below the floor
+// (the counter is missing, or older than the store's epoch: a rollback)
+// becomes now_ms*1000, above every fence of an earlier epoch. A fresh
+// grant with ARGV[3] = 1 returns the server's run_id too (Grant.Epoch);
+// with ARGV[3] = 0 (Redis Cluster) every grant returns the master's
+// replication ID, which a promotion changes (see Redis.acquire). done is the
 // done record of the session's generation (0 for another). Numbers are
 // formatted with %.0f because Lua's tostring writes large ones in
 // exponent notation.
@@ -159,9 +165,13 @@ local run_id = ''
 if fresh == 1 and ARGV[3] == '1' then
   run_id = string.match(redis.call('INFO', 'server'), '\nrun_id:(%x+)') or ''
 end
+local replid = ''
+if ARGV[3] == '0' then
+  replid = string.match(redis.call('INFO', 'replication'), '\nmaster_replid:(%x+)') or ''
+end
 local done = '0'
 if (redis.call('GET', KEYS[6]) or '0') == ARGV[5] then done = redis.call('GET', KEYS[4]) or '0' end
-return {fs, done, fresh, run_id}
+return {fs, done, fresh, run_id, replid}
 `)
 
 // KEYS: lock hb. ARGV: token ttl_ms. Returns 1, or 0 when the lock is not ours.
@@ -355,7 +365,7 @@ func (s *Redis) acquire(ctx context.Context, id, owner string, ttl time.Duration
 		return Grant{}, ErrSuperseded
 	}
 	arr, ok := v.([]any)
-	if !ok || len(arr) != 4 {
+	if !ok || len(arr) != 5 {
 		return Grant{}, redisErr("acquire", fmt.Errorf("unexpected reply %v", v))
 	}
 	fence, err := parseUint(arr[0])
@@ -369,15 +379,63 @@ func (s *Redis) acquire(ctx context.Context, id, owner string, ttl time.Duration
 	fresh, _ := arr[2].(int64)
 	runID, _ := arr[3].(string)
 	tok := Token{Fence: fence, Owner: owner}
+	if replid, _ := arr[4].(string); s.cluster && !s.replidMet(replid) {
+		// Granted by a master over a connection made before its
+		// current term: one it had when it was master before, kept
+		// while it was a replica (a failback; Redis does not close a
+		// demoted node's connections). Its epoch is read now, over a
+		// connection of its own, and the grant given up.
+		if err := s.readEpochOf(ctx, k[0]); err != nil {
+			s.abandonQuietly(ctx, id, tok)
+			return Grant{}, err
+		}
+	}
 	if later, _ := s.epoch(); later.After(start) {
 		// Granted on a connection that met a new epoch during the call,
 		// with the floor of an earlier one: given up, never used.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		s.Abandon(actx, id, tok)
-		cancel()
+		s.abandonQuietly(ctx, id, tok)
 		return Grant{}, errNewEpoch
 	}
 	return Grant{Token: tok, Done: done, Fresh: fresh == 1, Epoch: runID, EpochStart: start}, nil
+}
+
+// abandonQuietly gives up a grant that is never used, its error ignored:
+// the lock then expires.
+func (s *Redis) abandonQuietly(ctx context.Context, id string, tok Token) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	s.Abandon(actx, id, tok)
+	cancel()
+}
+
+// replidMet reports whether a connection's epoch read met the master
+// replication ID replid (with Redis Cluster).
+func (s *Redis) replidMet(replid string) bool {
+	s.epochMu.Lock()
+	defer s.epochMu.Unlock()
+	return s.replids[replid]
+}
+
+// readEpochOf reads the epoch of the Redis Cluster master that serves
+// key, over a new connection of its own (OnConnect).
+func (s *Redis) readEpochOf(ctx context.Context, key string) error {
+	cc, ok := s.c.(*redis.ClusterClient)
+	if !ok {
+		return nil
+	}
+	node, err := cc.MasterForKey(ctx, key)
+	if err != nil {
+		return redisErr("epoch", err)
+	}
+	// A client of its own, whose connection reads the epoch as it is
+	// made: one from the node's pool may be of the old term.
+	o := *node.Options()
+	o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 1, 0, 0
+	c := redis.NewClient(&o)
+	defer c.Close()
+	if err := c.Ping(ctx).Err(); err != nil {
+		return redisErr("epoch", err)
+	}
+	return nil
 }
 
 // Heartbeat implements Store.
@@ -608,6 +666,13 @@ func (s *Redis) OnConnect(ctx context.Context, cn *redis.Conn) error {
 	s.epochMu.Lock()
 	s.noteEpochLocked(start, since*1000)
 	s.lastEpoch, _ = v[0].(string)
+	if s.cluster {
+		if s.replids == nil {
+			s.replids = make(map[string]bool)
+		}
+		_, replid, _ := strings.Cut(s.lastEpoch, "/")
+		s.replids[replid] = true
+	}
 	s.epochMu.Unlock()
 	return nil
 }
