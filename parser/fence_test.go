@@ -504,3 +504,39 @@ func TestRegrantFindsWhatAnotherGrantStored(t *testing.T) {
 		t.Errorf("records in stream order\n got %v\nwant %v", got, want)
 	}
 }
+
+// TestLastRecordWithCopiedSequenceHeader: the last message on a record
+// subject carries a Nats-Sequence header of its own (a copy of a direct
+// read's answer, stored there), before the one the server adds when it is
+// read. A grant's marker must be conditional on the message's real stream
+// seq, or the stream refuses it, and every grant after, for good.
+func TestLastRecordWithCopiedSequenceHeader(t *testing.T) {
+	nc := jetStreamConn(t)
+	r := newFenceRig(t, nc, nc, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if n, err := batch(ctx, t, r.a, []*Message{fenceMsg(1, 1, 1), fenceMsg(1, 2, 1)}); n != 2 || err != nil {
+		t.Fatalf("grant 1: %d stored, %v", n, err)
+	}
+	st, err := r.js.Stream(ctx, StreamParsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(coord.ParsedSubject("ctl-f")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := nats.NewMsg(coord.ParsedSubject("ctl-f"))
+	for k, v := range old.Header {
+		cp.Header[k] = v
+	}
+	cp.Header[jetstream.MsgIDHeader] = []string{"a-copy"}
+	cp.Header[jetstream.SequenceHeader] = []string{strconv.FormatUint(old.Sequence, 10)}
+	cp.Data = old.Data
+	if _, err := r.js.PublishMsg(ctx, cp); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := batch(ctx, t, r.b, []*Message{fenceMsg(1, 3, 2)}); n != 1 || err != nil {
+		t.Fatalf("grant 2 after the copy: %d stored, %v", n, err)
+	}
+}

@@ -194,7 +194,7 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	case err != nil:
 		return known{}, fmt.Errorf("read the last record of %s: %w", m.Controller, err)
 	default:
-		k.any, k.lastSeq = true, last.Sequence
+		k.any, k.lastSeq = true, directSeq(last)
 		gen, err1 := strconv.ParseUint(last.Header.Get(HeaderGen), 10, 64)
 		seq, err2 := strconv.ParseUint(last.Header.Get(HeaderSeq), 10, 64)
 		if err1 == nil && err2 == nil {
@@ -210,6 +210,21 @@ func (p *Publisher) knownOf(ctx context.Context, m *Message) (known, error) {
 	s.known.put(m.Controller, k, time.Now())
 	s.mu.Unlock()
 	return k, nil
+}
+
+// directSeq is the stream seq of a message read directly. The server
+// appends its Nats-Sequence header to the headers stored with the
+// message, which may hold one already (a copy of a direct read's answer
+// stored on a record subject); nats.go takes the first, so the last is
+// read here: taking the copied one made every grant's marker of the
+// controller refused, for good.
+func directSeq(m *jetstream.RawStreamMsg) uint64 {
+	if v := m.Header.Values(jetstream.SequenceHeader); len(v) > 1 {
+		if n, err := strconv.ParseUint(v[len(v)-1], 10, 64); err == nil {
+			return n
+		}
+	}
+	return m.Sequence
 }
 
 // isWrongLastSeq reports whether err is the stream's refusal of a write
@@ -332,7 +347,10 @@ func (pp *publishPipeline) Start(ctx context.Context, m *Message) error {
 		}
 		pp.base, pp.looked = k, true
 	}
-	if pp.base.mayHave(m) {
+	// A stream found to take no batches (noFast, perhaps by this very
+	// pipeline's last Flush): the pool's retry of the message comes back
+	// here, and must not try another batch.
+	if pp.base.mayHave(m) || pp.b == nil && pp.p.pipe.noFast.Load() {
 		return pp.alone(ctx, m)
 	}
 	msg := pp.record(m)

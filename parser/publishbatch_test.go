@@ -525,3 +525,46 @@ func TestPipelinedCommitAckedBeforeTheSenderGoesOn(t *testing.T) {
 	}
 	checkStored(t, r.js, map[string][]uint64{"ctl-c": seqRange(1, 40)})
 }
+
+// disableBatches turns allow_batched (and allow_atomic) off on the parsed
+// stream, as "allow_batched turned off by hand" in the design.
+func disableBatches(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, StreamParsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.AllowBatchPublish, cfg.AllowAtomicPublish = false, false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPipelinedStreamWithoutBatches: the stream takes no fast-ingest
+// batches (allow_batched off). The design says records are then published
+// one at a time; the batch that found out must finish too.
+func TestPipelinedStreamWithoutBatches(t *testing.T) {
+	nc := jetStreamConn(t)
+	r := newPipelineRig(t, nc, nil)
+	disableBatches(t, r.js)
+	body := func(s uint64) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, s)) }
+	seqs := seqRange(1, 5)
+	done := make(chan []byte, 1)
+	go func() {
+		st, err := r.try("ctl-n", body, seqs...)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- st
+	}()
+	select {
+	case st := <-done:
+		allStoredOnce(t, r.js, "ctl-n", seqs, st)
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the batch did not finish in 15 s (noFast=%v, transient errors %d, records stored %d)",
+			r.pub.pipe.noFast.Load(), r.pool.Stats().TransientErrors, len(parsedRecords(t, r.js)))
+	}
+}
