@@ -12,16 +12,24 @@ import (
 // answers, outcomes, session announcements) travels in coordAccount,
 // which only the in-process users of this process log into, each with a
 // password made at start; routes carry it between appliances. The streams
-// live in recordsAccount, where the appliance's own in-process user has
-// every right and client logins read. Messages never cross from one
-// account to the other except the services in ClientRights.Services,
-// which coordAccount exports and recordsAccount imports: a client cannot
-// publish, and no JetStream consumer can deliver, into coordination. Every
-// appliance of a cluster defines the same accounts (routes match them by
-// name).
+// live in recordsAccount, where only the appliance's own in-process user
+// logs in, with every right. Client logins are in clientAccount, which
+// imports what they may use: the records account's JetStream API,
+// acknowledgements and flow control as services, the records' subjects
+// and inboxes as streams, and the coordination services in
+// ClientRights.Services. Why a third account: nats-server checks a
+// client's publish permissions on the subject only, never on the reply
+// subject, and answers a request in the account it was made in. A client
+// in the records account could have any answer (a status reply,
+// JetStream's own) published on a record subject, where the streams
+// would store it; an answer to a service import goes back to the
+// importing account instead. No client can publish into coordination or
+// the records account. Every appliance of a cluster defines the same
+// accounts (routes match them by name).
 const (
 	coordAccount   = "COORD"
 	recordsAccount = "EDGEGATE"
+	clientAccount  = "CLIENTS"
 
 	coordUser    = "edgegate-coord"    // in-process, coordAccount
 	internalUser = "edgegate-internal" // in-process, recordsAccount, every right
@@ -103,23 +111,36 @@ func accounts(opts *server.Options, cfg Config) (internal, coordPass string, err
 	if cfg.JetStream {
 		records = recordsAccount + ": { jetstream: enabled }"
 	}
-	if err := opts.ProcessConfigString("accounts: { " + coordAccount + ": {}, " + records + " }"); err != nil {
+	if err := opts.ProcessConfigString("accounts: { " + coordAccount + ": {}, " + records + ", " + clientAccount + ": {} }"); err != nil {
 		return "", "", fmt.Errorf("embed: accounts: %w", err)
 	}
-	var coord, rec *server.Account
+	var coord, rec, clients *server.Account
 	for _, a := range opts.Accounts {
 		switch a.Name {
 		case coordAccount:
 			coord = a
 		case recordsAccount:
 			rec = a
+		case clientAccount:
+			clients = a
 		}
 	}
-	for _, subject := range cfg.Clients.Services {
-		if err := coord.AddServiceExportWithResponse(subject, server.Streamed, []*server.Account{rec}); err != nil {
+	if err := importServices(clients, coord, cfg.Clients.Services); err != nil {
+		return "", "", err
+	}
+	if cfg.JetStream {
+		// The client permissions say which of the API's subjects.
+		if err := importServices(clients, rec, []string{"$JS.API.>", "$JS.ACK.>", "$JS.FC.>"}); err != nil {
+			return "", "", err
+		}
+	}
+	// Consumers deliver to inboxes in the records account; the
+	// appliance's own connections use another prefix (Server.Connect).
+	for _, subject := range append([]string{"_INBOX.>"}, cfg.Clients.Subjects...) {
+		if err := rec.AddStreamExport(subject, []*server.Account{clients}); err != nil {
 			return "", "", fmt.Errorf("embed: export %s: %w", subject, err)
 		}
-		if err := rec.AddServiceImport(coord, subject, subject); err != nil {
+		if err := clients.AddStreamImport(rec, subject, ""); err != nil {
 			return "", "", fmt.Errorf("embed: import %s: %w", subject, err)
 		}
 	}
@@ -132,16 +153,31 @@ func accounts(opts *server.Options, cfg Config) (internal, coordPass string, err
 	}
 	perms := cfg.Clients.permissions()
 	if cfg.Auth.User != "" {
-		opts.Users = append(opts.Users, &server.User{Username: cfg.Auth.User, Password: cfg.Auth.Password, Account: rec, Permissions: perms})
+		opts.Users = append(opts.Users, &server.User{Username: cfg.Auth.User, Password: cfg.Auth.Password, Account: clients, Permissions: perms})
 	}
 	for _, k := range cfg.Auth.NKeys {
-		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k, Account: rec, Permissions: perms})
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k, Account: clients, Permissions: perms})
 	}
 	if !cfg.Auth.required() {
 		// No credentials configured: a client gets the read-only login
 		// without any (on loopback, or after its certificate verified).
-		opts.Users = append(opts.Users, &server.User{Username: readerUser, Password: nuid.Next() + nuid.Next(), Account: rec, Permissions: perms})
+		opts.Users = append(opts.Users, &server.User{Username: readerUser, Password: nuid.Next() + nuid.Next(), Account: clients, Permissions: perms})
 		opts.NoAuthUser = readerUser
 	}
 	return internal, coordPass, nil
+}
+
+// importServices exports subjects from one account as services with any
+// number of replies each, to the other only, which imports them under the
+// same names.
+func importServices(to, from *server.Account, subjects []string) error {
+	for _, subject := range subjects {
+		if err := from.AddServiceExportWithResponse(subject, server.Streamed, []*server.Account{to}); err != nil {
+			return fmt.Errorf("embed: export %s: %w", subject, err)
+		}
+		if err := to.AddServiceImport(from, subject, subject); err != nil {
+			return fmt.Errorf("embed: import %s: %w", subject, err)
+		}
+	}
+	return nil
 }
