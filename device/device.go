@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -63,8 +64,12 @@ type Config struct {
 	KeepAlive time.Duration
 	// TLS, when set, dials with TLS.
 	TLS *tls.Config
-	// OnAck is called for every acknowledged message, in seq order, from the
-	// client's reader goroutine. Nil means no callback.
+	// OnAck is called for every acknowledged message, in the order the
+	// ACKs came (seq order, unless the gateway breaks the protocol: see
+	// Stats.OrderErrors), from the client's reader goroutine. Nil means no
+	// callback. The reader waits for it: it must not call Close or Flush,
+	// nor a Send that may wait for room in the window, which only the
+	// reader makes.
 	OnAck func(Acked)
 	// SocketTimes times each message at the device's socket too: when the
 	// client's writer handed it to the kernel (Acked.Written) and when the
@@ -97,6 +102,17 @@ type Stats struct {
 
 // ErrClosed is returned by calls on a closed client.
 var ErrClosed = errors.New("device: client closed")
+
+// ErrSeqExhausted is returned by Send when the next seq would be 2^64-1,
+// which EGP/1 forbids: the device must reset its seq (a new generation).
+var ErrSeqExhausted = errors.New("device: no seq left (the last is 2^64-2)")
+
+// maxSeq is the highest seq EGP/1 allows.
+const maxSeq = math.MaxUint64 - 1
+
+// maxQueuedForPong is how much may wait to be written before a PING is
+// left unanswered.
+const maxQueuedForPong = 64 << 10
 
 type pending struct {
 	seq     uint64
@@ -135,6 +151,7 @@ type conn struct {
 	// writes of data not yet acknowledged, oldest first (under wmu).
 	whi     uint64
 	writes  []wrote
+	noAck   bool // ack mode none: no write is ever acknowledged
 	wmu     sync.Mutex
 	wbuf    []byte
 	wsig    chan struct{}
@@ -247,7 +264,7 @@ func (c *Client) connect(ctx context.Context, first bool) (*conn, *egp.Reader, e
 		return nil, nil, fmt.Errorf("device: waiting for WELCOME from %s: %w", addr, context.Cause(ctx))
 	}
 	nc.SetDeadline(time.Time{})
-	s := &conn{nc: nc, stamps: stamps, wsig: make(chan struct{}, 1), written: make(chan struct{})}
+	s := &conn{nc: nc, stamps: stamps, noAck: w.AckMode == egp.AckNone, wsig: make(chan struct{}, 1), written: make(chan struct{})}
 
 	c.mu.Lock()
 	if c.closed {
@@ -257,10 +274,15 @@ func (c *Client) connect(ctx context.Context, first bool) (*conn, *egp.Reader, e
 		nc.Close()
 		return nil, nil, ErrClosed
 	}
-	c.welcome = w
 	if first && c.cfg.PersistentSeq && c.cfg.StartSeq == 0 && c.seq < w.LastSeq {
+		if w.LastSeq >= maxSeq {
+			c.mu.Unlock()
+			nc.Close()
+			return nil, nil, fmt.Errorf("device: WELCOME from %s: last seq %d leaves no seq to send", addr, w.LastSeq)
+		}
 		c.seq = w.LastSeq
 	}
+	c.welcome = w
 	// Resend what is not acknowledged, in order, with the original seqs.
 	if !first {
 		for _, p := range c.pend {
@@ -309,7 +331,7 @@ func (s *conn) writeLoop(c *Client) {
 	for range s.wsig {
 		s.wmu.Lock()
 		buf, s.wbuf = s.wbuf, buf[:0]
-		if s.stamps != nil && len(buf) > 0 && (len(s.writes) == 0 || s.writes[len(s.writes)-1].hi < s.whi) {
+		if s.stamps != nil && !s.noAck && len(buf) > 0 && (len(s.writes) == 0 || s.writes[len(s.writes)-1].hi < s.whi) {
 			// Recorded before the write: its ACK may be read before
 			// Write returns.
 			s.writes = append(s.writes, wrote{s.whi, time.Now()})
@@ -353,6 +375,12 @@ func (c *Client) loop(s *conn, r *egp.Reader) {
 		c.mu.Unlock()
 		close(s.wsig)
 		<-s.written
+		// With ack mode none what the session did not write is lost, not
+		// resent: Flush must not wait for it.
+		c.mu.Lock()
+		c.unflush = 0
+		c.notifyLocked()
+		c.mu.Unlock()
 		if closed {
 			return
 		}
@@ -437,6 +465,11 @@ func (c *Client) read(s *conn, r *egp.Reader) error {
 	for {
 		h, body, err := r.ReadFrame()
 		if err != nil {
+			if len(acks) > 0 {
+				// What came before the end is matched: the bytes after
+				// the last ACK were another frame's, cut short.
+				c.acked(s, acks, batch[:0], time.Now())
+			}
 			return err
 		}
 		if h.Type == egp.TypeAck {
@@ -461,8 +494,16 @@ func (c *Client) read(s *conn, r *egp.Reader) error {
 		switch h.Type {
 		case egp.TypeAck:
 		case egp.TypePing:
+			// Not answered while much is queued already (a gateway
+			// that sends PINGs and reads nothing): its queue would grow
+			// without bound; the queued bytes show the link lives anyway.
 			data := append([]byte(nil), body...)
-			s.write(func(b []byte) []byte { return egp.AppendPong(b, data) })
+			s.write(func(b []byte) []byte {
+				if len(b) >= maxQueuedForPong {
+					return b
+				}
+				return egp.AppendPong(b, data)
+			})
 		case egp.TypePong:
 		case egp.TypeError:
 			code, reason, _ := egp.ParseError(body)
@@ -631,6 +672,9 @@ func (c *Client) SendBatch(ctx context.Context, payloads [][]byte) (uint64, erro
 			}
 		}
 		chunk := payloads[:min(len(payloads), c.cfg.Window-len(c.pend))]
+		if c.seq > maxSeq-uint64(len(chunk)) {
+			return last, ErrSeqExhausted
+		}
 		payloads = payloads[len(chunk):]
 		first := c.seq + 1
 		c.seq += uint64(len(chunk))
