@@ -286,6 +286,14 @@ func TestPipelinedDuplicateIDOfAnotherMessage(t *testing.T) {
 // maxMsgs messages or maxBytes bytes (discard new); -1 lifts a limit.
 func limitStream(t *testing.T, js jetstream.JetStream, maxMsgs, maxBytes int64) {
 	t.Helper()
+	updateParsed(t, js, func(cfg *jetstream.StreamConfig) {
+		cfg.MaxMsgs, cfg.MaxBytes, cfg.Discard = maxMsgs, maxBytes, jetstream.DiscardNew
+	})
+}
+
+// updateParsed changes the parsed stream's configuration with change.
+func updateParsed(t *testing.T, js jetstream.JetStream, change func(*jetstream.StreamConfig)) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, StreamParsed)
@@ -293,7 +301,7 @@ func limitStream(t *testing.T, js jetstream.JetStream, maxMsgs, maxBytes int64) 
 		t.Fatal(err)
 	}
 	cfg := st.CachedInfo().Config
-	cfg.MaxMsgs, cfg.MaxBytes, cfg.Discard = maxMsgs, maxBytes, jetstream.DiscardNew
+	change(&cfg)
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -530,17 +538,9 @@ func TestPipelinedCommitAckedBeforeTheSenderGoesOn(t *testing.T) {
 // stream, as "allow_batched turned off by hand" in the design.
 func disableBatches(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := js.Stream(ctx, StreamParsed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := st.CachedInfo().Config
-	cfg.AllowBatchPublish, cfg.AllowAtomicPublish = false, false
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	updateParsed(t, js, func(cfg *jetstream.StreamConfig) {
+		cfg.AllowBatchPublish, cfg.AllowAtomicPublish = false, false
+	})
 }
 
 // TestPipelinedStreamWithoutBatches: the stream takes no fast-ingest
