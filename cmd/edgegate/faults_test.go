@@ -2282,9 +2282,10 @@ type historyStats struct {
 }
 
 // overlapEnd returns when a handling of j stops counting for overlaps:
-// as callEnd says, at a pause of its appliance and children that caught
-// it, or at its start when a pause came between the decision to start it
-// and its start.
+// as callEnd says, or at a pause of its appliance and children that
+// caught it; or, when a pause came between the decision to start it and
+// its start, before its start: it does not count at all (overlapping
+// skips it), whether it started before or while another ran.
 func overlapEnd(j map[string][]*jcall, killedAt map[int]int64, pauses map[int][][2]int64) func(*jcall) int64 {
 	// decided is when the appliance may have decided to start a handling,
 	// at the earliest: as the handling before it on the same exec child
@@ -2321,7 +2322,7 @@ func overlapEnd(j map[string][]*jcall, killedAt map[int]int64, pauses map[int][]
 	}
 	return func(call *jcall) int64 {
 		if decidedBefore(call) {
-			return call.start // all of it came after the pause
+			return call.start - 1 // all of it came after the pause
 		}
 		e := callEnd(call, killedAt)
 		for _, p := range pauses[call.ppid] {
@@ -2675,6 +2676,25 @@ func TestOverlapEndPauseBeforeStart(t *testing.T) {
 			end := overlapEnd(j, nil, map[int][][2]int64{appA: {tc.pause}})
 			if got := len(overlapping(j["c"], end)) > 0; got != tc.overlap {
 				t.Errorf("overlap found: %v, want %v (the stale handling counts until %d ms)", got, tc.overlap, end(stale)/ms)
+			}
+		})
+	}
+	// The same, the stale handling starting while the newer one runs (a
+	// CI run at c0a74ef: 3 ms later than the newer one's start).
+	running := &jcall{token: "c/0/1465", fence: 6, ppid: appB, pid: childB, start: 1997 * ms, end: 2017 * ms}
+	j = map[string][]*jcall{"c": {prev, running, stale}}
+	for _, tc := range []struct {
+		name    string
+		pause   [2]int64
+		overlap bool
+	}{
+		{"started while the newer ran, paused after the previous handling", [2]int64{5 * ms, 1990 * ms}, false},
+		{"started while the newer ran, no pause before", [2]int64{2100 * ms, 2200 * ms}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			end := overlapEnd(j, nil, map[int][][2]int64{appA: {tc.pause}})
+			if got := len(overlapping(j["c"], end)) > 0; got != tc.overlap {
+				t.Errorf("overlap found: %v, want %v", got, tc.overlap)
 			}
 		})
 	}

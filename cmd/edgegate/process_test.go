@@ -363,12 +363,15 @@ func readJournal(t *testing.T, path string) map[string][]*jcall {
 // start) that started before an earlier one ended: compared with the
 // running maximum of the ends, so that a long handling is caught by every
 // one it overlaps, not only by the next. end gives a handling's end (see
-// callEnd); each pair is the overlapping call and the one whose end it
-// started before.
+// callEnd); one before the handling's start excuses it (overlapEnd). Each
+// pair is the overlapping call and the one whose end it started before.
 func overlapping(calls []*jcall, end func(*jcall) int64) [][2]*jcall {
 	var out [][2]*jcall
 	var longest *jcall
 	for _, c := range calls {
+		if end(c) < c.start {
+			continue
+		}
 		if longest != nil && c.start < end(longest) {
 			out = append(out, [2]*jcall{c, longest})
 		}
