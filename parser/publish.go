@@ -219,6 +219,16 @@ const resendAfter = time.Second
 // a record's condition, and a grant marker that lands twice leaves the
 // later one (markGrant).
 func (p *Publisher) put(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	ack, err := p.send(ctx, msg)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// No retry makes it fit (an exec child's output may be up to
+		// 16 MiB): dead-lettered, not retried without end.
+		err = Permanent(fmt.Errorf("a message of %d bytes, over the NATS maximum payload: %w", len(msg.Data), err))
+	}
+	return ack, err
+}
+
+func (p *Publisher) send(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

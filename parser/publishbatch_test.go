@@ -568,3 +568,26 @@ func TestPipelinedStreamWithoutBatches(t *testing.T) {
 			r.pub.pipe.noFast.Load(), r.pool.Stats().TransientErrors, len(parsedRecords(t, r.js)))
 	}
 }
+
+// TestRecordOverMaxPayloadIsPermanent: a record bigger than the NATS
+// maximum payload (an exec child's output may be) can never be stored:
+// its error is permanent, so the message is dead-lettered after its
+// attempts instead of retried without end, its controller held.
+func TestRecordOverMaxPayloadIsPermanent(t *testing.T) {
+	nc := jetStreamConn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := NewPublisher(ctx, nc, PublisherConfig{JetStream: true, Timeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	m := fenceMsg(1, 1, 1)
+	body := make([]byte, nc.MaxPayload()+1)
+	if err := p.Output(ctx, m, body); !IsPermanent(err) {
+		t.Fatalf("a record over the maximum payload: %v, want a permanent error", err)
+	}
+	if err := p.Dead(ctx, m, errors.New("too big")); err != nil {
+		t.Fatalf("its dead letter: %v", err)
+	}
+}
