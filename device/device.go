@@ -274,7 +274,11 @@ func (c *Client) connect(ctx context.Context, first bool) (*conn, *egp.Reader, e
 		nc.Close()
 		return nil, nil, ErrClosed
 	}
-	if first && c.cfg.PersistentSeq && c.cfg.StartSeq == 0 && c.seq < w.LastSeq {
+	// A later session's WELCOME may say more is done than this client
+	// sent (another client under the same ID meanwhile): new messages
+	// are numbered after it, or the gateway would take them for
+	// duplicates and acknowledge them unhandled.
+	if (first && c.cfg.StartSeq == 0 || !first) && c.cfg.PersistentSeq && c.seq < w.LastSeq {
 		if w.LastSeq >= maxSeq {
 			c.mu.Unlock()
 			nc.Close()

@@ -305,3 +305,66 @@ func TestWelcomeSeqOverflow(t *testing.T) {
 		t.Fatalf("a message after the last seq: seq %d, %v", seq, err)
 	}
 }
+
+// TestReconnectWelcomeBeyondSent: a persistent-seq client sent seqs
+// 1..3; the next session's WELCOME says 1000 is done, which this client
+// never sent. Its next messages must be numbered after 1000: a gateway
+// holding that record acknowledges the others as duplicates without
+// handling them.
+func TestReconnectWelcomeBeyondSent(t *testing.T) {
+	got := make(chan uint64, 16)
+	firstSeen := make(chan struct{})
+	addr := scriptedGateway(t, func(n int, nc net.Conn, r *egp.Reader) {
+		if n == 1 {
+			nc.Write(welcomeFrame(egp.AckProcessed, 0))
+			for range 3 {
+				seq, err := readData(r)
+				if err != nil {
+					return
+				}
+				nc.Write(egp.AppendAck(nil, seq, egp.StatusProcessed))
+			}
+			close(firstSeen)
+			return
+		}
+		nc.Write(welcomeFrame(egp.AckProcessed, 1000))
+		for {
+			seq, err := readData(r)
+			if err != nil {
+				return
+			}
+			got <- seq
+			nc.Write(egp.AppendAck(nil, seq, egp.StatusProcessed)) // seq <= 1000: a "duplicate", not handled
+		}
+	})
+	var mu sync.Mutex
+	var acked []uint64
+	c, err := Dial(context.Background(), Config{Addrs: []string{addr}, ID: "hostile-beyond", PersistentSeq: true,
+		Reconnect: true, ReconnectWait: time.Millisecond, KeepAlive: -1,
+		OnAck: func(a Acked) { mu.Lock(); acked = append(acked, a.Seq); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 3 {
+		if _, err := c.Send(context.Background(), []byte("m")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-firstSeen:
+	case <-time.After(10 * time.Second):
+		t.Fatal("first session saw no 3 DATA")
+	}
+	wait.True(t, 10*time.Second, "reconnect", func() bool { return c.Stats().Reconnects >= 1 })
+	seq, err := c.Send(context.Background(), []byte("new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq <= 1000 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ferr := c.Flush(ctx)
+		t.Errorf("after a WELCOME saying 1000 is done (3 sent), Send numbered a new message %d; Flush: %v — reported acknowledged though the gateway's record makes it a duplicate", seq, ferr)
+	}
+}
