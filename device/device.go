@@ -125,22 +125,25 @@ type Client struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced on a state change while waiting is set
-	waiting  bool          // somebody waits on changed
-	pend     []pending     // unacknowledged, in seq order; a window of pendArr
-	pendArr  []pending     // pend's backing array, reused (see roomLocked)
-	seq      uint64        // last seq assigned
-	welcome  egp.Welcome
-	sess     *conn // nil while reconnecting
-	err      error // final: every call fails with it
-	closed   bool
-	addrIdx  int
-	stats    Stats
-	unflush  int // bytes queued but not written (ack mode none)
-	inAck    int // ACKs whose OnAck callbacks are running
-	loopDone chan struct{}
-	done     chan struct{} // closed by Close
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on a state change while waiting is set
+	waiting bool          // somebody waits on changed
+	pend    []pending     // unacknowledged, in seq order; a window of pendArr
+	pendArr []pending     // pend's backing array, reused (see roomLocked)
+	seq     uint64        // last seq assigned
+	welcome egp.Welcome
+	sess    *conn // nil while reconnecting
+	err     error // final: every call fails with it
+	closed  bool
+	addrIdx int
+	stats   Stats
+	unflush int // bytes queued but not written (ack mode none)
+	inAck   int // ACKs whose OnAck callbacks are running
+	// welcomeDone are unacknowledged messages a reconnect's WELCOME said
+	// are done, for the loop to report (loop goroutine, under mu).
+	welcomeDone []Acked
+	loopDone    chan struct{}
+	done        chan struct{} // closed by Close
 }
 
 // conn is one session's connection and its writer.
@@ -287,6 +290,22 @@ func (c *Client) connect(ctx context.Context, first bool) (*conn, *egp.Reader, e
 		c.seq = w.LastSeq
 	}
 	c.welcome = w
+	if !first && c.cfg.PersistentSeq {
+		// What the WELCOME says is done is acknowledged now, as the
+		// gateway would acknowledge its resend, and not resent: resent
+		// before messages numbered after a WELCOME beyond what this
+		// client sent (above), it would leave a gap in the session's
+		// seqs, which the gateway refuses.
+		now := time.Now()
+		for len(c.pend) > 0 && c.pend[0].seq <= w.LastSeq {
+			c.welcomeDone = append(c.welcomeDone, Acked{Seq: c.pend[0].seq, Status: egp.StatusProcessed, Sent: c.pend[0].sent, Arrived: now})
+			c.pend[0] = pending{}
+			c.pend = c.pend[1:]
+		}
+		if len(c.welcomeDone) > 0 {
+			c.reportingLocked(c.welcomeDone)
+		}
+	}
 	// Resend what is not acknowledged, in order, with the original seqs.
 	if !first {
 		for _, p := range c.pend {
@@ -410,7 +429,12 @@ func (c *Client) loop(s *conn, r *egp.Reader) {
 			if err == nil {
 				c.mu.Lock()
 				c.stats.Reconnects++
+				done := c.welcomeDone
+				c.welcomeDone = nil
 				c.mu.Unlock()
+				if len(done) > 0 {
+					c.callbacks(done)
+				}
 				backoff = c.cfg.ReconnectWait
 				break
 			}
@@ -553,6 +577,15 @@ func (c *Client) acked(s *conn, acks []egp.Ack, batch []Acked, arrived time.Time
 		}
 		s.wmu.Unlock()
 	}
+	c.reportingLocked(batch)
+	c.mu.Unlock()
+	c.callbacks(batch)
+	return batch
+}
+
+// reportingLocked counts batch as acknowledged, and its OnAck callbacks
+// (callbacks, next) as running: Flush waits for them too.
+func (c *Client) reportingLocked(batch []Acked) {
 	for _, b := range batch {
 		c.stats.Acked++
 		if b.Status == egp.StatusDeadLettered {
@@ -560,20 +593,24 @@ func (c *Client) acked(s *conn, acks []egp.Ack, batch []Acked, arrived time.Time
 		}
 	}
 	if c.cfg.OnAck != nil {
-		c.inAck++ // Flush waits for the callbacks too
+		c.inAck++
 	}
 	c.notifyLocked()
-	c.mu.Unlock()
-	if c.cfg.OnAck != nil {
-		for _, b := range batch {
-			c.cfg.OnAck(b)
-		}
-		c.mu.Lock()
-		c.inAck--
-		c.notifyLocked()
-		c.mu.Unlock()
+}
+
+// callbacks runs OnAck for each of batch, after reportingLocked (on the
+// loop goroutine: callbacks run in order there).
+func (c *Client) callbacks(batch []Acked) {
+	if c.cfg.OnAck == nil {
+		return
 	}
-	return batch
+	for _, b := range batch {
+		c.cfg.OnAck(b)
+	}
+	c.mu.Lock()
+	c.inAck--
+	c.notifyLocked()
+	c.mu.Unlock()
 }
 
 // keepAlive sends PING when nothing was read for d and closes the

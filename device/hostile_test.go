@@ -3,6 +3,7 @@ package device
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -366,5 +367,87 @@ func TestReconnectWelcomeBeyondSent(t *testing.T) {
 		defer cancel()
 		ferr := c.Flush(ctx)
 		t.Errorf("after a WELCOME saying 1000 is done (3 sent), Send numbered a new message %d; Flush: %v — reported acknowledged though the gateway's record makes it a duplicate", seq, ferr)
+	}
+}
+
+// TestReconnectSkipsWhatTheWelcomeSaysIsDone: a persistent-seq device's
+// session ends before the ACKs of seqs 1 to 3 came; the next WELCOME says
+// they are done (last seq 3), or more (1000: another client under the ID
+// meanwhile). They are reported acknowledged, not resent, and the session's
+// seqs follow each other from its first, as the gateway requires: a
+// resend of 1 to 3 before a new message numbered after 1000 left a gap.
+func TestReconnectSkipsWhatTheWelcomeSaysIsDone(t *testing.T) {
+	for _, last := range []uint64{3, 1000} {
+		t.Run(fmt.Sprint("last seq ", last), func(t *testing.T) {
+			got := make(chan uint64, 16)
+			firstSeen := make(chan struct{})
+			addr := scriptedGateway(t, func(n int, nc net.Conn, r *egp.Reader) {
+				if n == 1 {
+					nc.Write(welcomeFrame(egp.AckProcessed, 0))
+					for range 3 {
+						if _, err := readData(r); err != nil {
+							return
+						}
+					}
+					close(firstSeen)
+					return // handled, but the ACKs are lost with the connection
+				}
+				nc.Write(welcomeFrame(egp.AckProcessed, last))
+				var prev uint64
+				for {
+					seq, err := readData(r)
+					if err != nil {
+						return
+					}
+					if prev != 0 && seq != prev+1 {
+						nc.Write(egp.AppendError(nil, egp.CodeProtocol, fmt.Sprintf("DATA seq %d after %d", seq, prev)))
+						return
+					}
+					prev = seq
+					got <- seq
+					nc.Write(egp.AppendAck(nil, seq, egp.StatusProcessed))
+				}
+			})
+			var mu sync.Mutex
+			var acked []uint64
+			c, err := Dial(context.Background(), Config{Addrs: []string{addr}, ID: "hostile-done", PersistentSeq: true,
+				Reconnect: true, ReconnectWait: time.Millisecond, KeepAlive: -1,
+				OnAck: func(a Acked) { mu.Lock(); acked = append(acked, a.Seq); mu.Unlock() }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			for range 3 {
+				if _, err := c.Send(context.Background(), []byte("m")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			select {
+			case <-firstSeen:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first session saw no 3 DATA")
+			}
+			wait.True(t, 10*time.Second, "reconnect", func() bool { return c.Stats().Reconnects >= 1 })
+			seq, err := c.Send(context.Background(), []byte("new"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seq != last+1 {
+				t.Errorf("the new message numbered %d, want %d", seq, last+1)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := c.Flush(ctx); err != nil {
+				t.Fatalf("Flush: %v", err)
+			}
+			if s := <-got; s != seq {
+				t.Errorf("the second session's first DATA: seq %d, want %d", s, seq)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if fmt.Sprint(acked) != fmt.Sprint([]uint64{1, 2, 3, seq}) {
+				t.Errorf("OnAck for %v, want 1 2 3 %d", acked, seq)
+			}
+		})
 	}
 }
