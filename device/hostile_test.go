@@ -307,13 +307,22 @@ func TestWelcomeSeqOverflow(t *testing.T) {
 	}
 }
 
-// TestReconnectWelcomeBeyondSent: a persistent-seq client sent seqs
-// 1..3; the next session's WELCOME says 1000 is done, which this client
-// never sent. Its next messages must be numbered after 1000: a gateway
-// holding that record acknowledges the others as duplicates without
-// handling them.
-func TestReconnectWelcomeBeyondSent(t *testing.T) {
-	got := make(chan uint64, 16)
+// reconnectRig is a persistent-seq client that sent seqs 1 to 3 in a
+// first session, which ended (the gateway acknowledged them first when
+// ackFirst), and reconnected to a second one whose WELCOME says last is
+// done. The second session's gateway sends each DATA seq to got and
+// acknowledges it, and refuses seqs that do not follow each other.
+type reconnectRig struct {
+	c   *Client
+	got chan uint64
+
+	mu    sync.Mutex
+	acked []uint64 // OnAck's seqs, in order
+}
+
+func newReconnectRig(t *testing.T, ackFirst bool, last uint64) *reconnectRig {
+	t.Helper()
+	rig := &reconnectRig{got: make(chan uint64, 16)}
 	firstSeen := make(chan struct{})
 	addr := scriptedGateway(t, func(n int, nc net.Conn, r *egp.Reader) {
 		if n == 1 {
@@ -323,30 +332,37 @@ func TestReconnectWelcomeBeyondSent(t *testing.T) {
 				if err != nil {
 					return
 				}
-				nc.Write(egp.AppendAck(nil, seq, egp.StatusProcessed))
+				if ackFirst {
+					nc.Write(egp.AppendAck(nil, seq, egp.StatusProcessed))
+				}
 			}
 			close(firstSeen)
-			return
+			return // without ackFirst, the ACKs are lost with the connection
 		}
-		nc.Write(welcomeFrame(egp.AckProcessed, 1000))
+		nc.Write(welcomeFrame(egp.AckProcessed, last))
+		var prev uint64
 		for {
 			seq, err := readData(r)
 			if err != nil {
 				return
 			}
-			got <- seq
-			nc.Write(egp.AppendAck(nil, seq, egp.StatusProcessed)) // seq <= 1000: a "duplicate", not handled
+			if prev != 0 && seq != prev+1 {
+				nc.Write(egp.AppendError(nil, egp.CodeProtocol, fmt.Sprintf("DATA seq %d after %d", seq, prev)))
+				return
+			}
+			prev = seq
+			rig.got <- seq
+			nc.Write(egp.AppendAck(nil, seq, egp.StatusProcessed)) // at or below last: a duplicate, not handled
 		}
 	})
-	var mu sync.Mutex
-	var acked []uint64
-	c, err := Dial(context.Background(), Config{Addrs: []string{addr}, ID: "hostile-beyond", PersistentSeq: true,
+	c, err := Dial(context.Background(), Config{Addrs: []string{addr}, ID: "hostile-reconnect", PersistentSeq: true,
 		Reconnect: true, ReconnectWait: time.Millisecond, KeepAlive: -1,
-		OnAck: func(a Acked) { mu.Lock(); acked = append(acked, a.Seq); mu.Unlock() }})
+		OnAck: func(a Acked) { rig.mu.Lock(); rig.acked = append(rig.acked, a.Seq); rig.mu.Unlock() }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	rig.c = c
 	for range 3 {
 		if _, err := c.Send(context.Background(), []byte("m")); err != nil {
 			t.Fatal(err)
@@ -355,17 +371,27 @@ func TestReconnectWelcomeBeyondSent(t *testing.T) {
 	select {
 	case <-firstSeen:
 	case <-time.After(10 * time.Second):
-		t.Fatal("first session saw no 3 DATA")
+		t.Fatal("the first session saw no 3 DATA")
 	}
 	wait.True(t, 10*time.Second, "reconnect", func() bool { return c.Stats().Reconnects >= 1 })
-	seq, err := c.Send(context.Background(), []byte("new"))
+	return rig
+}
+
+// TestReconnectWelcomeBeyondSent: a persistent-seq client sent seqs
+// 1..3; the next session's WELCOME says 1000 is done, which this client
+// never sent. Its next messages must be numbered after 1000: a gateway
+// holding that record acknowledges the others as duplicates without
+// handling them.
+func TestReconnectWelcomeBeyondSent(t *testing.T) {
+	rig := newReconnectRig(t, true, 1000)
+	seq, err := rig.c.Send(context.Background(), []byte("new"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if seq <= 1000 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		ferr := c.Flush(ctx)
+		ferr := rig.c.Flush(ctx)
 		t.Errorf("after a WELCOME saying 1000 is done (3 sent), Send numbered a new message %d; Flush: %v — reported acknowledged though the gateway's record makes it a duplicate", seq, ferr)
 	}
 }
@@ -379,56 +405,8 @@ func TestReconnectWelcomeBeyondSent(t *testing.T) {
 func TestReconnectSkipsWhatTheWelcomeSaysIsDone(t *testing.T) {
 	for _, last := range []uint64{3, 1000} {
 		t.Run(fmt.Sprint("last seq ", last), func(t *testing.T) {
-			got := make(chan uint64, 16)
-			firstSeen := make(chan struct{})
-			addr := scriptedGateway(t, func(n int, nc net.Conn, r *egp.Reader) {
-				if n == 1 {
-					nc.Write(welcomeFrame(egp.AckProcessed, 0))
-					for range 3 {
-						if _, err := readData(r); err != nil {
-							return
-						}
-					}
-					close(firstSeen)
-					return // handled, but the ACKs are lost with the connection
-				}
-				nc.Write(welcomeFrame(egp.AckProcessed, last))
-				var prev uint64
-				for {
-					seq, err := readData(r)
-					if err != nil {
-						return
-					}
-					if prev != 0 && seq != prev+1 {
-						nc.Write(egp.AppendError(nil, egp.CodeProtocol, fmt.Sprintf("DATA seq %d after %d", seq, prev)))
-						return
-					}
-					prev = seq
-					got <- seq
-					nc.Write(egp.AppendAck(nil, seq, egp.StatusProcessed))
-				}
-			})
-			var mu sync.Mutex
-			var acked []uint64
-			c, err := Dial(context.Background(), Config{Addrs: []string{addr}, ID: "hostile-done", PersistentSeq: true,
-				Reconnect: true, ReconnectWait: time.Millisecond, KeepAlive: -1,
-				OnAck: func(a Acked) { mu.Lock(); acked = append(acked, a.Seq); mu.Unlock() }})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			for range 3 {
-				if _, err := c.Send(context.Background(), []byte("m")); err != nil {
-					t.Fatal(err)
-				}
-			}
-			select {
-			case <-firstSeen:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the first session saw no 3 DATA")
-			}
-			wait.True(t, 10*time.Second, "reconnect", func() bool { return c.Stats().Reconnects >= 1 })
-			seq, err := c.Send(context.Background(), []byte("new"))
+			rig := newReconnectRig(t, false, last)
+			seq, err := rig.c.Send(context.Background(), []byte("new"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -437,16 +415,16 @@ func TestReconnectSkipsWhatTheWelcomeSaysIsDone(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if err := c.Flush(ctx); err != nil {
+			if err := rig.c.Flush(ctx); err != nil {
 				t.Fatalf("Flush: %v", err)
 			}
-			if s := <-got; s != seq {
+			if s := <-rig.got; s != seq {
 				t.Errorf("the second session's first DATA: seq %d, want %d", s, seq)
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if fmt.Sprint(acked) != fmt.Sprint([]uint64{1, 2, 3, seq}) {
-				t.Errorf("OnAck for %v, want 1 2 3 %d", acked, seq)
+			rig.mu.Lock()
+			defer rig.mu.Unlock()
+			if fmt.Sprint(rig.acked) != fmt.Sprint([]uint64{1, 2, 3, seq}) {
+				t.Errorf("OnAck for %v, want 1 2 3 %d", rig.acked, seq)
 			}
 		})
 	}
